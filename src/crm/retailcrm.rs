@@ -1,0 +1,1 @@
+//! retailCRM API v5 adapter. STUB: being implemented.

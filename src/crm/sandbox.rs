@@ -1,0 +1,1 @@
+//! Sandbox CRM. STUB: being implemented.

@@ -1,0 +1,1 @@
+//! Embedded redb store. STUB: being implemented.
