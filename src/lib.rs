@@ -1,6 +1,23 @@
-//! callgate: a low-latency gateway between Ringostat and retailCRM.
+//! callgate: a low-latency gateway between Ringostat (call tracking / virtual PBX) and
+//! retailCRM (API v5).
+//!
+//! Module tour:
+//! - [`domain`]: pure types and decisions — phone numbers, managers, the lookup decision,
+//!   call events, the action planner, routing rules. No I/O.
+//! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox).
+//! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
+//! - [`lookup`]: the pre-call lookup service (owner index, single flight, deadline).
+//! - [`http`]: the axum router and handlers.
+//! - [`config`], [`telemetry`], [`metrics`]: operations.
+//! - [`startup`]: the one place that wires adapters together (`Application`).
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod crm;
 pub mod domain;
+pub mod http;
+pub mod lookup;
+pub mod metrics;
+pub mod startup;
 pub mod store;
+pub mod telemetry;

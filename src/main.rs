@@ -1,1 +1,129 @@
-fn main() {}
+//! The `callgate` binary: telemetry → settings (exit 64 when invalid) → the chosen verb.
+#![forbid(unsafe_code)]
+
+use std::{path::PathBuf, process::ExitCode};
+
+use callgate::{
+    config::{EXIT_CONFIG, Settings},
+    domain::phone_number::PhoneNormalizer,
+    startup::{Application, shutdown_signal},
+    telemetry,
+};
+use clap::{Parser, Subcommand};
+
+/// Gateway between Ringostat and retailCRM.
+#[derive(Debug, Parser)]
+#[command(name = "callgate", version, about)]
+struct Cli {
+    /// Configuration file (default: ./callgate.toml when it exists).
+    #[arg(long, short, global = true, env = "CALLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (HTTP endpoints and the worker).
+    Serve,
+    /// Print the E.164 form of a phone number, or why it is not one.
+    Normalize {
+        /// The number as typed (quote it when it has spaces).
+        number: String,
+        /// Default region for numbers without a country code (default: phone.default_region).
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+/// Default configuration file, used when present.
+const DEFAULT_CONFIG_FILE: &str = "callgate.toml";
+
+fn load_settings(path: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    let path = path.or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+        default.exists().then_some(default)
+    });
+    let settings = Settings::load(path.as_deref()).and_then(|s| s.validate().map(|_| s));
+    settings.map_err(|e| {
+        eprintln!("callgate: {e}");
+        ExitCode::from(EXIT_CONFIG as u8)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Normalize { number, region } => normalize(cli.config, &number, region),
+        Command::Serve => {
+            let settings = match load_settings(cli.config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            telemetry::init(settings.telemetry.format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("callgate: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve(settings))
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("callgate: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(port = app.port(), "callgate is listening.");
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Shutting down: no new requests; queued work stays in the store.");
+        token.cancel();
+    });
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, "callgate stopped with an error.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn normalize(config: Option<PathBuf>, number: &str, region: Option<String>) -> ExitCode {
+    let region = match region {
+        Some(r) => r,
+        None => match load_settings(config) {
+            Ok(s) => s.phone.default_region,
+            Err(code) => return code,
+        },
+    };
+    let normalizer = match PhoneNormalizer::new(&region.to_ascii_uppercase()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("callgate: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    match normalizer.parse(number) {
+        Ok(parsed) => {
+            // The number is the user's own input, printed for them: not a log line.
+            match parsed.extension {
+                Some(ext) => println!("{} (extension {ext})", parsed.number.e164()),
+                None => println!("{}", parsed.number.e164()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("callgate: {number:?} is not a phone number: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

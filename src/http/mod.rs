@@ -1,0 +1,102 @@
+//! The HTTP adapter: [`router`] builds every endpoint over an [`AppState`].
+//!
+//! Public endpoints (`/ringostat/*`, `/retailcrm/*`) sit behind the optional IP allow-list and
+//! the per-source rate limit; every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
+//! request timeout.
+
+pub mod error;
+pub mod payload;
+pub mod routes;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
+
+use crate::{
+    config::Settings, crm::Crm, domain::manager::ManagerDirectory, lookup::LookupService,
+    metrics::Metrics, store::Store,
+};
+use error::ApiError;
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub crm: Arc<dyn Crm>,
+    pub directory: Arc<ManagerDirectory>,
+    pub lookup: Arc<LookupService>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Guards of the public endpoints.
+#[derive(Clone)]
+struct PublicGuard {
+    allowlist: Arc<Vec<IpAddr>>,
+    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+}
+
+async fn guard_public(State(guard): State<PublicGuard>, request: Request, next: Next) -> Response {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !guard.allowlist.is_empty() && !ip.is_some_and(|ip| guard.allowlist.contains(&ip)) {
+        return ApiError::Forbidden.into_response();
+    }
+    if let (Some(limiter), Some(ip)) = (&guard.limiter, ip)
+        && limiter.check_key(&ip).is_err()
+    {
+        return ApiError::RateLimited.into_response();
+    }
+    next.run(request).await
+}
+
+/// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
+/// the allow-list and the per-source limit can see client addresses.
+pub fn router(state: AppState) -> Router {
+    let server = &state.settings.server;
+    let guard = PublicGuard {
+        allowlist: Arc::new(server.ip_allowlist.clone()),
+        limiter: NonZeroU32::new(server.per_ip_rps)
+            .map(|rps| Arc::new(RateLimiter::keyed(Quota::per_second(rps)))),
+    };
+    let public = Router::new()
+        .route(
+            "/ringostat/route",
+            get(routes::route::route).post(routes::route::route),
+        )
+        .route(
+            "/retailcrm/user-status",
+            get(routes::user_status::user_status).post(routes::user_status::user_status),
+        )
+        .route_layer(middleware::from_fn_with_state(guard, guard_public));
+    let body_limit = server.body_limit_bytes;
+    let timeout = Duration::from_millis(server.request_timeout_ms);
+    Router::new()
+        .merge(public)
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,209 @@
+//! The pre-call lookup service (SPEC §3, flow A): caller → owner → destination, always within
+//! `lookup.deadline_ms`.
+//!
+//! Hot path: parse the caller, read the owner index and the manager's state from the store
+//! (in memory for the embedded store), decide. A miss asks the CRM once per number however
+//! many lookups wait for it (single flight): the fetch runs as its own task, so a lookup that
+//! gives up at the deadline does not cancel it, and its answer fills the index for the next
+//! call. A failing CRM or store yields "nobody", never an error.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    crm::Crm,
+    domain::{
+        lookup::{CallerFacts, LookupDecision, LookupPolicy, LookupReason, decide},
+        manager::{ManagerDirectory, ManagerId, ManagerState},
+        phone_number::{PhoneNormalizer, PhoneNumber},
+    },
+    metrics::{Metrics, ReasonLabel},
+    store::{OwnerEntry, Store},
+};
+
+/// A pre-call question: who should take a call from `caller`?
+#[derive(Debug, Clone, Default)]
+pub struct LookupRequest {
+    /// Caller number as received (any format).
+    pub caller: String,
+    /// Tracking number dialled, as received.
+    pub dst: Option<String>,
+    /// Site as received.
+    pub site: Option<String>,
+}
+
+/// The index lookup's result for one number.
+type FetchResult = Option<OwnerEntry>;
+
+/// Settings of the lookup service.
+#[derive(Debug, Clone)]
+pub struct LookupConfig {
+    pub deadline: Duration,
+    pub policy: LookupPolicy,
+    pub owner_ttl: Duration,
+    pub negative_ttl: Duration,
+}
+
+pub struct LookupService {
+    store: Arc<dyn Store>,
+    crm: Arc<dyn Crm>,
+    directory: Arc<ManagerDirectory>,
+    normalizer: PhoneNormalizer,
+    config: LookupConfig,
+    metrics: Arc<Metrics>,
+    /// In-flight CRM fetches by number; a waiter subscribes instead of asking again.
+    inflight: Mutex<HashMap<PhoneNumber, watch::Receiver<Option<FetchResult>>>>,
+}
+
+impl LookupService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        crm: Arc<dyn Crm>,
+        directory: Arc<ManagerDirectory>,
+        normalizer: PhoneNormalizer,
+        config: LookupConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(LookupService {
+            store,
+            crm,
+            directory,
+            normalizer,
+            config,
+            metrics,
+            inflight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &LookupConfig {
+        &self.config
+    }
+
+    /// Answers within the deadline, whatever the CRM or the store do.
+    pub async fn lookup(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
+        let started = Instant::now();
+        let decision = match tokio::time::timeout(self.config.deadline, self.resolve(request)).await
+        {
+            Ok(decision) => decision,
+            Err(_) => LookupDecision::nobody(LookupReason::Timeout),
+        };
+        self.metrics
+            .lookup_latency
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .lookup_outcomes
+            .get_or_create(&ReasonLabel {
+                reason: decision.reason.as_str(),
+            })
+            .inc();
+        decision
+    }
+
+    async fn resolve(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
+        let phone = match self.normalizer.parse(&request.caller) {
+            Ok(parsed) => parsed.number,
+            Err(_) => return LookupDecision::nobody(LookupReason::NotANumber),
+        };
+        let policy = self.config.policy;
+        if policy == LookupPolicy::IgnoreOwner {
+            return LookupDecision::nobody(LookupReason::IgnoreOwner);
+        }
+        let owner = match self.store.get_owner(&phone).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => match self.fetch_owner(phone.clone()).await {
+                Some(entry) => entry,
+                None => return LookupDecision::nobody(LookupReason::Unavailable),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "Owner index read failed; answering nobody.");
+                return LookupDecision::nobody(LookupReason::Unavailable);
+            }
+        };
+        let last_talked = if policy == LookupPolicy::LastTalked {
+            self.store.last_talked(&phone).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "Call log read failed; falling back to the owner.");
+                None
+            })
+        } else {
+            None
+        };
+        let facts = CallerFacts {
+            owner: owner.manager_id,
+            last_talked,
+        };
+        let state = match facts.owner {
+            Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.state_of(id).await,
+            _ => ManagerState::default(),
+        };
+        decide(policy, facts, &self.directory, |_| state)
+    }
+
+    async fn state_of(&self, id: ManagerId) -> ManagerState {
+        match self.store.get_manager_state(id).await {
+            Ok(state) => state.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, manager = %id, "Manager state read failed; assuming away.");
+                ManagerState {
+                    status: crate::domain::manager::ManagerStatus::Busy,
+                    online: None,
+                }
+            }
+        }
+    }
+
+    /// Joins or starts the one CRM fetch for `phone`; `None` when the CRM failed.
+    async fn fetch_owner(self: &Arc<Self>, phone: PhoneNumber) -> Option<OwnerEntry> {
+        let mut rx = {
+            let mut inflight = self.inflight.lock().expect("inflight lock poisoned");
+            match inflight.get(&phone) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(phone.clone(), rx.clone());
+                    let this = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let result = this.fetch_and_index(&phone).await;
+                        this.inflight
+                            .lock()
+                            .expect("inflight lock poisoned")
+                            .remove(&phone);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        let result = rx.wait_for(Option::is_some).await.ok()?.clone();
+        result.flatten()
+    }
+
+    async fn fetch_and_index(&self, phone: &PhoneNumber) -> FetchResult {
+        self.metrics.lookup_crm_fetches.inc();
+        match self.crm.responsible_manager(phone).await {
+            Ok(found) => {
+                let entry = OwnerEntry {
+                    customer_id: found.customer_id,
+                    manager_id: found.manager_id,
+                };
+                let ttl = if entry.is_negative() {
+                    self.config.negative_ttl
+                } else {
+                    self.config.owner_ttl
+                };
+                if let Err(e) = self.store.put_owner(phone, entry, ttl).await {
+                    tracing::warn!(error = %e, phone = %phone, "Owner index write failed.");
+                }
+                Some(entry)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, phone = %phone, "CRM owner lookup failed; answering nobody.");
+                None
+            }
+        }
+    }
+}

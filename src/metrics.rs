@@ -1,0 +1,162 @@
+//! Prometheus metrics (SPEC §8), one registry per [`crate::startup::Application`] so that
+//! several apps in one test process never share counters.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrmLabels {
+    pub method: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimiterLabel {
+    pub limiter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// Every metric callgate exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Pre-call lookup latency, seconds.
+    pub lookup_latency: Histogram,
+    /// Lookup answers by reason (`owner`, `none`, `timeout`, …).
+    pub lookup_outcomes: Family<ReasonLabel, Counter>,
+    /// CRM requests made by the lookup (misses of the owner index).
+    pub lookup_crm_fetches: Counter,
+    /// Webhook acknowledgement latency (durable store included), seconds.
+    pub webhook_ack_latency: Histogram,
+    /// Webhooks by outcome (`accepted`, `duplicate`, `unauthorized`, `malformed`).
+    pub webhooks: Family<OutcomeLabel, Counter>,
+    /// Queued tasks (waiting or in progress).
+    pub queue_depth: Gauge,
+    /// Tasks in the dead-letter list.
+    pub dead_letters: Gauge,
+    /// CRM requests by method and outcome.
+    pub crm_requests: Family<CrmLabels, Counter>,
+    /// CRM request latency by method, seconds.
+    pub crm_latency: Family<MethodLabel, Histogram>,
+    /// Time spent waiting for a CRM rate limiter, seconds.
+    pub limiter_wait: Family<LimiterLabel, Histogram>,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 50 µs .. ~26 s
+    exponential_buckets(0.000_05, 2.0, 20)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("callgate");
+        let lookup_latency = Histogram::new(latency_buckets());
+        registry.register(
+            "lookup_latency_seconds",
+            "Pre-call lookup latency",
+            lookup_latency.clone(),
+        );
+        let lookup_outcomes = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "lookup_outcomes",
+            "Pre-call lookup answers by reason",
+            lookup_outcomes.clone(),
+        );
+        let lookup_crm_fetches = Counter::default();
+        registry.register(
+            "lookup_crm_fetches",
+            "CRM requests made by lookups that missed the owner index",
+            lookup_crm_fetches.clone(),
+        );
+        let webhook_ack_latency = Histogram::new(latency_buckets());
+        registry.register(
+            "webhook_ack_latency_seconds",
+            "Webhook acknowledgement latency, durable store included",
+            webhook_ack_latency.clone(),
+        );
+        let webhooks = Family::<OutcomeLabel, Counter>::default();
+        registry.register("webhooks", "Webhooks by outcome", webhooks.clone());
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Queued call events not yet applied",
+            queue_depth.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "dead_letters",
+            "Call events parked in the dead-letter list",
+            dead_letters.clone(),
+        );
+        let crm_requests = Family::<CrmLabels, Counter>::default();
+        registry.register(
+            "crm_requests",
+            "CRM requests by method and outcome",
+            crm_requests.clone(),
+        );
+        let crm_latency =
+            Family::<MethodLabel, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register(
+            "crm_latency_seconds",
+            "CRM request latency by method",
+            crm_latency.clone(),
+        );
+        let limiter_wait = Family::<LimiterLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        registry.register(
+            "crm_limiter_wait_seconds",
+            "Time spent waiting for a CRM rate limiter",
+            limiter_wait.clone(),
+        );
+        Metrics {
+            registry,
+            lookup_latency,
+            lookup_outcomes,
+            lookup_crm_fetches,
+            webhook_ack_latency,
+            webhooks,
+            queue_depth,
+            dead_letters,
+            crm_requests,
+            crm_latency,
+            limiter_wait,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,155 @@
+//! The one place that wires adapters together: settings → store, CRM, services, router,
+//! worker → [`Application`].
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{CrmKind, Settings, StoreKind},
+    crm::{
+        Crm,
+        retailcrm::{RetailCrm, RetailCrmConfig},
+        sandbox::SandboxCrm,
+    },
+    http::{AppState, router},
+    lookup::{LookupConfig, LookupService},
+    metrics::Metrics,
+    store::{Store, embedded::EmbeddedStore},
+};
+
+/// A built, bound, not yet running callgate.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    sandbox: Option<Arc<SandboxCrm>>,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    /// Validates the settings, opens the store, builds the CRM adapter and binds the port
+    /// (`server.port = 0` picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let validated = settings.validate()?;
+        let store: Arc<dyn Store> = match settings.store.kind {
+            StoreKind::Embedded => Arc::new(
+                EmbeddedStore::open(&settings.store.path).with_context(|| {
+                    format!(
+                        "Failed to open the embedded store {}.",
+                        settings.store.path.display()
+                    )
+                })?,
+            ),
+            StoreKind::Redis => anyhow::bail!("store.kind = \"redis\" is not available yet"),
+        };
+        let directory = Arc::new(validated.directory.clone());
+        let mut sandbox = None;
+        let crm: Arc<dyn Crm> = match settings.crm.kind {
+            CrmKind::Sandbox => {
+                let s = Arc::new(SandboxCrm::new(store.clone(), directory.clone()));
+                sandbox = Some(s.clone());
+                s
+            }
+            CrmKind::Retailcrm => anyhow::bail!("retailcrm adapter is being merged"), // MERGE-TODO
+        };
+        let metrics = Arc::new(Metrics::new());
+        let lookup = LookupService::new(
+            store.clone(),
+            crm.clone(),
+            directory.clone(),
+            validated.normalizer.clone(),
+            LookupConfig {
+                deadline: settings.lookup.deadline(),
+                policy: settings.lookup.policy,
+                owner_ttl: settings.lookup.owner_ttl(),
+                negative_ttl: settings.lookup.negative_ttl(),
+            },
+            metrics.clone(),
+        );
+        let address = SocketAddr::new(settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("Failed to bind {address}."))?;
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            crm,
+            directory,
+            lookup,
+            metrics,
+        };
+        Ok(Application {
+            listener,
+            state,
+            sandbox,
+            shutdown: CancellationToken::new(),
+            grace,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The sandbox CRM, when `crm.kind = "sandbox"`.
+    pub fn sandbox(&self) -> Option<Arc<SandboxCrm>> {
+        self.sandbox.clone()
+    }
+
+    /// Cancelling it stops the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
+    /// (bounded by `server.shutdown_grace_secs`). Queued work stays in the store.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let app = router(self.state.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let token = self.shutdown.clone();
+        let server = axum::serve(self.listener, app)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => result.context("HTTP server failed.")?,
+            () = token.cancelled() => {
+                if tokio::time::timeout(self.grace, &mut server).await.is_err() {
+                    tracing::warn!(grace = ?self.grace, "In-flight requests did not finish within the grace period.");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
