@@ -337,7 +337,9 @@ impl Settings {
     }
 
     fn extract(figment: Figment) -> Result<Settings, ConfigError> {
-        figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
     }
 
     /// Cross-field checks; parses numbers and builds the manager directory.
@@ -397,8 +399,7 @@ impl Settings {
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency must be at least 1"));
         }
-        if self.worker.retry_base_ms == 0 || self.worker.retry_max_ms < self.worker.retry_base_ms
-        {
+        if self.worker.retry_base_ms == 0 || self.worker.retry_max_ms < self.worker.retry_base_ms {
             return Err(invalid(
                 "worker.retry_base_ms must be positive and at most worker.retry_max_ms",
             ));

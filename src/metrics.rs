@@ -122,8 +122,9 @@ impl Metrics {
             "CRM requests by method and outcome",
             crm_requests.clone(),
         );
-        let crm_latency =
-            Family::<MethodLabel, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let crm_latency = Family::<MethodLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         registry.register(
             "crm_latency_seconds",
             "CRM request latency by method",

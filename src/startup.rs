@@ -36,14 +36,14 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let validated = settings.validate()?;
         let store: Arc<dyn Store> = match settings.store.kind {
-            StoreKind::Embedded => Arc::new(
-                EmbeddedStore::open(&settings.store.path).with_context(|| {
+            StoreKind::Embedded => {
+                Arc::new(EmbeddedStore::open(&settings.store.path).with_context(|| {
                     format!(
                         "Failed to open the embedded store {}.",
                         settings.store.path.display()
                     )
-                })?,
-            ),
+                })?)
+            }
             StoreKind::Redis => anyhow::bail!("store.kind = \"redis\" is not available yet"),
         };
         let directory = Arc::new(validated.directory.clone());
@@ -82,6 +82,8 @@ impl Application {
             directory,
             lookup,
             metrics,
+            normalizer: validated.normalizer.clone(),
+            sandbox: sandbox.clone(),
         };
         Ok(Application {
             listener,
@@ -113,8 +115,7 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
     /// (bounded by `server.shutdown_grace_secs`). Queued work stays in the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let app = router(self.state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let token = self.shutdown.clone();
         let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(token.clone().cancelled_owned())

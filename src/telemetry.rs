@@ -11,7 +11,8 @@ pub const DEFAULT_FILTER: &str = "callgate=info,tower_http=info";
 /// Installs the global subscriber (logs go to stderr). Safe to call more than once: later
 /// calls are no-ops.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => registry

@@ -79,7 +79,10 @@ pub struct SandboxTask {
 }
 
 fn now_string() -> String {
-    Local::now().naive_local().format("%Y-%m-%d %H:%M:%S").to_string()
+    Local::now()
+        .naive_local()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 fn storage(e: StoreError) -> CrmError {
@@ -197,7 +200,12 @@ impl SandboxCrm {
         phones: &[(String, PhoneNumber)],
         manager_id: Option<ManagerId>,
     ) -> Result<CustomerId, CrmError> {
-        let id = CustomerId(self.store.next_id("sandbox-customer").await.map_err(storage)?);
+        let id = CustomerId(
+            self.store
+                .next_id("sandbox-customer")
+                .await
+                .map_err(storage)?,
+        );
         let customer = SandboxCustomer {
             id,
             external_id: None,
@@ -218,14 +226,17 @@ impl SandboxCrm {
         customer: &SandboxCustomer,
         phones: impl Iterator<Item = &'a PhoneNumber>,
     ) -> Result<(), CrmError> {
-        self.put(&Self::key(CUSTOMER, format!("{:020}", customer.id.0)), customer)
-            .await?;
+        self.put(
+            &Self::key(CUSTOMER, format!("{:020}", customer.id.0)),
+            customer,
+        )
+        .await?;
         for phone in phones {
-            let key = Self::key(PHONE_INDEX, format!("{}:{:020}", phone.e164(), customer.id.0));
-            self.store
-                .set_raw(&key, &[], None)
-                .await
-                .map_err(storage)?;
+            let key = Self::key(
+                PHONE_INDEX,
+                format!("{}:{:020}", phone.e164(), customer.id.0),
+            );
+            self.store.set_raw(&key, &[], None).await.map_err(storage)?;
         }
         Ok(())
     }
@@ -312,7 +323,11 @@ impl SandboxCrm {
         if self.directory.get(id).is_some() {
             Ok(())
         } else {
-            Err(rejected("Errors in the entity format", field, "user not found"))
+            Err(rejected(
+                "Errors in the entity format",
+                field,
+                "user not found",
+            ))
         }
     }
 }
@@ -408,7 +423,12 @@ impl Crm for SandboxCrm {
         if let Some(m) = customer.manager_id {
             self.check_user(m, "managerId")?;
         }
-        let id = CustomerId(self.store.next_id("sandbox-customer").await.map_err(storage)?);
+        let id = CustomerId(
+            self.store
+                .next_id("sandbox-customer")
+                .await
+                .map_err(storage)?,
+        );
         self.claim_external("customer", &customer.external_id, id.0)
             .await?;
         let record = SandboxCustomer {
@@ -416,12 +436,17 @@ impl Crm for SandboxCrm {
             external_id: Some(customer.external_id.clone()),
             site: site.to_owned(),
             manager_id: customer.manager_id,
-            phones: customer.phones.iter().map(|p| p.e164().to_owned()).collect(),
+            phones: customer
+                .phones
+                .iter()
+                .map(|p| p.e164().to_owned())
+                .collect(),
             source: customer.source.clone(),
             ga_client_id: customer.ga_client_id.clone(),
             created_at: now_string(),
         };
-        self.insert_customer(&record, customer.phones.iter()).await?;
+        self.insert_customer(&record, customer.phones.iter())
+            .await?;
         Ok(id)
     }
 
@@ -481,7 +506,8 @@ impl Crm for SandboxCrm {
             ));
         }
         let id = OrderId(self.store.next_id("sandbox-order").await.map_err(storage)?);
-        self.claim_external("order", &order.external_id, id.0).await?;
+        self.claim_external("order", &order.external_id, id.0)
+            .await?;
         let record = SandboxOrder {
             id,
             external_id: Some(order.external_id.clone()),
@@ -584,4 +610,3 @@ impl SandboxCrm {
         })
     }
 }
-

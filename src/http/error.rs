@@ -82,9 +82,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, "1".parse().expect("static header"));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                "1".parse().expect("static header"),
+            );
         }
         response
     }

@@ -20,14 +20,18 @@ use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
 use crate::{
-    config::Settings, crm::Crm, domain::manager::ManagerDirectory, lookup::LookupService,
-    metrics::Metrics, store::Store,
+    config::Settings,
+    crm::{Crm, sandbox::SandboxCrm},
+    domain::{manager::ManagerDirectory, phone_number::PhoneNormalizer},
+    lookup::LookupService,
+    metrics::Metrics,
+    store::Store,
 };
 use error::ApiError;
 
@@ -40,6 +44,9 @@ pub struct AppState {
     pub directory: Arc<ManagerDirectory>,
     pub lookup: Arc<LookupService>,
     pub metrics: Arc<Metrics>,
+    pub normalizer: PhoneNormalizer,
+    /// The sandbox CRM when it is the CRM (its records are readable through `/admin`).
+    pub sandbox: Option<Arc<SandboxCrm>>,
 }
 
 /// Guards of the public endpoints.
@@ -84,10 +91,34 @@ pub fn router(state: AppState) -> Router {
             get(routes::user_status::user_status).post(routes::user_status::user_status),
         )
         .route_layer(middleware::from_fn_with_state(guard, guard_public));
+    let admin = Router::new()
+        .route("/admin/calls", get(routes::admin::call_log))
+        .route("/admin/queue", get(routes::admin::queue))
+        .route("/admin/queue/retry-now", post(routes::admin::retry_now))
+        .route("/admin/dead-letters", get(routes::admin::dead_letters))
+        .route(
+            "/admin/dead-letters/replay",
+            post(routes::admin::replay_all_dead_letters),
+        )
+        .route(
+            "/admin/dead-letters/{id}/replay",
+            post(routes::admin::replay_dead_letter),
+        )
+        .route("/admin/quarantine", get(routes::admin::quarantine))
+        .route("/admin/sandbox", get(routes::admin::sandbox_records))
+        .route(
+            "/admin/sandbox/customers",
+            post(routes::admin::sandbox_add_customer),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::admin::require_admin,
+        ));
     let body_limit = server.body_limit_bytes;
     let timeout = Duration::from_millis(server.request_timeout_ms);
     Router::new()
         .merge(public)
+        .merge(admin)
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))

@@ -54,7 +54,11 @@ pub fn read(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Pay
         .is_some_and(|&b| b == b'{' || b == b'[');
     if content_type.contains("json") || (!content_type.contains("form") && looks_json) {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request("malformed_json", None, format!("body is not valid JSON: {e}"))
+            ApiError::bad_request(
+                "malformed_json",
+                None,
+                format!("body is not valid JSON: {e}"),
+            )
         })?;
         let Value::Object(mut object) = value else {
             return Err(ApiError::bad_request(
@@ -90,7 +94,11 @@ pub fn read(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Pay
 
 fn merge_form(fields: &mut Map<String, Value>, raw: &[u8], what: &str) -> Result<(), ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw).map_err(|e| {
-        ApiError::bad_request("malformed_form", None, format!("{what} cannot be read: {e}"))
+        ApiError::bad_request(
+            "malformed_form",
+            None,
+            format!("{what} cannot be read: {e}"),
+        )
     })?;
     for (k, v) in pairs {
         fields.insert(k, Value::String(v));
@@ -112,11 +120,26 @@ mod tests {
 
     #[test]
     fn reads_query_form_json_and_jsonrpc() {
-        let p = read(Some("caller=380981234567&format=json"), &HeaderMap::new(), b"").unwrap();
+        let p = read(
+            Some("caller=380981234567&format=json"),
+            &HeaderMap::new(),
+            b"",
+        )
+        .unwrap();
         assert_eq!(p.text("caller").as_deref(), Some("380981234567"));
-        let p = read(None, &headers("application/x-www-form-urlencoded"), b"caller=%2B380").unwrap();
+        let p = read(
+            None,
+            &headers("application/x-www-form-urlencoded"),
+            b"caller=%2B380",
+        )
+        .unwrap();
         assert_eq!(p.text("caller").as_deref(), Some("+380"));
-        let p = read(None, &headers("application/json"), br#"{"caller": 380981234567}"#).unwrap();
+        let p = read(
+            None,
+            &headers("application/json"),
+            br#"{"caller": 380981234567}"#,
+        )
+        .unwrap();
         assert_eq!(p.text("caller").as_deref(), Some("380981234567"));
         let p = read(
             None,

@@ -1,5 +1,6 @@
 //! One module per endpoint group.
 
+pub mod admin;
 pub mod health;
 pub mod route;
 pub mod user_status;

@@ -81,7 +81,9 @@ fn render(
         );
         m.insert(
             "manager_id".to_owned(),
-            decision.manager_id.map_or(Value::Null, |m| Value::from(m.0)),
+            decision
+                .manager_id
+                .map_or(Value::Null, |m| Value::from(m.0)),
         );
         m.insert(
             "reason".to_owned(),

@@ -24,15 +24,27 @@ pub async fn user_status(
     let payload = payload::read(uri.query(), &headers, &body)?;
     let status: ManagerStatus = payload
         .text("status")
-        .ok_or_else(|| ApiError::bad_request("missing_field", Some("status"), "status is required"))?
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_field", Some("status"), "status is required")
+        })?
         .parse()
         .map_err(|e: crate::domain::manager::UnknownStatus| {
             ApiError::bad_request("bad_status", Some("status"), e.to_string())
         })?;
     let by_user = match payload.text("userId") {
-        Some(raw) => Some(raw.trim().parse::<u64>().ok().filter(|&id| id > 0).ok_or_else(
-            || ApiError::bad_request("bad_user", Some("userId"), format!("userId {raw:?} is not a positive integer")),
-        )?),
+        Some(raw) => Some(
+            raw.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&id| id > 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_user",
+                        Some("userId"),
+                        format!("userId {raw:?} is not a positive integer"),
+                    )
+                })?,
+        ),
         None => None,
     };
     let by_code = payload
