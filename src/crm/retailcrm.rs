@@ -1,1 +1,0 @@
-//! retailCRM API v5 adapter. STUB: being implemented.

@@ -1,0 +1,1 @@
+//! wiremock tests of the retailCRM adapter (request shapes and error classification).
