@@ -52,6 +52,9 @@ use crate::domain::{
 const PAGE_LIMIT: u32 = 100;
 /// Hard stop for list walks, so a CRM that keeps reporting more pages cannot loop us.
 const MAX_PAGES: u32 = 200;
+/// Pages of a phone search. It runs in the pre-call lookup, and a number shared by more
+/// than 500 customers is not one callgate can route by anyway.
+const MAX_SEARCH_PAGES: u32 = 5;
 /// `telephony/calls/upload` takes at most this many calls per request.
 pub const CALLS_UPLOAD_CHUNK: usize = 50;
 /// How much of a non-API body is kept in errors.
@@ -325,6 +328,7 @@ impl RetailCrm {
         &self,
         segments: &[&str],
         filter: &[(&str, String)],
+        max_pages: u32,
         split: impl Fn(P) -> (Vec<T>, Option<Pagination>),
     ) -> Result<Vec<T>, CrmError>
     where
@@ -345,7 +349,7 @@ impl RetailCrm {
             if !more || got == 0 {
                 break;
             }
-            if page >= MAX_PAGES {
+            if page >= max_pages {
                 tracing::warn!(
                     pages = page,
                     "retailCRM list is longer than callgate walks; the rest is ignored."
@@ -401,7 +405,9 @@ impl Crm for RetailCrm {
     #[tracing::instrument(skip_all, fields(method = "users"))]
     async fn list_users(&self) -> Result<Vec<CrmUser>, CrmError> {
         let users = self
-            .all_pages(&["users"], &[], |p: UsersPage| (p.users, p.pagination))
+            .all_pages(&["users"], &[], MAX_PAGES, |p: UsersPage| {
+                (p.users, p.pagination)
+            })
             .await?;
         Ok(users
             .into_iter()
@@ -425,9 +431,12 @@ impl Crm for RetailCrm {
     ) -> Result<Vec<CrmCustomer>, CrmError> {
         let filter = [("filter[name]", national_significant_number(phone))];
         let found = self
-            .all_pages(&["customers"], &filter, |p: CustomersPage| {
-                (p.customers, p.pagination)
-            })
+            .all_pages(
+                &["customers"],
+                &filter,
+                MAX_SEARCH_PAGES,
+                |p: CustomersPage| (p.customers, p.pagination),
+            )
             .await?;
         let searched = found.len();
         let mut matches: Vec<CrmCustomer> = found
@@ -461,6 +470,10 @@ impl Crm for RetailCrm {
         external_id: &str,
         site: &str,
     ) -> Result<Option<CrmCustomer>, CrmError> {
+        if external_id.is_empty() {
+            // An empty segment would address the list method `customers/`.
+            return Ok(None);
+        }
         let query = by_external_id(self.site_or_default(Some(site)));
         match self.get(&["customers", external_id], &query).await {
             Ok(a) => Ok(a.parse::<CustomerAnswer>()?.customer.map(customer_from_dto)),
@@ -501,7 +514,7 @@ impl Crm for RetailCrm {
     async fn customer_orders(&self, customer: CustomerId) -> Result<Vec<CrmOrder>, CrmError> {
         let filter = [("filter[customerId]", customer.0.to_string())];
         let mut orders: Vec<CrmOrder> = self
-            .all_pages(&["orders"], &filter, |p: OrdersPage| {
+            .all_pages(&["orders"], &filter, MAX_PAGES, |p: OrdersPage| {
                 (p.orders, p.pagination)
             })
             .await?
@@ -522,6 +535,9 @@ impl Crm for RetailCrm {
         external_id: &str,
         site: &str,
     ) -> Result<Option<CrmOrder>, CrmError> {
+        if external_id.is_empty() {
+            return Ok(None);
+        }
         let query = by_external_id(self.site_or_default(Some(site)));
         match self.get(&["orders", external_id], &query).await {
             Ok(a) => Ok(a.parse::<OrderAnswer>()?.order.map(order_from_dto)),

@@ -337,6 +337,25 @@ async fn unknown_external_ids_are_none() {
 }
 
 #[tokio::test]
+async fn an_empty_external_id_is_none_without_a_request() {
+    let (server, crm) = setup().await;
+
+    assert!(
+        crm.customer_by_external_id("", "shop")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        crm.order_by_external_id("", "shop")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn create_customer_posts_the_customer_as_json_and_reads_the_id_of_201() {
     let (server, crm) = setup().await;
     Mock::given(method("POST"))
