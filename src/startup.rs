@@ -54,7 +54,18 @@ impl Application {
                 sandbox = Some(s.clone());
                 s
             }
-            CrmKind::Retailcrm => anyhow::bail!("retailcrm adapter is being merged"), // MERGE-TODO
+            CrmKind::Retailcrm => Arc::new(
+                RetailCrm::new(
+                    RetailCrmConfig {
+                        base_url: settings.crm.base_url.parse().context("crm.base_url")?,
+                        api_key: settings.crm.api_key.expose_secret().into(),
+                        timeout: settings.crm.timeout(),
+                        site: Some(settings.crm.default_site.clone()),
+                    },
+                    validated.normalizer.clone(),
+                )
+                .context("Failed to build the retailCRM client.")?,
+            ),
         };
         let metrics = Arc::new(Metrics::new());
         let lookup = LookupService::new(
