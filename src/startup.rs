@@ -12,6 +12,7 @@ use crate::{
     config::{CrmKind, Settings, StoreKind},
     crm::{
         Crm,
+        limited::LimitedCrm,
         retailcrm::{RetailCrm, RetailCrmConfig},
         sandbox::SandboxCrm,
     },
@@ -47,6 +48,7 @@ impl Application {
             StoreKind::Redis => anyhow::bail!("store.kind = \"redis\" is not available yet"),
         };
         let directory = Arc::new(validated.directory.clone());
+        let metrics = Arc::new(Metrics::new());
         let mut sandbox = None;
         let crm: Arc<dyn Crm> = match settings.crm.kind {
             CrmKind::Sandbox => {
@@ -67,7 +69,20 @@ impl Application {
                 .context("Failed to build the retailCRM client.")?,
             ),
         };
-        let metrics = Arc::new(Metrics::new());
+        // Every CRM request goes through the limiters and metrics; the sandbox has no limit.
+        let (general_rps, telephony_rps) = match settings.crm.kind {
+            CrmKind::Sandbox => (0, 0),
+            CrmKind::Retailcrm => (
+                settings.crm.rate_limit_rps,
+                settings.crm.telephony_rate_limit_rps,
+            ),
+        };
+        let crm: Arc<dyn Crm> = Arc::new(LimitedCrm::new(
+            crm,
+            general_rps,
+            telephony_rps,
+            metrics.clone(),
+        ));
         let lookup = LookupService::new(
             store.clone(),
             crm.clone(),

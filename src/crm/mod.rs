@@ -296,7 +296,13 @@ impl CrmError {
     /// "Access denied" and a wrong URL, which an operator fixes in the CRM's settings.
     pub fn is_retryable(&self) -> bool {
         match self {
-            CrmError::Rejected { status, .. } => !matches!(status, 400 | 404 | 422 | 460),
+            // "API method not found" is a wrong URL or API version: an operator fixes it.
+            CrmError::Rejected {
+                status: 404,
+                message,
+                ..
+            } => message.to_ascii_lowercase().contains("method"),
+            CrmError::Rejected { status, .. } => !matches!(status, 400 | 422 | 460),
             _ => true,
         }
     }
