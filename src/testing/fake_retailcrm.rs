@@ -68,9 +68,10 @@
 //!
 //! # Faults
 //! Faults are checked first, before authentication: they stand for the network, a proxy or
-//! the account being broken. [`Fault::Hang`] parks the request until the fault list changes
-//! (cleared or replaced), the fake is dropped, or [`FakeCrmConfig::max_hang`] passes; then
-//! the request proceeds normally.
+//! the account being broken. [`Fault::Hang`] parks the request until
+//! [`FakeRetailCrm::clear_faults`] or [`FakeRetailCrm::set_fault`] is called, the fake is
+//! dropped, or [`FakeCrmConfig::max_hang`] passes; then the request proceeds normally (auth,
+//! rate limit, routing). A client that gives up earlier simply drops the connection.
 //!
 //! # Locks
 //! State sits behind one `std::sync::Mutex`, never held across an `.await`. A poisoned lock
@@ -458,7 +459,7 @@ impl CrmState {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<CrmState>,
-    /// Bumped whenever the fault list changes; hung requests wait for it.
+    /// Bumped by `set_fault`/`clear_faults`; hung requests wait for it.
     fault_generation: watch::Sender<u64>,
     shutdown: CancellationToken,
 }
@@ -703,10 +704,10 @@ impl FakeRetailCrm {
         self.shared.faults_changed();
     }
 
-    /// Adds a rule after the existing ones (the first matching rule wins).
+    /// Adds a rule after the existing ones (the first matching rule wins). Requests
+    /// already hung stay hung.
     pub fn add_fault_rule(&self, rule: FaultRule) {
         self.lock().faults.push(rule);
-        self.shared.faults_changed();
     }
 
     /// Removes every fault and releases hung requests.

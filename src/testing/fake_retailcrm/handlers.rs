@@ -443,6 +443,7 @@ pub(super) fn route(st: &mut CrmState, req: &ApiRequest) -> Answer {
         ("GET", ["users"]) => users_list(st, req),
         ("GET", ["users", id]) => user_get(st, id),
         ("POST", ["users", id, "status"]) => user_status(st, req, id),
+        ("GET", ["user-groups"]) => user_groups(req),
         ("GET", ["telephony", "manager"]) => telephony_manager(st, req),
         ("POST", ["telephony", "call", "event"]) => call_event(st, req),
         ("POST", ["telephony", "calls", "upload"]) => calls_upload(st, req),
@@ -525,6 +526,12 @@ fn users_list(st: &CrmState, req: &ApiRequest) -> Answer {
 fn user_get(st: &CrmState, id: &str) -> Answer {
     let user = st.users.get(&parse_id(id)?).ok_or_else(not_found)?;
     ok(json!({"success": true, "user": user_json(user)}))
+}
+
+/// No groups are modelled; the method exists because Ringostat's scope lists it (§2.9).
+fn user_groups(req: &ApiRequest) -> Answer {
+    let (pagination, groups) = paginate(req, Vec::new())?;
+    ok(json!({"success": true, "pagination": pagination, "groups": groups}))
 }
 
 fn user_status(st: &mut CrmState, req: &ApiRequest, id: &str) -> Answer {
