@@ -21,3 +21,5 @@ pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+/// Test doubles used by the test suite and the load tests (compiled always).
+pub mod testing;
