@@ -1,0 +1,165 @@
+//! `spawn_app()` and friends: a real callgate on a random port with a fresh embedded store in
+//! a temporary directory, optionally wired to a fake retailCRM over real HTTP.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use callgate::{
+    config::Settings,
+    crm::sandbox::SandboxCrm,
+    http::AppState,
+    startup::Application,
+    testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
+};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// The webhook token of test apps.
+pub const WEBHOOK_TOKEN: &str = "test-webhook-token";
+/// The admin token of test apps.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Alina (CRM user 27) and Tatiana (CRM user 28), the seed's managers, plus the senior
+/// manager (CRM user 1).
+pub const MANAGERS_TOML: &str = r#"
+[[managers]]
+crm_user_id = 27
+ringostat_staff_id = 1027
+sip = ["shop_alina"]
+code = "127"
+phone = "+380671110027"
+
+[[managers]]
+crm_user_id = 28
+ringostat_staff_id = 1028
+sip = ["shop_tatiana"]
+code = "128"
+phone = "+380671110028"
+
+[[managers]]
+crm_user_id = 1
+ringostat_staff_id = 1001
+sip = ["shop_senior"]
+code = "101"
+"#;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub sandbox: Option<Arc<SandboxCrm>>,
+    pub crm: Option<FakeRetailCrm>,
+    token: CancellationToken,
+    _dir: TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Builds settings for a test: defaults + `extra` TOML, random port, fresh store file.
+pub fn test_settings(dir: &TempDir, extra: &str) -> Settings {
+    let toml = format!(
+        "{MANAGERS_TOML}\n[ringostat]\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n{extra}"
+    );
+    let mut settings = Settings::from_toml(&toml).expect("test settings parse");
+    settings.server.port = 0;
+    settings.store.path = dir.path().join("callgate.redb");
+    settings
+}
+
+/// A callgate on the sandbox CRM.
+pub async fn spawn_app(extra: &str) -> TestApp {
+    let dir = TempDir::new().expect("temp dir");
+    let settings = test_settings(&dir, extra);
+    start(settings, dir, None).await
+}
+
+/// The seed's CRM users on a fake retailCRM.
+pub async fn start_fake_crm() -> FakeRetailCrm {
+    let crm = FakeRetailCrm::start(FakeCrmConfig::default()).await;
+    crm.add_user(FakeUser::manager(27, "Alina", Some("127")));
+    crm.add_user(FakeUser::manager(28, "Tatiana", Some("128")));
+    crm.add_user(FakeUser::manager(1, "Senior", Some("101")));
+    crm
+}
+
+/// A callgate talking to `crm` over real HTTP.
+pub async fn spawn_app_with_crm(crm: &FakeRetailCrm, extra: &str) -> TestApp {
+    let dir = TempDir::new().expect("temp dir");
+    let mut settings = test_settings(&dir, extra);
+    settings.crm.kind = callgate::config::CrmKind::Retailcrm;
+    settings.crm.base_url = crm.base_url();
+    settings.crm.api_key = crm.api_key().into();
+    settings.crm.default_site = "shop1".to_owned();
+    start(settings, dir, Some(crm.clone())).await
+}
+
+async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        callgate::telemetry::init(callgate::config::LogFormat::Pretty);
+    }
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let sandbox = app.sandbox();
+    let token = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        state,
+        sandbox,
+        crm,
+        token,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `GET /ringostat/route?<query>`.
+    pub async fn get_route(&self, query: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/ringostat/route?{query}")))
+            .send()
+            .await
+            .expect("route request")
+    }
+
+    pub async fn set_user_status(&self, user_id: u64, status: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/retailcrm/user-status"))
+            .form(&[
+                ("clientId", "callgate-test"),
+                ("userId", &user_id.to_string()),
+                ("status", status),
+            ])
+            .send()
+            .await
+            .expect("user-status request")
+    }
+}
+
+/// Polls `check` until it returns `Some`, at most `within`; panics with `what` otherwise.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
