@@ -71,7 +71,8 @@ impl PayloadError {
 /// `[ringostat.fields]`: for each logical field, the payload names accepted for it, in
 /// order of preference. The defaults accept the call-log export names, the Webhooks 2.0
 /// names and cheap renamings seen in integrations (PROTOCOLS §1.2). A config list replaces
-/// the default list of that field only.
+/// the default list of that field only; an unknown key is refused, so a typo in
+/// `[ringostat.fields]` fails at start-up instead of silently never matching.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldAliases {
@@ -618,7 +619,7 @@ pub struct CallEvent {
 
 /// Takes `x` out of `"label" <x>`, so a SIP caller with a display name is judged by its
 /// address.
-fn strip_label(raw: &str) -> &str {
+pub fn strip_label(raw: &str) -> &str {
     match (raw.rfind('<'), raw.rfind('>')) {
         (Some(open), Some(close)) if open < close => raw[open + 1..close].trim(),
         _ => raw,
@@ -838,15 +839,13 @@ impl CallEvent {
     }
 }
 
+/// Test helpers shared with the planner's tests.
 #[cfg(test)]
-mod tests {
-    use chrono::NaiveDate;
-    use serde_json::json;
-
+pub(crate) mod testing {
     use super::*;
 
     /// A stand-in for the real normalizer: UA national (`0XX…`), `380…` and `+380…` forms.
-    fn ua(s: &str) -> Result<PhoneNumber, PhoneNumberError> {
+    pub fn ua(s: &str) -> Result<PhoneNumber, PhoneNumberError> {
         let digits: String = s.chars().filter(char::is_ascii_digit).collect();
         if s.trim().is_empty() {
             return Err(PhoneNumberError::Empty);
@@ -861,6 +860,24 @@ mod tests {
         };
         PhoneNumber::from_e164(&e164)
     }
+
+    /// Parses a JSON object payload with the default aliases.
+    pub fn event(v: Value, hint: Option<&str>) -> CallEvent {
+        let Value::Object(map) = v else {
+            unreachable!("test payloads are objects")
+        };
+        CallEvent::parse(&map, &FieldAliases::default(), hint, &ua).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use serde_json::json;
+
+    use super::*;
+
+    use super::testing::ua;
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {

@@ -6,3 +6,4 @@ pub mod call_log;
 pub mod lookup;
 pub mod manager;
 pub mod phone_number;
+pub mod plan;
