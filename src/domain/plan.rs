@@ -916,7 +916,8 @@ impl<'a> Planner<'a> {
     }
 
     /// S5 (no owner → senior manager), S6 (owner), S14 (one task per caller and window;
-    /// not when another leg was answered).
+    /// not when another leg was answered). Failed calls (the PBX could not put the client
+    /// through) count as missed here: the client still waits for a call back.
     fn incoming_missed(&mut self) {
         if self.facts.other_legs.answered {
             self.scenario(Scenario::S14);
@@ -2285,6 +2286,47 @@ mod tests {
         assert_eq!(
             task.resolve(&got).unwrap().link,
             TaskLink::Order(OrderId(6))
+        );
+    }
+
+    #[test]
+    fn start_pops_up_for_the_owner_and_popup_after_call_sends_a_hangup() {
+        let facts = with_customer(nobody(), customer(201, ALINA, vec![order(301, true)]));
+        let ringing = event(json!({"caller": ALINAS_CUSTOMER}), Some("start"));
+        let p = plan(&ringing, &facts, &cfg(), None);
+        let [Action::PopUp(notice)] = p.actions.as_slice() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!(
+            (notice.event_type, notice.user_ids.as_slice()),
+            (CallEventType::In, &[ALINA][..])
+        );
+        assert_eq!(
+            plan(&ringing, &nobody(), &cfg(), None).actions,
+            vec![],
+            "no owner, no pop-up"
+        );
+
+        let cfg = PlannerConfig {
+            popup_after_call: true,
+            ..cfg()
+        };
+        let p = plan(
+            &event(json!({}), None),
+            &answered_by(TATIANA, "Tatiana"),
+            &cfg,
+            None,
+        );
+        assert_eq!(
+            p.keys(),
+            ["customer", "order", "task:closed:7", "upload", "popup"]
+        );
+        let Some(Action::PopUp(notice)) = p.actions.last() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!(
+            (notice.event_type, notice.hangup_status.as_deref()),
+            (CallEventType::Hangup, Some("answered"))
         );
     }
 
