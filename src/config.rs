@@ -15,6 +15,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use crate::domain::plan::{CreateOnIncoming, CreateOnOutgoing};
 use crate::domain::{
     lookup::LookupPolicy,
     manager::{Manager, ManagerDirectory, ManagerId},
@@ -132,21 +133,6 @@ impl LookupSettings {
 pub enum CrmKind {
     Sandbox,
     Retailcrm,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CreateOnIncoming {
-    CustomerAndOrder,
-    Customer,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CreateOnOutgoing {
-    Nothing,
-    Customer,
-    CustomerAndOrder,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -166,11 +166,14 @@ pub struct NewTask {
     pub phone: Option<PhoneNumber>,
 }
 
-/// `tasks/{id}/edit`: the fields callgate changes on an open call-back task (S14).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `tasks/{id}/edit`: the fields callgate changes on its call-back task (S14); `None` leaves
+/// a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TaskUpdate {
-    pub text: String,
+    pub text: Option<String>,
     pub commentary: Option<String>,
+    /// `Some(true)` closes the task.
+    pub complete: Option<bool>,
 }
 
 /// `telephony/call/event` type.

@@ -554,8 +554,15 @@ impl Crm for SandboxCrm {
                 errors: vec![],
             });
         };
-        task.text = update.text.clone();
-        task.commentary = update.commentary.clone();
+        if let Some(text) = &update.text {
+            task.text = text.clone();
+        }
+        if let Some(commentary) = &update.commentary {
+            task.commentary = Some(commentary.clone());
+        }
+        if let Some(complete) = update.complete {
+            task.complete = complete;
+        }
         self.put(&key, &task).await
     }
 

@@ -433,8 +433,9 @@ impl TaskDraft {
     /// The edit that brings an existing task up to this draft (S14).
     pub fn update(&self) -> TaskUpdate {
         TaskUpdate {
-            text: self.text.clone(),
+            text: Some(self.text.clone()),
             commentary: self.commentary.clone(),
+            complete: None,
         }
     }
 }

@@ -595,8 +595,9 @@ impl Crm for RetailCrm {
     #[tracing::instrument(skip_all, fields(method = "tasks/edit", task = %id))]
     async fn edit_task(&self, id: TaskId, update: &TaskUpdate) -> Result<(), CrmError> {
         let dto = TaskDto {
-            text: Some(&update.text),
+            text: update.text.as_deref(),
             commentary: update.commentary.as_deref(),
+            complete: update.complete,
             ..TaskDto::default()
         };
         // The answer is `{"success":true}`, without `id`.

@@ -640,8 +640,8 @@ async fn edit_task_posts_to_the_task_and_needs_no_id_back() {
         .mount(&server)
         .await;
     let update = TaskUpdate {
-        text: "Call back (2 missed calls)".into(),
-        commentary: None,
+        text: Some("Call back (2 missed calls)".into()),
+        ..TaskUpdate::default()
     };
 
     crm.edit_task(TaskId(77), &update).await.unwrap();
