@@ -405,9 +405,6 @@ impl PhoneNormalizer {
         region: RegionCode,
     ) -> Result<ParsedPhone, PhoneNumberError> {
         let text = classify(input)?;
-        if let Some(parsed) = fast_path(text) {
-            return Ok(parsed);
-        }
         parse_with_library(text, region)
     }
 }
@@ -488,12 +485,6 @@ fn is_login(text: &str) -> bool {
     let mut chars = text.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// `+` and digits only, or digits only starting with a non-zero: handled by libphonenumber
-/// as well, but this skips its regex-driven extraction for the most common caller-ID form.
-fn fast_path(_text: &str) -> Option<ParsedPhone> {
-    None
 }
 
 fn parse_with_library(text: &str, region: RegionCode) -> Result<ParsedPhone, PhoneNumberError> {
@@ -577,5 +568,212 @@ fn invalid_reason(number: &rlibphonenumber::PhoneNumber) -> PhoneNumberError {
                 None => PhoneNumberError::InvalidCountryCode,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ua() -> PhoneNormalizer {
+        PhoneNormalizer::new("UA").unwrap()
+    }
+
+    fn e164_in(region: &str, input: &str) -> Result<String, PhoneNumberError> {
+        ua().parse_in(input, RegionCode::parse(region).unwrap())
+            .map(|p| p.number.e164().to_owned())
+    }
+
+    #[test]
+    fn accepted_inputs_normalize_to_e164() {
+        let cases = [
+            ("UA", "098 123 45 67", "+380981234567"),
+            ("UA", "0981234567", "+380981234567"),
+            ("UA", "(098) 123-45-67", "+380981234567"),
+            ("UA", "098.123.45.67", "+380981234567"),
+            ("UA", "380981234567", "+380981234567"),
+            ("UA", "+380981234567", "+380981234567"),
+            ("UA", "+38 (098) 123-45-67", "+380981234567"),
+            ("UA", "00380981234567", "+380981234567"),
+            ("UA", "tel:+380981234567", "+380981234567"),
+            ("UA", "  +380981234567\t", "+380981234567"),
+            // callgate's own rule: the old Ukrainian long-distance trunk `8`.
+            ("UA", "8 098 123 45 67", "+380981234567"),
+            ("UA", "80981234567", "+380981234567"),
+            ("UA", "8 (044) 111-22-33", "+380441112233"),
+            // Russian trunk `8`, Kazakh numbers.
+            ("RU", "8 (495) 268-06-49", "+74952680649"),
+            ("RU", "89161234567", "+79161234567"),
+            ("KZ", "8 (701) 123-45-67", "+77011234567"),
+            ("KZ", "+7 701 123 45 67", "+77011234567"),
+            // Foreign numbers with a UA default region.
+            ("UA", "+48 512 345 678", "+48512345678"),
+            ("UA", "0048512345678", "+48512345678"),
+            ("UA", "+7 (495) 268-06-49", "+74952680649"),
+            // callgate's own rule: a foreign country code without `+`.
+            ("UA", "48512345678", "+48512345678"),
+            ("UA", "74952680649", "+74952680649"),
+            // SIP URI whose user part is a telephone number.
+            (
+                "UA",
+                "sip:+380981234567@pbx.example;user=phone",
+                "+380981234567",
+            ),
+            ("UA", "\"Olga\" <sip:0981234567@pbx>", "+380981234567"),
+        ];
+        for (region, input, expected) in cases {
+            assert_eq!(
+                e164_in(region, input).as_deref(),
+                Ok(expected),
+                "{input:?} in {region}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_numbers_are_typed_errors() {
+        use PhoneNumberError::*;
+        let ua_region = RegionCode::parse("UA").unwrap();
+        let cases = [
+            ("", Empty),
+            ("   \t", Empty),
+            ("anonymous", Anonymous),
+            ("Anonymous", Anonymous),
+            ("unknown", Anonymous),
+            ("null", Anonymous),
+            ("sip:anonymous@anonymous.invalid", Anonymous),
+            ("sip:alice", SipLogin),
+            ("sip:alice@pbx.example", SipLogin),
+            ("alice@pbx", SipLogin),
+            ("\"login\" <login>", SipLogin),
+            ("shop_jena", SipLogin),
+            ("abc123", SipLogin),
+            ("098 123 45 67 Olga", Letters),
+            ("1-800-FLOWERS", Letters),
+            ("12", TooShort),
+            ("0", NotANumber),
+            ("*#06#", NotANumber),
+            ("++380", TooShort),
+            ("98765432109876543210", TooLong),
+            ("+38098123456789012345", TooLong),
+            ("+0000000000", InvalidCountryCode),
+            ("+380 00 123 45 67", InvalidForRegion { region: ua_region }),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(ua().parse(input), Err(expected), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn legacy_ua_trunk_rule_applies_only_in_ua() {
+        // In Belarus `8 0…` is the library's own trunk form, not callgate's rule.
+        assert_eq!(e164_in("BY", "80294913610").as_deref(), Ok("+375294913610"));
+        assert!(e164_in("PL", "80981234567").is_err());
+    }
+
+    #[test]
+    fn extensions_are_split_off() {
+        let cases = [
+            ("UA", "098 123 45 67 доб. 12", "+380981234567", "12"),
+            ("RU", "+7 916 123-45-67 доб. 12", "+79161234567", "12"),
+            ("UA", "+380981234567 ext. 5", "+380981234567", "5"),
+            ("UA", "+380981234567;ext=5", "+380981234567", "5"),
+            ("UA", "+380981234567 x5", "+380981234567", "5"),
+            ("UA", "8 098 123 45 67 ext 7", "+380981234567", "7"),
+        ];
+        for (region, input, number, ext) in cases {
+            let parsed = ua()
+                .parse_in(input, RegionCode::parse(region).unwrap())
+                .unwrap();
+            assert_eq!(parsed.number.e164(), number, "{input:?}");
+            assert_eq!(parsed.extension.as_deref(), Some(ext), "{input:?}");
+        }
+        assert_eq!(ua().parse("0981234567").unwrap().extension, None);
+    }
+
+    #[test]
+    fn debug_and_display_mask_the_number_and_extension() {
+        let parsed = ua().parse("+380981234567 доб. 4321").unwrap();
+        assert_eq!(parsed.number.masked(), "+38098*****67");
+        for shown in [
+            format!("{:?}", parsed.number),
+            format!("{}", parsed.number),
+            format!("{parsed:?}"),
+            format!("{parsed}"),
+        ] {
+            assert!(!shown.contains("380981234567"), "{shown}");
+            assert!(!shown.contains("1234567"), "{shown}");
+            assert!(!shown.contains("4321"), "{shown}");
+            assert!(shown.contains("+38098*****67"), "{shown}");
+        }
+        assert_eq!(
+            PhoneNumber::from_e164("+74952680649").unwrap().masked(),
+            "+749******49"
+        );
+        // Short numbers still hide at least half of the national number.
+        assert_eq!(
+            PhoneNumber::from_e164("+6834002").unwrap().masked(),
+            "+683***2"
+        );
+    }
+
+    #[test]
+    fn from_e164_accepts_only_canonical_strings() {
+        assert!(PhoneNumber::from_e164("+380981234567").is_ok());
+        for bad in [
+            "380981234567",
+            "+0981234567",
+            "+38 098",
+            "+123456",
+            "+1234567890123456",
+            "",
+        ] {
+            assert_eq!(
+                PhoneNumber::from_e164(bad),
+                Err(PhoneNumberError::NotE164),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn serde_uses_the_e164_string() {
+        let n = PhoneNumber::from_e164("+380981234567").unwrap();
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(json, "\"+380981234567\"");
+        assert_eq!(serde_json::from_str::<PhoneNumber>(&json).unwrap(), n);
+        assert!(serde_json::from_str::<PhoneNumber>("\"0981234567\"").is_err());
+    }
+
+    #[test]
+    fn packs_into_u64_and_splits_national_number() {
+        let n = PhoneNumber::from_e164("+380981234567").unwrap();
+        assert_eq!(n.as_u64(), 380_981_234_567);
+        assert_eq!(PhoneNumber::from_u64(n.as_u64()), Ok(n.clone()));
+        assert_eq!(n.country_calling_code(), Some(380));
+        assert_eq!(n.national_significant_number(), Some("981234567"));
+        let us = PhoneNumber::from_e164("+12015550123").unwrap();
+        assert_eq!(us.national_significant_number(), Some("2015550123"));
+    }
+
+    #[test]
+    fn example_numbers_of_every_region_round_trip_through_from_e164() {
+        let normalizer = ua();
+        for region in PHONE_NUMBER_UTIL.get_supported_regions() {
+            let Ok(example) = PHONE_NUMBER_UTIL.get_example_number(region) else {
+                continue;
+            };
+            let e164 = example.format_as(PhoneNumberFormat::E164).into_owned();
+            let parsed = normalizer.parse(&e164).unwrap();
+            assert_eq!(parsed.number.e164(), e164, "{region}");
+            assert_eq!(PhoneNumber::from_e164(&e164).as_ref(), Ok(&parsed.number));
+        }
+    }
+
+    #[test]
+    fn unknown_regions_are_rejected() {
+        assert!(PhoneNormalizer::new("XX").is_err());
+        assert!(PhoneNormalizer::new("UKR").is_err());
+        assert_eq!(PhoneNormalizer::new("ua").unwrap().default_region(), "UA");
     }
 }
