@@ -844,21 +844,13 @@ impl CallEvent {
 pub(crate) mod testing {
     use super::*;
 
-    /// A stand-in for the real normalizer: UA national (`0XX…`), `380…` and `+380…` forms.
+    /// The real normalizer with the UA default region.
     pub fn ua(s: &str) -> Result<PhoneNumber, PhoneNumberError> {
-        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-        if s.trim().is_empty() {
-            return Err(PhoneNumberError::Empty);
-        }
-        if s.chars().any(|c| c.is_ascii_alphabetic()) {
-            return Err(PhoneNumberError::Invalid);
-        }
-        let e164 = match digits.len() {
-            10 if digits.starts_with('0') => format!("+38{digits}"),
-            12 if digits.starts_with("380") => format!("+{digits}"),
-            _ => return Err(PhoneNumberError::Invalid),
-        };
-        PhoneNumber::from_e164(&e164)
+        use std::sync::LazyLock;
+        static UA: LazyLock<crate::domain::phone_number::PhoneNormalizer> = LazyLock::new(|| {
+            crate::domain::phone_number::PhoneNormalizer::new("UA").expect("UA is a region")
+        });
+        UA.parse(s).map(|p| p.number)
     }
 
     /// Parses a JSON object payload with the default aliases.
@@ -1071,8 +1063,8 @@ mod tests {
     #[test]
     fn a_sip_or_anonymous_caller_is_kept_raw_not_an_error() {
         for (caller, err) in [
-            ("\"shop_jena\" <shop_jena>", PhoneNumberError::Invalid),
-            ("anonymous", PhoneNumberError::Invalid),
+            ("\"shop_jena\" <shop_jena>", PhoneNumberError::SipLogin),
+            ("anonymous", PhoneNumberError::Anonymous),
             ("", PhoneNumberError::Empty),
         ] {
             let e = parse(json!({"uniqueid": "4", "caller": caller}), None).unwrap();

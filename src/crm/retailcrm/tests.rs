@@ -1,10 +1,5 @@
 //! wiremock tests of the retailCRM adapter: request shapes per method and the
 //! classification of every kind of answer.
-//!
-//! Tests marked `NEEDS REAL NORMALIZER` exercise the local phone comparison of
-//! `find_customers_by_phone`, which goes through `PhoneNormalizer::parse`; that is still
-//! a stub that rejects everything, so they are `#[ignore]`d until it lands. No other test
-//! depends on the normalizer.
 
 use std::time::Duration;
 
@@ -266,9 +261,8 @@ async fn find_customers_searches_by_national_significant_number() {
     crm.find_customers_by_phone(&phone()).await.unwrap();
 }
 
-/// NEEDS REAL NORMALIZER: `PhoneNormalizer::parse` is a stub that rejects every input.
+/// The local comparison goes through the real normalizer: every stored format matches.
 #[tokio::test]
-#[ignore = "NEEDS REAL NORMALIZER: src/domain/phone_number.rs is still a stub"]
 async fn find_customers_keeps_only_same_number_newest_first() {
     let (server, crm) = setup().await;
     Mock::given(path("/api/v5/customers"))
