@@ -6,7 +6,7 @@
 //! Secrets are `SecretString`: their `Debug` prints `[REDACTED]`, so logging a `Settings`
 //! never leaks them.
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
+use std::{collections::HashSet, net::IpAddr, path::PathBuf, time::Duration};
 
 use figment::{
     Figment,
@@ -17,9 +17,11 @@ use serde::Deserialize;
 
 pub use crate::domain::plan::{CreateOnIncoming, CreateOnOutgoing};
 use crate::domain::{
+    call::FieldAliases,
     lookup::LookupPolicy,
     manager::{Manager, ManagerDirectory, ManagerId},
     phone_number::{PhoneNormalizer, PhoneNumber},
+    plan::{PlannerConfig, TaskTexts},
 };
 
 /// The built-in defaults, every key commented.
@@ -160,7 +162,12 @@ pub struct CrmSettings {
     /// Status of orders created from calls.
     pub default_order_status: String,
     /// Window of one call-back task per caller, minutes.
-    pub callback_window_min: u64,
+    pub callback_window_min: u32,
+    /// Also send a `hangup` pop-up after an answered call.
+    pub popup_after_call: bool,
+    /// Texts of the tasks callgate creates (`{phone}`, `{manager}`, `{count}`, `{number}`).
+    #[serde(default)]
+    pub task_texts: TaskTexts,
 }
 
 impl CrmSettings {
@@ -202,9 +209,10 @@ pub struct RingostatSettings {
     pub auth_key: SecretString,
     /// Ringostat project id.
     pub project_id: String,
-    /// `[ringostat.fields]`: accepted payload names per logical field (overrides defaults).
+    /// `[ringostat.fields]`: accepted payload names per logical field; a list given here
+    /// replaces that field's default list.
     #[serde(default)]
-    pub fields: BTreeMap<String, Vec<String>>,
+    pub fields: FieldAliases,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +306,8 @@ pub struct Validated {
     /// Own lines from `phone.own_numbers` (tracking numbers and manager phones are in
     /// `sites` / `directory`).
     pub own_numbers: Vec<PhoneNumber>,
+    /// The planner's configuration (own numbers: all three kinds).
+    pub planner: PlannerConfig,
 }
 
 impl Settings {
@@ -436,11 +446,33 @@ impl Settings {
             .iter()
             .map(|n| parse("phone.own_numbers", n))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.crm.callback_window_min == 0 {
+            return Err(invalid("crm.callback_window_min must be at least 1"));
+        }
+        let mut all_own: HashSet<PhoneNumber> = own_numbers.iter().cloned().collect();
+        all_own.extend(
+            sites
+                .iter()
+                .flat_map(|s| s.tracking_numbers.iter().cloned()),
+        );
+        all_own.extend(directory.all().iter().filter_map(|m| m.phone.clone()));
+        let planner = PlannerConfig {
+            create_on_incoming: self.crm.create_on_incoming,
+            create_on_outgoing: self.crm.create_on_outgoing,
+            senior_manager_id: self.crm.senior_manager(),
+            callback_window_min: self.crm.callback_window_min,
+            default_order_status: self.crm.default_order_status.clone(),
+            default_site: self.crm.default_site.clone(),
+            own_numbers: all_own,
+            texts: self.crm.task_texts.clone(),
+            popup_after_call: self.crm.popup_after_call,
+        };
         Ok(Validated {
             normalizer,
             directory,
             sites,
             own_numbers,
+            planner,
         })
     }
 }

@@ -23,3 +23,4 @@ pub mod store;
 pub mod telemetry;
 /// Test doubles used by the test suite and the load tests (compiled always).
 pub mod testing;
+pub mod worker;

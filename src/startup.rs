@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -20,11 +20,13 @@ use crate::{
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
     store::{Store, embedded::EmbeddedStore},
+    worker::{Worker, retry::RetrySchedule},
 };
 
 /// A built, bound, not yet running callgate.
 pub struct Application {
     listener: TcpListener,
+    worker: Arc<Worker>,
     state: AppState,
     sandbox: Option<Arc<SandboxCrm>>,
     shutdown: CancellationToken,
@@ -101,6 +103,8 @@ impl Application {
             .await
             .with_context(|| format!("Failed to bind {address}."))?;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        let aliases = Arc::new(settings.ringostat.fields.clone());
+        let wakeup = Arc::new(Notify::new());
         let state = AppState {
             settings: Arc::new(settings),
             store,
@@ -110,9 +114,36 @@ impl Application {
             metrics,
             normalizer: validated.normalizer.clone(),
             sandbox: sandbox.clone(),
+            aliases: aliases.clone(),
+            worker_wakeup: wakeup.clone(),
         };
+        let worker = Arc::new(Worker::new(
+            state.store.clone(),
+            state.crm.clone(),
+            state.directory.clone(),
+            validated.normalizer.clone(),
+            aliases,
+            validated.planner.clone(),
+            validated.sites.clone(),
+            state
+                .settings
+                .crm
+                .closed_status_groups
+                .iter()
+                .cloned()
+                .collect(),
+            RetrySchedule {
+                base: Duration::from_millis(state.settings.worker.retry_base_ms),
+                max: Duration::from_millis(state.settings.worker.retry_max_ms),
+            },
+            Duration::from_secs(state.settings.worker.lease_secs),
+            state.settings.lookup.owner_ttl(),
+            state.metrics.clone(),
+            wakeup,
+        ));
         Ok(Application {
             listener,
+            worker,
             state,
             sandbox,
             shutdown: CancellationToken::new(),
@@ -126,6 +157,11 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The worker, for tests that drive it step by step (`worker.enabled = false`).
+    pub fn worker(&self) -> Arc<Worker> {
+        self.worker.clone()
     }
 
     /// The sandbox CRM, when `crm.kind = "sandbox"`.
@@ -143,6 +179,14 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let token = self.shutdown.clone();
+        let worker = self.state.settings.worker.enabled.then(|| {
+            let concurrency = self.state.settings.worker.concurrency;
+            tokio::spawn(
+                self.worker
+                    .clone()
+                    .run_until_stopped(concurrency, token.clone()),
+            )
+        });
         let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .into_future();
@@ -154,6 +198,15 @@ impl Application {
                     tracing::warn!(grace = ?self.grace, "In-flight requests did not finish within the grace period.");
                 }
             }
+        }
+        // Whatever ended the server also stops the worker.
+        token.cancel();
+        if let Some(worker) = worker
+            && tokio::time::timeout(self.grace, worker).await.is_err()
+        {
+            tracing::warn!(
+                "The worker did not stop within the grace period; its tasks stay queued."
+            );
         }
         Ok(())
     }

@@ -252,7 +252,10 @@ mod tests {
     fn even_quota_allows_no_burst() {
         let limiter = RateLimiter::direct(even_quota(10).expect("quota"));
         assert!(limiter.check().is_ok());
-        assert!(limiter.check().is_err(), "a second request at once must wait");
+        assert!(
+            limiter.check().is_err(),
+            "a second request at once must wait"
+        );
         assert!(even_quota(0).is_none(), "0 means unlimited");
     }
 }

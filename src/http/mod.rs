@@ -23,12 +23,13 @@ use axum::{
     routing::{get, post},
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
 use crate::{
     config::Settings,
     crm::{Crm, sandbox::SandboxCrm},
-    domain::{manager::ManagerDirectory, phone_number::PhoneNormalizer},
+    domain::{call::FieldAliases, manager::ManagerDirectory, phone_number::PhoneNormalizer},
     lookup::LookupService,
     metrics::Metrics,
     store::Store,
@@ -47,6 +48,10 @@ pub struct AppState {
     pub normalizer: PhoneNormalizer,
     /// The sandbox CRM when it is the CRM (its records are readable through `/admin`).
     pub sandbox: Option<Arc<SandboxCrm>>,
+    /// Webhook field names.
+    pub aliases: Arc<FieldAliases>,
+    /// Wakes an idle worker when an event is queued.
+    pub worker_wakeup: Arc<Notify>,
 }
 
 /// Guards of the public endpoints.
@@ -85,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/ringostat/route",
             get(routes::route::route).post(routes::route::route),
+        )
+        .route(
+            "/ringostat/webhook",
+            get(routes::webhook::webhook).post(routes::webhook::webhook),
         )
         .route(
             "/retailcrm/user-status",

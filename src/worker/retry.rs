@@ -54,9 +54,18 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_within_bounds() {
-        assert_eq!(S.nominal(0, Some(Duration::from_secs(10))), Duration::from_secs(10));
-        assert_eq!(S.nominal(0, Some(Duration::from_secs(600))), Duration::from_secs(60));
-        assert_eq!(S.nominal(3, Some(Duration::from_millis(1))), Duration::from_secs(8));
+        assert_eq!(
+            S.nominal(0, Some(Duration::from_secs(10))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            S.nominal(0, Some(Duration::from_secs(600))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            S.nominal(3, Some(Duration::from_millis(1))),
+            Duration::from_secs(8)
+        );
     }
 
     #[test]

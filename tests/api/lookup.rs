@@ -37,7 +37,10 @@ async fn a_number_stored_nationally_is_found_when_asked_internationally_in_every
         .send()
         .await
         .unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["destination"], "shop_alina");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["destination"],
+        "shop_alina"
+    );
 
     // JSON body
     let r = app
@@ -71,8 +74,17 @@ async fn a_number_stored_nationally_is_found_when_asked_internationally_in_every
 async fn the_response_key_is_configurable() {
     let crm = start_fake_crm().await;
     crm.add_customer(&["0981234567"], Some(27));
-    let app = spawn_app_with_crm(&crm, "[lookup]\nresponse_key = \"forward\"\nformat = \"json\"\n").await;
-    let body: Value = app.get_route("caller=0981234567").await.json().await.unwrap();
+    let app = spawn_app_with_crm(
+        &crm,
+        "[lookup]\nresponse_key = \"forward\"\nformat = \"json\"\n",
+    )
+    .await;
+    let body: Value = app
+        .get_route("caller=0981234567")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["forward"], "shop_alina");
     assert!(body.get("destination").is_none());
 }
@@ -82,7 +94,14 @@ async fn a_manager_at_dinner_gets_no_routed_call_from_the_next_lookup_on() {
     let crm = start_fake_crm().await;
     crm.add_customer(&["0981234567"], Some(27));
     let app = spawn_app_with_crm(&crm, "").await;
-    assert_eq!(app.get_route("caller=380981234567").await.text().await.unwrap(), "shop_alina");
+    assert_eq!(
+        app.get_route("caller=380981234567")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "shop_alina"
+    );
 
     let r = app.set_user_status(27, "dinner").await;
     assert_eq!(r.status(), 200);
@@ -90,13 +109,30 @@ async fn a_manager_at_dinner_gets_no_routed_call_from_the_next_lookup_on() {
     let r = app.get_route("caller=380981234567&format=json").await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body, json!({"destination": null, "manager_id": null, "reason": "owner_unavailable"}));
+    assert_eq!(
+        body,
+        json!({"destination": null, "manager_id": null, "reason": "owner_unavailable"})
+    );
     // Text format: an empty body means "nobody", so the forwarding scheme goes on.
-    assert_eq!(app.get_route("caller=380981234567").await.text().await.unwrap(), "");
+    assert_eq!(
+        app.get_route("caller=380981234567")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        ""
+    );
 
     // Back from dinner.
     app.set_user_status(27, "free").await;
-    assert_eq!(app.get_route("caller=380981234567").await.text().await.unwrap(), "shop_alina");
+    assert_eq!(
+        app.get_route("caller=380981234567")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "shop_alina"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +141,14 @@ async fn the_owner_policy_routes_to_the_owner_whatever_the_status() {
     crm.add_customer(&["0981234567"], Some(27));
     let app = spawn_app_with_crm(&crm, "[lookup]\npolicy = \"owner\"\n").await;
     app.set_user_status(27, "dinner").await;
-    assert_eq!(app.get_route("caller=380981234567").await.text().await.unwrap(), "shop_alina");
+    assert_eq!(
+        app.get_route("caller=380981234567")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "shop_alina"
+    );
 }
 
 #[tokio::test]
@@ -113,9 +156,18 @@ async fn ignore_owner_never_routes_by_owner() {
     let crm = start_fake_crm().await;
     crm.add_customer(&["0981234567"], Some(27));
     let app = spawn_app_with_crm(&crm, "[lookup]\npolicy = \"ignore_owner\"\n").await;
-    let body: Value = app.get_route("caller=380981234567&format=json").await.json().await.unwrap();
+    let body: Value = app
+        .get_route("caller=380981234567&format=json")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["reason"], "ignore_owner");
-    assert_eq!(crm.request_count(TELEPHONY_MANAGER), 0, "no CRM request at all");
+    assert_eq!(
+        crm.request_count(TELEPHONY_MANAGER),
+        0,
+        "no CRM request at all"
+    );
 }
 
 #[tokio::test]
@@ -129,7 +181,9 @@ async fn with_the_crm_hung_every_lookup_answers_nobody_within_the_deadline() {
         let app = &app;
         async move {
             let started = Instant::now();
-            let r = app.get_route(&format!("caller=09812345{i:02}&format=json")).await;
+            let r = app
+                .get_route(&format!("caller=09812345{i:02}&format=json"))
+                .await;
             let elapsed = started.elapsed();
             (r.status(), r.json::<Value>().await.unwrap(), elapsed)
         }
@@ -142,7 +196,10 @@ async fn with_the_crm_hung_every_lookup_answers_nobody_within_the_deadline() {
         assert_eq!(body["reason"], "timeout");
         // "Within the deadline plus a few milliseconds"; the margin covers a loaded CI box.
         // load-tests/ measures the real figure.
-        assert!(elapsed < deadline + Duration::from_millis(150), "answered after {elapsed:?}");
+        assert!(
+            elapsed < deadline + Duration::from_millis(150),
+            "answered after {elapsed:?}"
+        );
         assert!(elapsed >= deadline, "gave up early after {elapsed:?}");
     }
     crm.clear_faults();
@@ -152,7 +209,9 @@ async fn with_the_crm_hung_every_lookup_answers_nobody_within_the_deadline() {
 async fn a_burst_of_lookups_for_one_unknown_number_makes_one_crm_request() {
     let crm = start_fake_crm().await;
     // Slow enough that all 100 lookups wait on the same request.
-    crm.set_fault(callgate::testing::fake_retailcrm::Fault::Delay(Duration::from_millis(100)));
+    crm.set_fault(callgate::testing::fake_retailcrm::Fault::Delay(
+        Duration::from_millis(100),
+    ));
     let app = spawn_app_with_crm(&crm, "").await;
 
     let lookups = (0..100).map(|_| app.get_route("caller=0501234567&format=json"));
@@ -209,9 +268,23 @@ async fn health_ready_and_metrics_answer() {
     let r = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     app.get_route("caller=0981234567").await;
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("callgate_lookup_latency_seconds_bucket"), "{text}");
-    assert!(text.contains("callgate_lookup_outcomes_total{reason=\"none\"} 1"), "{text}");
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("callgate_lookup_latency_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("callgate_lookup_outcomes_total{reason=\"none\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -226,5 +299,12 @@ async fn the_sandbox_crm_answers_lookups_for_customers_added_through_the_admin_a
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    assert_eq!(app.get_route("caller=%2B380981234567").await.text().await.unwrap(), "shop_tatiana");
+    assert_eq!(
+        app.get_route("caller=%2B380981234567")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "shop_tatiana"
+    );
 }

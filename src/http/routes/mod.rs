@@ -4,3 +4,4 @@ pub mod admin;
 pub mod health;
 pub mod route;
 pub mod user_status;
+pub mod webhook;

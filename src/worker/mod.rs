@@ -1,0 +1,634 @@
+//! The worker (SPEC §4, §6): takes stored call events from the queue, gathers CRM facts,
+//! asks the pure planner for a plan, and executes it against the CRM idempotently.
+//!
+//! Guarantees and how they are kept:
+//! - **Nothing lost**: a task leaves the queue only when its plan is fully applied
+//!   (`complete`) or parked with the CRM's reason (`dead_letter`). A crashed worker's lease
+//!   expires and the task runs again.
+//! - **Nothing doubled**: every executed action is recorded under
+//!   `action:<event>:<action key>` with its result; a re-run skips recorded actions and reuses
+//!   their ids. A crash between a CRM write and its record is covered by `externalId`s
+//!   (customers, orders, uploaded calls): an action marked started is first looked up by its
+//!   `externalId`. Tasks have no `externalId` in retailCRM, so a crash in that exact window can
+//!   repeat one task — the only remaining gap.
+//! - **One customer per number**: events of one client number are processed under a
+//!   per-number lock, facts included, so two simultaneous calls from a new number make one
+//!   customer and the second call sees it (and its open order).
+//! - **In order**: the queue hands out one task per call at a time, in arrival order.
+//! - **Retries**: retryable CRM errors (network, timeouts, 5xx, 503/429, 403) are retried with
+//!   capped exponential backoff and jitter; bad content (validation) is dead-lettered at once.
+
+pub mod retry;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use chrono::{Local, NaiveDateTime};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Site,
+    crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
+    domain::{
+        call::{CallEvent, FieldAliases},
+        manager::{ManagerDirectory, ManagerId},
+        phone_number::{PhoneNormalizer, PhoneNumber},
+        plan::{
+            Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
+            Resolved, RuleActions, UnresolvedRef, plan, resolve_parties,
+        },
+    },
+    http::routes::webhook::StoredWebhook,
+    metrics::Metrics,
+    store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
+};
+use retry::RetrySchedule;
+
+/// How long executed-action records and call-leg records are kept.
+pub const ACTION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+/// How long one worker may hold a number's lock.
+pub const NUMBER_LOCK_TTL: Duration = Duration::from_secs(60);
+/// How long a worker waits for a number's lock before putting the task back.
+pub const NUMBER_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long the order status reference is cached.
+pub const STATUS_CACHE_TTL: Duration = Duration::from_secs(600);
+/// At most this many customers with one number are examined (most recent first).
+pub const MAX_CUSTOMERS_PER_NUMBER: usize = 3;
+/// An idle worker re-checks the queue at least this often (delayed retries become due).
+pub const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// What one call of [`Worker::try_execute_task`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionOutcome {
+    /// A task's plan was applied and the task removed.
+    TaskCompleted,
+    /// A task failed retryably and was put back with a delay.
+    TaskRetried,
+    /// A task failed for good and was parked with the reason.
+    TaskDeadLettered,
+    /// No task was due.
+    EmptyQueue,
+}
+
+/// Why processing one task stopped.
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Crm(#[from] CrmError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored event cannot be read: {0}")]
+    Unreadable(String),
+    #[error(transparent)]
+    Plan(#[from] UnresolvedRef),
+    #[error("another worker holds the lock of this number")]
+    Busy,
+}
+
+/// Result of an executed action, recorded under its dedupe key.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct ActionRecord {
+    /// `false` while the CRM call is in flight ("started").
+    done: bool,
+    customer: Option<CustomerId>,
+    order: Option<OrderId>,
+    task: Option<TaskId>,
+}
+
+/// The call-back task of one caller, `callback:<e164>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CallbackRecord {
+    task_id: TaskId,
+    count: u32,
+    last_missed_at: NaiveDateTime,
+    last_call_id: String,
+}
+
+/// What other legs of a call did, `legs:<call id>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LegsRecord {
+    answered: bool,
+    talkers: Vec<ManagerId>,
+}
+
+/// Everything the worker needs. Built once in `startup`.
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub crm: Arc<dyn Crm>,
+    pub directory: Arc<ManagerDirectory>,
+    pub normalizer: PhoneNormalizer,
+    pub aliases: Arc<FieldAliases>,
+    pub planner: PlannerConfig,
+    pub sites: Vec<Site>,
+    pub closed_status_groups: HashSet<String>,
+    pub schedule: RetrySchedule,
+    pub lease: Duration,
+    pub owner_ttl: Duration,
+    pub metrics: Arc<Metrics>,
+    pub wakeup: Arc<Notify>,
+    statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
+}
+
+fn local_now() -> NaiveDateTime {
+    Local::now().naive_local()
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        crm: Arc<dyn Crm>,
+        directory: Arc<ManagerDirectory>,
+        normalizer: PhoneNormalizer,
+        aliases: Arc<FieldAliases>,
+        planner: PlannerConfig,
+        sites: Vec<Site>,
+        closed_status_groups: HashSet<String>,
+        schedule: RetrySchedule,
+        lease: Duration,
+        owner_ttl: Duration,
+        metrics: Arc<Metrics>,
+        wakeup: Arc<Notify>,
+    ) -> Self {
+        Worker {
+            store,
+            crm,
+            directory,
+            normalizer,
+            aliases,
+            planner,
+            sites,
+            closed_status_groups,
+            schedule,
+            lease,
+            owner_ttl,
+            metrics,
+            wakeup,
+            statuses: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs `concurrency` loops until `token` is cancelled; a task in progress finishes
+    /// (its lease protects it if the process is killed instead).
+    pub async fn run_until_stopped(self: Arc<Self>, concurrency: usize, token: CancellationToken) {
+        let mut loops = JoinSet::new();
+        for _ in 0..concurrency {
+            let worker = Arc::clone(&self);
+            let token = token.clone();
+            loops.spawn(async move { worker.run_loop(token).await });
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    async fn run_loop(&self, token: CancellationToken) {
+        while !token.is_cancelled() {
+            match self.try_execute_task().await {
+                Ok(ExecutionOutcome::EmptyQueue) => {
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = self.wakeup.notified() => {},
+                        () = tokio::time::sleep(IDLE_POLL) => {},
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "Queue access failed; retrying shortly.");
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(IDLE_POLL) => {},
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one due task and applies it (tests call this directly).
+    pub async fn try_execute_task(&self) -> Result<ExecutionOutcome, StoreError> {
+        let Some(task) = self.store.claim_next(self.lease).await? else {
+            return Ok(ExecutionOutcome::EmptyQueue);
+        };
+        let outcome = match self.process(&task).await {
+            Ok(()) => {
+                self.store.complete(task.id).await?;
+                ExecutionOutcome::TaskCompleted
+            }
+            Err(ProcessError::Crm(e)) if e.is_retryable() => {
+                let retry_after = match &e {
+                    CrmError::RateLimited { retry_after } => *retry_after,
+                    _ => None,
+                };
+                let delay = self.schedule.delay(task.attempt, retry_after);
+                tracing::warn!(task = task.id, attempt = task.attempt + 1, delay = ?delay, error = %e, "CRM work failed; will retry.");
+                self.store.reschedule(task.id, delay, &e.reason()).await?;
+                ExecutionOutcome::TaskRetried
+            }
+            Err(ProcessError::Crm(e)) => {
+                tracing::error!(task = task.id, error = %e, "The CRM refused the call's data; parked as a dead letter.");
+                self.store.dead_letter(task.id, &e.reason()).await?;
+                ExecutionOutcome::TaskDeadLettered
+            }
+            Err(ProcessError::Busy) => {
+                // Not a failure of the task: another event of the same number is in progress.
+                self.store
+                    .reschedule(
+                        task.id,
+                        Duration::from_millis(200),
+                        "waiting for the number's lock",
+                    )
+                    .await?;
+                ExecutionOutcome::TaskRetried
+            }
+            Err(ProcessError::Store(e)) => {
+                let delay = self.schedule.delay(task.attempt, None);
+                tracing::warn!(task = task.id, error = %e, "Store failed during CRM work; will retry.");
+                self.store
+                    .reschedule(task.id, delay, &e.to_string())
+                    .await?;
+                ExecutionOutcome::TaskRetried
+            }
+            Err(e @ (ProcessError::Unreadable(_) | ProcessError::Plan(_))) => {
+                tracing::error!(task = task.id, error = %e, "Task cannot be processed; parked as a dead letter.");
+                self.store.dead_letter(task.id, &e.to_string()).await?;
+                ExecutionOutcome::TaskDeadLettered
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Runs tasks until none is due (tests; `retry-now`).
+    pub async fn run_until_idle(&self) -> Result<Vec<ExecutionOutcome>, StoreError> {
+        let mut outcomes = Vec::new();
+        loop {
+            match self.try_execute_task().await? {
+                ExecutionOutcome::EmptyQueue => return Ok(outcomes),
+                o => outcomes.push(o),
+            }
+        }
+    }
+
+    fn parse(&self, task: &QueuedTask) -> Result<CallEvent, ProcessError> {
+        let stored: StoredWebhook = serde_json::from_slice(&task.payload)
+            .map_err(|e| ProcessError::Unreadable(e.to_string()))?;
+        let normalize = |raw: &str| self.normalizer.parse(raw).map(|p| p.number);
+        CallEvent::parse(
+            &stored.fields,
+            &self.aliases,
+            stored.event.as_deref(),
+            &normalize,
+        )
+        .map_err(|e| ProcessError::Unreadable(e.to_string()))
+    }
+
+    async fn process(&self, task: &QueuedTask) -> Result<(), ProcessError> {
+        let event = self.parse(task)?;
+        let lock = match &event.client {
+            Ok(phone) => Some(self.lock_number(phone).await?),
+            Err(_) => None,
+        };
+        let result = self.process_locked(&event).await;
+        if let Some(key) = lock
+            && let Err(e) = self.store.delete(&key).await
+        {
+            tracing::warn!(error = %e, "Releasing a number lock failed; it expires by itself.");
+        }
+        result
+    }
+
+    /// Takes `lock:number:<e164>`, waiting up to [`NUMBER_LOCK_WAIT`].
+    async fn lock_number(&self, phone: &PhoneNumber) -> Result<String, ProcessError> {
+        let key = format!("{}number:{}", keys::LOCK, phone.e164());
+        let deadline = tokio::time::Instant::now() + NUMBER_LOCK_WAIT;
+        loop {
+            if self
+                .store
+                .set_raw_if_absent(&key, b"1", Some(NUMBER_LOCK_TTL))
+                .await?
+            {
+                return Ok(key);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProcessError::Busy);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn process_locked(&self, event: &CallEvent) -> Result<(), ProcessError> {
+        let facts = self.gather_facts(event).await?;
+        let rule: Option<&RuleActions> = None;
+        let plan = plan(event, &facts, &self.planner, rule);
+        let event_key = event.dedupe_key();
+        let mut resolved = Resolved::default();
+        for action in &plan.actions {
+            self.execute(event, &event_key, &plan.site, action, &mut resolved)
+                .await?;
+        }
+        if let Some(entry) = &plan.log {
+            let key = format!("{}{event_key}:log", keys::ACTION);
+            if self.store.get_raw(&key).await?.is_none() {
+                let mut entry = entry.clone();
+                if let Some(order) = resolved.order.or_else(|| {
+                    facts
+                        .customers
+                        .first()
+                        .and_then(|c| c.orders.iter().find(|o| o.open).map(|o| o.id))
+                }) {
+                    let date = facts
+                        .customers
+                        .iter()
+                        .flat_map(|c| &c.orders)
+                        .find(|o| o.id == order)
+                        .and_then(|o| o.created_at)
+                        .unwrap_or(facts.now);
+                    entry.order_date = Some(date.format("%Y-%m-%d").to_string());
+                }
+                self.store.append_call_log(&entry).await?;
+                self.store.set_raw(&key, b"1", Some(ACTION_TTL)).await?;
+            }
+        }
+        if event.moment.is_finished()
+            && event.outcome() == crate::domain::call::CallOutcome::Answered
+        {
+            let key = format!("legs:{}", event.call_id);
+            let mut legs: LegsRecord = self.get_json(&key).await?.unwrap_or_default();
+            legs.answered = true;
+            if let Some(m) = facts.answered_by
+                && !legs.talkers.contains(&m)
+            {
+                legs.talkers.push(m);
+            }
+            self.set_json(&key, &legs, Some(ACTION_TTL)).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.store.get_raw(key).await? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: key.to_owned(),
+                        detail: e.to_string(),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn set_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.store.set_raw(key, &bytes, ttl).await
+    }
+
+    async fn status_groups(&self) -> Result<StatusGroups, CrmError> {
+        let mut cache = self.statuses.lock().await;
+        if let Some((at, groups)) = cache.as_ref()
+            && at.elapsed() < STATUS_CACHE_TTL
+        {
+            return Ok(groups.clone());
+        }
+        let groups = self.crm.status_groups().await?;
+        *cache = Some((tokio::time::Instant::now(), groups.clone()));
+        Ok(groups)
+    }
+
+    fn site_of(&self, event: &CallEvent) -> Option<String> {
+        let by_project = event.project_id.as_ref().and_then(|p| {
+            self.sites
+                .iter()
+                .find(|s| s.project_ids.iter().any(|id| id == p))
+        });
+        let by_number = || {
+            event
+                .tracking_number
+                .as_ref()
+                .and_then(|n| self.sites.iter().find(|s| s.tracking_numbers.contains(n)))
+        };
+        by_project.or_else(by_number).map(|s| s.code.clone())
+    }
+
+    async fn gather_facts(&self, event: &CallEvent) -> Result<CrmFacts, ProcessError> {
+        let mut facts = CrmFacts::new_number(local_now());
+        let parties = resolve_parties(event, &self.directory);
+        facts.site = self.site_of(event);
+        facts.answered_by = parties.answered_by;
+        facts.answered_by_name = parties.answered_by.map(|id| self.manager_name(id));
+        facts.client_is_manager = parties.client_is_manager;
+        let legs: LegsRecord = self
+            .get_json(&format!("legs:{}", event.call_id))
+            .await?
+            .unwrap_or_default();
+        facts.other_legs = OtherLegs {
+            answered: legs.answered,
+            talkers: legs
+                .talkers
+                .into_iter()
+                .filter(|m| Some(*m) != parties.answered_by)
+                .collect(),
+        };
+        let Ok(phone) = &event.client else {
+            return Ok(facts);
+        };
+        if parties.client_is_manager || self.planner.own_numbers.contains(phone) {
+            return Ok(facts);
+        }
+        if let Some(cb) = self
+            .get_json::<CallbackRecord>(&format!("{}{}", keys::CALLBACK, phone.e164()))
+            .await?
+        {
+            facts.open_callback = Some(OpenCallback {
+                task_id: cb.task_id,
+                count: cb.count,
+                last_missed_at: cb.last_missed_at,
+                last_call_id: cb.last_call_id,
+            });
+        }
+        let customers = self.crm.find_customers_by_phone(phone).await?;
+        if customers.is_empty() {
+            return Ok(facts);
+        }
+        let groups = self.status_groups().await?;
+        for c in customers.into_iter().take(MAX_CUSTOMERS_PER_NUMBER) {
+            let orders = self.crm.customer_orders(c.id).await?;
+            let parse_date = |s: &Option<String>| {
+                s.as_deref()
+                    .and_then(|d| NaiveDateTime::parse_from_str(d, "%Y-%m-%d %H:%M:%S").ok())
+            };
+            let orders: Vec<OrderFacts> = orders
+                .into_iter()
+                .map(|o| OrderFacts {
+                    id: o.id,
+                    open: groups
+                        .get(&o.status)
+                        .is_none_or(|g| !self.closed_status_groups.contains(g)),
+                    manager_id: o.manager_id,
+                    created_at: parse_date(&o.created_at),
+                })
+                .collect();
+            let last_order = orders.iter().filter_map(|o| o.created_at).max();
+            facts.customers.push(CustomerFacts {
+                id: c.id,
+                manager_id: c.manager_id,
+                created_at: parse_date(&c.created_at),
+                last_active_at: last_order.max(parse_date(&c.created_at)),
+                orders,
+            });
+        }
+        Ok(facts)
+    }
+
+    fn manager_name(&self, id: ManagerId) -> String {
+        self.directory
+            .get(id)
+            .and_then(|m| m.sip.first().cloned().or_else(|| m.code.clone()))
+            .unwrap_or_else(|| format!("manager {id}"))
+    }
+
+    async fn execute(
+        &self,
+        event: &CallEvent,
+        event_key: &str,
+        site: &str,
+        action: &Action,
+        resolved: &mut Resolved,
+    ) -> Result<(), ProcessError> {
+        let key = format!("{}{event_key}:{}", keys::ACTION, action.key());
+        let previous: Option<ActionRecord> = self.get_json(&key).await?;
+        if let Some(record) = previous.filter(|r| r.done) {
+            resolved.customer = record.customer.or(resolved.customer);
+            resolved.order = record.order.or(resolved.order);
+            return Ok(());
+        }
+        let resumed = previous.is_some();
+        let started = ActionRecord::default();
+        self.set_json(&key, &started, Some(ACTION_TTL)).await?;
+        let mut record = ActionRecord {
+            done: true,
+            ..ActionRecord::default()
+        };
+        match action {
+            Action::EnsureCustomer(new) => {
+                // Under the number's lock: find it (any format) or by our externalId
+                // (a create that crashed before its record), else create it.
+                let phone = new.phones.first();
+                let existing = match phone {
+                    Some(p) => self
+                        .crm
+                        .find_customers_by_phone(p)
+                        .await?
+                        .into_iter()
+                        .next(),
+                    None => None,
+                };
+                let existing = match existing {
+                    Some(c) => Some((c.id, c.manager_id)),
+                    None if resumed => self
+                        .crm
+                        .customer_by_external_id(&new.external_id, site)
+                        .await?
+                        .map(|c| (c.id, c.manager_id)),
+                    None => None,
+                };
+                let (id, manager) = match existing {
+                    Some(found) => found,
+                    None => (self.crm.create_customer(site, new).await?, new.manager_id),
+                };
+                for p in &new.phones {
+                    let entry = OwnerEntry {
+                        customer_id: Some(id),
+                        manager_id: manager,
+                    };
+                    if let Err(e) = self.store.put_owner(p, entry, self.owner_ttl).await {
+                        tracing::warn!(error = %e, "Owner index update failed.");
+                    }
+                }
+                resolved.customer = Some(id);
+                record.customer = Some(id);
+            }
+            Action::CreateOrder(draft) => {
+                let new = draft.resolve(resolved)?;
+                let existing = if resumed {
+                    self.crm
+                        .order_by_external_id(&new.external_id, site)
+                        .await?
+                        .map(|o| o.id)
+                } else {
+                    None
+                };
+                let id = match existing {
+                    Some(id) => id,
+                    None => self.crm.create_order(site, &new).await?,
+                };
+                resolved.order = Some(id);
+                record.order = Some(id);
+            }
+            Action::CreateTask { task, .. } => {
+                let new = task.resolve(resolved)?;
+                record.task = Some(self.crm.create_task(Some(site), &new).await?);
+            }
+            Action::UpsertCallbackTask {
+                existing,
+                count,
+                task,
+            } => {
+                let id = match existing {
+                    Some(id) => {
+                        self.crm.edit_task(*id, &task.update()).await?;
+                        *id
+                    }
+                    None => {
+                        let new = task.resolve(resolved)?;
+                        self.crm.create_task(Some(site), &new).await?
+                    }
+                };
+                if let Ok(phone) = &event.client {
+                    let cb = CallbackRecord {
+                        task_id: id,
+                        count: *count,
+                        last_missed_at: event.date.map(|d| d.local).unwrap_or_else(local_now),
+                        last_call_id: event.call_id.clone(),
+                    };
+                    let window =
+                        Duration::from_secs(u64::from(self.planner.callback_window_min) * 60);
+                    self.set_json(
+                        &format!("{}{}", keys::CALLBACK, phone.e164()),
+                        &cb,
+                        Some(window),
+                    )
+                    .await?;
+                }
+                record.task = Some(id);
+            }
+            Action::CompleteCallbackTask {
+                task_id,
+                commentary,
+            } => {
+                let update = TaskUpdate {
+                    text: None,
+                    commentary: Some(commentary.clone()),
+                    complete: Some(true),
+                };
+                self.crm.edit_task(*task_id, &update).await?;
+                if let Ok(phone) = &event.client {
+                    self.store
+                        .delete(&format!("{}{}", keys::CALLBACK, phone.e164()))
+                        .await?;
+                }
+                record.task = Some(*task_id);
+            }
+            Action::PopUp(notice) => self.crm.call_event(notice).await?,
+            Action::UploadCall(call) => {
+                self.crm.upload_calls(std::slice::from_ref(call)).await?;
+            }
+        }
+        self.set_json(&key, &record, Some(ACTION_TTL)).await?;
+        Ok(())
+    }
+}
