@@ -8,6 +8,7 @@ use callgate::{
     crm::sandbox::SandboxCrm,
     http::AppState,
     startup::Application,
+    worker::Worker,
     testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
 };
 use tempfile::TempDir;
@@ -48,6 +49,7 @@ pub struct TestApp {
     pub state: AppState,
     pub sandbox: Option<Arc<SandboxCrm>>,
     pub crm: Option<FakeRetailCrm>,
+    pub worker: Arc<Worker>,
     token: CancellationToken,
     _dir: TempDir,
 }
@@ -104,6 +106,7 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let sandbox = app.sandbox();
+    let worker = app.worker();
     let token = app.shutdown_token();
     tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -112,12 +115,50 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
         state,
         sandbox,
         crm,
+        worker,
         token,
         _dir: dir,
     }
 }
 
+/// Worker settings for tests that drive the worker by hand: no background worker, fast retries.
+pub const MANUAL_WORKER: &str = "[worker]\nenabled = false\nretry_base_ms = 1\nretry_max_ms = 5\n[crm]\nsenior_manager_id = 1\n";
+
 impl TestApp {
+    /// `POST /ringostat/webhook?token=…` with a JSON body.
+    pub async fn post_webhook(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/ringostat/webhook?token={WEBHOOK_TOKEN}")))
+            .json(body)
+            .send()
+            .await
+            .expect("webhook request")
+    }
+
+    /// Runs the worker until no task is due; panics on a store failure.
+    pub async fn run_worker_until_idle(&self) -> Vec<callgate::worker::ExecutionOutcome> {
+        self.worker.run_until_idle().await.expect("worker runs")
+    }
+
+    /// Runs the worker until the queue is empty, waiting out retry delays (bounded).
+    pub async fn drain_queue(&self, within: Duration) {
+        let store = self.state.store.clone();
+        let worker = self.worker.clone();
+        eventually(within, "the queue drains", || {
+            let store = store.clone();
+            let worker = worker.clone();
+            async move {
+                worker.run_until_idle().await.expect("worker runs");
+                (store.queue_depth().await.expect("depth") == 0).then_some(())
+            }
+        })
+        .await
+    }
+
+    pub fn fake(&self) -> &FakeRetailCrm {
+        self.crm.as_ref().expect("this app talks to the fake retailCRM")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

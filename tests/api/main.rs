@@ -1,5 +1,6 @@
 //! Black-box tests: callgate spawned on 127.0.0.1:0, talking real HTTP to a strict fake
 //! retailCRM (or running on its sandbox CRM).
 
+mod calls;
 mod helpers;
 mod lookup;

@@ -1,0 +1,342 @@
+//! Call events end to end: webhook → durable queue → worker → a strict fake retailCRM over
+//! real HTTP (SPEC §4, §6). Each scenario's webhook sequence must leave exactly the expected
+//! customers, orders, tasks and call records.
+
+use std::time::Duration;
+
+use callgate::testing::fake_retailcrm::{Fault, FaultRule};
+use serde_json::{Value, json};
+
+use crate::helpers::{MANUAL_WORKER, TestApp, WEBHOOK_TOKEN, spawn_app_with_crm, start_fake_crm};
+
+/// An after-call webhook in the call-log naming, as Ringostat sends it.
+fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
+    json!({
+        "uniqueid": id,
+        "calldate": "2024-07-31 14:59:35",
+        "caller": caller,
+        "dst": "380441112233",
+        "call_type": "in",
+        "disposition": disposition,
+        "billsec": if disposition == "ANSWERED" { 61 } else { 0 },
+        "waittime": "12",
+        "recording": format!("https://app.ringostat.com/recordings/{id}.ogg?token=x"),
+        "has_recording": if disposition == "ANSWERED" || disposition == "VOICEMAIL" { "1" } else { "0" },
+        "employee_number": staff,
+        "utm_source": "google",
+        "utm_medium": "cpc",
+        "utm_campaign": "summer",
+        "client_id": "1169999034.1555555510",
+    })
+}
+
+const TRACKING: &str = "\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n";
+
+async fn app() -> TestApp {
+    let crm = start_fake_crm().await;
+    spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{TRACKING}")).await
+}
+
+fn tasks_of(app: &TestApp, performer: u64) -> Vec<Value> {
+    app.fake()
+        .tasks()
+        .into_iter()
+        .filter(|t| t["performer"] == performer)
+        .collect()
+}
+
+#[tokio::test]
+async fn s1_a_new_caller_answered_by_tatiana_becomes_customer_order_closed_task_and_call() {
+    let app = app().await;
+
+    let r = app
+        .post_webhook(&after_call("ua1_-1718037213.2974122", "0981234567", "ANSWERED", 1028))
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    app.run_worker_until_idle().await;
+
+    let crm = app.fake();
+    let customers = crm.customers();
+    assert_eq!(customers.len(), 1, "{customers:#?}");
+    assert_eq!(customers[0]["phones"][0]["number"], "+380981234567");
+    assert_eq!(customers[0]["managerId"], 28);
+    let orders = crm.orders();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!(orders[0]["status"], "new");
+    assert_eq!(orders[0]["orderMethod"], "phone");
+    assert_eq!(orders[0]["managerId"], 28);
+    let tasks = crm.tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["performer"], 28);
+    assert_eq!(tasks[0]["complete"], true);
+    assert_eq!(tasks[0]["order"]["id"], orders[0]["id"]);
+    assert!(
+        tasks[0]["commentary"]
+            .as_str()
+            .unwrap()
+            .contains("recordings/ua1_-1718037213.2974122.ogg")
+    );
+    let calls = crm.calls();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["externalId"], "ua1_-1718037213.2974122");
+    assert_eq!(calls[0]["result"], "answered");
+    assert_eq!(calls[0]["type"], "in");
+    assert_eq!(calls[0]["duration"], 73);
+    assert_eq!(calls[0]["durationWaiting"], 12);
+    // The new customer is in the owner index at once: the next lookup asks no CRM.
+    let lookups_before = crm.request_count("GET /api/v5/telephony/manager");
+    let r = app.get_route("caller=380981234567").await;
+    assert_eq!(r.text().await.unwrap(), "shop_tatiana");
+    assert_eq!(crm.request_count("GET /api/v5/telephony/manager"), lookups_before);
+}
+
+#[tokio::test]
+async fn s2_alinas_customer_with_an_open_order_gets_only_a_closed_task_on_that_order() {
+    let app = app().await;
+    let crm = app.fake();
+    let customer = crm.add_customer(&["098 123 45 67"], Some(27));
+    let order = crm.add_order(customer, "new", Some(27));
+
+    app.post_webhook(&after_call("c2", "380981234567", "ANSWERED", 1027))
+        .await;
+    app.run_worker_until_idle().await;
+
+    assert_eq!(crm.customers().len(), 1, "no duplicate for 098… vs 38098…");
+    assert_eq!(crm.orders().len(), 1);
+    let tasks = crm.tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["performer"], 27);
+    assert_eq!(tasks[0]["complete"], true);
+    assert_eq!(tasks[0]["order"]["id"], order);
+    assert_eq!(crm.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn s3_a_customer_whose_orders_are_all_closed_gets_a_new_order_for_their_manager() {
+    let app = app().await;
+    let crm = app.fake();
+    let customer = crm.add_customer(&["+380981234567"], Some(27));
+    crm.add_order(customer, "complete", Some(27));
+
+    // Tatiana answers; the new order still belongs to Alina, who worked with the client.
+    app.post_webhook(&after_call("c3", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+
+    let orders = crm.orders();
+    assert_eq!(orders.len(), 2, "{orders:#?}");
+    let new_order = orders.iter().find(|o| o["status"] == "new").expect("a new order");
+    assert_eq!(new_order["managerId"], 27);
+    assert_eq!(tasks_of(&app, 28).len(), 1, "closed task for whoever answered");
+    assert_eq!(tasks_of(&app, 28)[0]["complete"], true);
+}
+
+#[tokio::test]
+async fn s5_and_s14_repeated_missed_calls_from_a_new_number_make_one_call_back_task() {
+    let app = app().await;
+    let crm = app.fake();
+
+    app.post_webhook(&after_call("m1", "0671234567", "NO ANSWER", -1))
+        .await;
+    app.run_worker_until_idle().await;
+    app.post_webhook(&after_call("m2", "0671234567", "NO ANSWER", -1))
+        .await;
+    app.run_worker_until_idle().await;
+
+    let tasks = crm.tasks();
+    assert_eq!(tasks.len(), 1, "one call-back task per caller and window: {tasks:#?}");
+    assert_eq!(tasks[0]["performer"], 1, "the senior manager calls new numbers back");
+    assert_eq!(tasks[0]["complete"], false);
+    assert!(tasks[0]["text"].as_str().unwrap().contains('2'), "{tasks:#?}");
+    assert!(crm.customers().is_empty(), "a missed call creates no customer");
+    assert_eq!(crm.calls().len(), 2);
+    assert!(crm.calls().iter().all(|c| c["result"] == "no answer"));
+}
+
+#[tokio::test]
+async fn s10_a_transferred_call_is_recorded_for_every_manager_who_talked() {
+    let app = app().await;
+    let crm = app.fake();
+    let customer = crm.add_customer(&["0981234567"], Some(27));
+    crm.add_order(customer, "new", Some(27));
+
+    app.post_webhook(&after_call("t1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.post_webhook(&after_call("t1", "0981234567", "ANSWERED", 1027))
+        .await;
+    app.run_worker_until_idle().await;
+
+    assert_eq!(tasks_of(&app, 28).iter().filter(|t| t["complete"] == true).count(), 1);
+    assert_eq!(tasks_of(&app, 27).iter().filter(|t| t["complete"] == true).count(), 1);
+}
+
+#[tokio::test]
+async fn one_webhook_delivered_three_times_makes_one_set_of_records() {
+    let app = app().await;
+    let event = after_call("dup-1", "0981234567", "ANSWERED", 1028);
+    for _ in 0..3 {
+        let r = app.post_webhook(&event).await;
+        assert_eq!(r.status(), 200);
+    }
+    app.run_worker_until_idle().await;
+    let crm = app.fake();
+    assert_eq!(crm.customers().len(), 1);
+    assert_eq!(crm.orders().len(), 1);
+    assert_eq!(crm.tasks().len(), 1);
+    assert_eq!(crm.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn two_simultaneous_calls_from_one_new_number_make_one_customer() {
+    let crm = start_fake_crm().await;
+    let app = spawn_app_with_crm(
+        &crm,
+        &format!("[worker]\nconcurrency = 4\nretry_base_ms = 1\nretry_max_ms = 5\n{TRACKING}"),
+    )
+    .await;
+
+    let (a, b) = tokio::join!(
+        app.post_webhook(&after_call("sim-1", "0931112233", "ANSWERED", 1028)),
+        app.post_webhook(&after_call("sim-2", "+380931112233", "ANSWERED", 1027)),
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    crate::helpers::eventually(Duration::from_secs(10), "both calls uploaded", || async {
+        (crm.calls().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(crm.customers().len(), 1, "{:#?}", crm.customers());
+    assert_eq!(crm.orders().len(), 1, "the second call sees the first call's open order");
+}
+
+#[tokio::test]
+async fn a_crm_validation_error_parks_the_event_with_the_crms_message() {
+    let app = app().await;
+    app.fake()
+        .add_fault_rule(FaultRule::new(Fault::ValidationError).on_path("/api/v5/customers/create"));
+
+    app.post_webhook(&after_call("bad-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+
+    let r = app
+        .client
+        .get(app.url("/admin/dead-letters"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let letters = body["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{body:#}");
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("Errors in the entity format"),
+        "{body:#}"
+    );
+    assert_eq!(app.state.store.queue_depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_403_fixed_mid_run_is_delivered_after_the_fix_without_operator_action() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.set_fault(Fault::AccessDenied403);
+
+    app.post_webhook(&after_call("acl-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    let outcomes = app.run_worker_until_idle().await;
+    assert!(outcomes.contains(&callgate::worker::ExecutionOutcome::TaskRetried), "{outcomes:?}");
+    assert_eq!(app.state.store.queue_depth().await.unwrap(), 1, "kept, not dropped");
+
+    crm.clear_faults();
+    app.drain_queue(Duration::from_secs(10)).await;
+    assert_eq!(crm.customers().len(), 1);
+    assert_eq!(crm.calls().len(), 1);
+    assert_eq!(app.state.store.dead_letter_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn with_the_crm_down_for_a_while_everything_is_delivered_once_when_it_is_back() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.add_fault_rule(FaultRule::new(Fault::Status503).times(5));
+    crm.add_fault_rule(FaultRule::new(Fault::Status500).times(3));
+
+    for i in 0..5 {
+        app.post_webhook(&after_call(&format!("down-{i}"), &format!("09812345{i:02}"), "ANSWERED", 1028))
+            .await;
+    }
+    app.drain_queue(Duration::from_secs(20)).await;
+
+    assert_eq!(crm.customers().len(), 5);
+    assert_eq!(crm.orders().len(), 5);
+    assert_eq!(crm.tasks().len(), 5);
+    assert_eq!(crm.calls().len(), 5);
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_401_and_stores_nothing() {
+    let app = app().await;
+    let r = app
+        .client
+        .post(app.url("/ringostat/webhook?token=nope"))
+        .json(&after_call("x", "0981234567", "ANSWERED", 1028))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .post(app.url("/ringostat/webhook"))
+        .json(&after_call("x", "0981234567", "ANSWERED", 1028))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(app.state.store.queue_depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_malformed_payload_is_400_naming_the_field_and_kept_in_quarantine() {
+    let app = app().await;
+    let r = app
+        .client
+        .post(app.url(&format!("/ringostat/webhook?token={WEBHOOK_TOKEN}")))
+        .form(&[("caller", "0981234567"), ("disposition", "ANSWERED")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "call_id", "{body}");
+
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/ringostat/webhook?token={WEBHOOK_TOKEN}&uniqueid=q2&calldate=yesterday"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "calldate");
+
+    let quarantine = app.state.store.list_quarantine(10).await.unwrap();
+    assert_eq!(quarantine.len(), 2);
+    assert!(quarantine.iter().any(|q| q.raw.contains("calldate=yesterday")));
+    assert!(quarantine.iter().all(|q| !q.raw.contains(WEBHOOK_TOKEN)), "the secret is not kept");
+    assert_eq!(app.state.store.queue_depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_refused() {
+    let app = app().await;
+    let big = "x".repeat(70 * 1024);
+    let r = app
+        .client
+        .post(app.url(&format!("/ringostat/webhook?token={WEBHOOK_TOKEN}")))
+        .form(&[("uniqueid", "big"), ("landing", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}
