@@ -195,10 +195,9 @@ async fn two_simultaneous_calls_from_one_new_number_make_one_customer() {
     )
     .await;
 
-    let (a, b) = tokio::join!(
-        app.post_webhook(&after_call("sim-1", "0931112233", "ANSWERED", 1028)),
-        app.post_webhook(&after_call("sim-2", "+380931112233", "ANSWERED", 1027)),
-    );
+    let first = after_call("sim-1", "0931112233", "ANSWERED", 1028);
+    let second = after_call("sim-2", "+380931112233", "ANSWERED", 1027);
+    let (a, b) = tokio::join!(app.post_webhook(&first), app.post_webhook(&second));
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
     crate::helpers::eventually(Duration::from_secs(10), "both calls uploaded", || async {
         (crm.calls().len() == 2).then_some(())
