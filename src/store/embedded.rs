@@ -137,7 +137,7 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 pub const PURGE_LIMIT: usize = 20_000;
 /// redb's page cache. redb defaults to 1 GiB; the hot data lives in our own mirrors, so a
 /// small cache keeps RSS predictable (SPEC §10: 1,000,000 owners ≤ 150 MB).
-pub const CACHE_SIZE_BYTES: usize = 32 * 1024 * 1024;
+pub const CACHE_SIZE_BYTES: usize = 16 * 1024 * 1024;
 /// "No expiry" in the expiry columns.
 const NEVER: u64 = 0;
 
