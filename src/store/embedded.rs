@@ -4,7 +4,7 @@
 //!
 //! **Group commit.** Every durable write goes through one dedicated writer thread (a std
 //! thread, never a tokio worker, because `commit` blocks on `fsync`). Callers send a
-//! [`Request`] over a channel and await a oneshot. The writer takes the first request, drains
+//! `Request` over a channel and await a oneshot. The writer takes the first request, drains
 //! every other pending one (up to [`MAX_BATCH`]), applies them all in ONE redb write
 //! transaction, commits it with [`Durability::Immediate`] (fsync), and only then answers each
 //! caller. One fsync is thus shared by everything that arrived while the previous one ran, which
@@ -23,12 +23,19 @@
 //! multiply-fold hasher. TTLs are honoured on read (an expired entry reads as absent) and
 //! expired rows are purged every [`PURGE_INTERVAL`] in a transaction of their own.
 //!
-//! **Queue.** Tasks are durable rows; leases are not. An in-memory [`QueueIndex`], rebuilt
+//! **Queue.** Tasks are durable rows; leases are not. An in-memory `QueueIndex`, rebuilt
 //! at open from the task table, orders the waiting tasks by id, keeps one head per group
 //! (events of one call are handed out one at a time, in id order) and splits those heads into
 //! due, delayed (`not_before` in the future) and leased. `claim_next` is thus `O(log n)` in
 //! memory plus one point read for the payload, also with 10,000 queued tasks. A lease that
-//! expires makes its task claimable again (the worker crashed or hung).
+//! expires makes its task claimable again (the worker crashed or hung). `complete` is
+//! idempotent; `complete`/`reschedule`/`dead_letter` carry no lease token, so a worker whose
+//! lease ran out still acts on the task (callers must pick leases longer than a task's worst
+//! run, as svix warns about its pending timeout).
+//!
+//! **Reads.** Point reads (`get_raw`, `last_talked`, the payload of a claim) open a redb read
+//! transaction on the calling task: microseconds, no fsync, never blocked by the writer.
+//! Scans (`scan_prefix`, `query_call_log`, the lists) run on `spawn_blocking`.
 //!
 //! **What survives a crash.** Everything acknowledged: KV records (with their expiry), counters,
 //! owners, manager states, call log and last talked, queued tasks (with attempt, delay, last
@@ -1643,6 +1650,66 @@ mod tests {
     #[test]
     fn owner_mirror_entries_are_compact() {
         assert_eq!(std::mem::size_of::<(U64Halves, PackedOwner)>(), 28);
+    }
+
+    #[tokio::test]
+    async fn purge_deletes_expired_rows_only() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let store = EmbeddedStore::open(&dir.path().join("s.redb")).expect("open");
+        let short = Duration::from_millis(1);
+        let long = Duration::from_secs(3600);
+        let gone = PhoneNumber::from_e164("+380981234567").expect("valid");
+        let kept = PhoneNumber::from_e164("+380501112233").expect("valid");
+        store
+            .set_raw("k:gone", b"1", Some(short))
+            .await
+            .expect("set");
+        store
+            .set_raw("k:kept", b"2", Some(long))
+            .await
+            .expect("set");
+        // Overwritten with a longer TTL: its stale expiry-index entry must not delete it.
+        store
+            .set_raw("k:renewed", b"3", Some(short))
+            .await
+            .expect("set");
+        store.set_raw("k:renewed", b"4", None).await.expect("set");
+        store
+            .put_owner(&gone, OwnerEntry::NEGATIVE, short)
+            .await
+            .expect("put");
+        store
+            .put_owner(&kept, OwnerEntry::NEGATIVE, long)
+            .await
+            .expect("put");
+        let deadline = now_ms() + 2;
+        while now_ms() <= deadline {
+            tokio::task::yield_now().await;
+        }
+
+        run_purge(&store.shared).expect("purge");
+
+        let txn = store.shared.db.begin_read().expect("read");
+        let kv = txn.open_table(KV).expect("kv");
+        assert!(kv.get("k:gone").expect("get").is_none());
+        assert!(kv.get("k:kept").expect("get").is_some());
+        assert!(kv.get("k:renewed").expect("get").is_some());
+        let owners = txn.open_table(OWNERS).expect("owners");
+        assert!(
+            owners
+                .get(phone_key(&gone).expect("key"))
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            owners
+                .get(phone_key(&kept).expect("key"))
+                .expect("get")
+                .is_some()
+        );
+        assert_eq!(store.owner_mirror_len(), 1);
+        let expiry = txn.open_table(KV_EXPIRY).expect("expiry");
+        assert_eq!(expiry.len().expect("len"), 1, "only k:kept's entry is left");
     }
 
     #[test]
