@@ -1,1 +1,743 @@
-//! Store contract suite. STUB: being implemented.
+//! The store contract: behaviour every [`Store`] backend must show, as plain async checks.
+//!
+//! Each check takes a fresh, empty store and panics (`assert!`) on a violation; it is test
+//! code that lives in the library so every backend's test binary runs the same suite:
+//!
+//! ```ignore
+//! async fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) { /* … */ }
+//! callgate::store_contract_tests!(fresh);
+//! ```
+//!
+//! [`store_contract_tests!`](crate::store_contract_tests) expands to one `#[tokio::test]`
+//! per check; the first element of the tuple `fresh` returns is a guard kept alive for the
+//! test (a temporary directory, a Redis key prefix that deletes its keys on drop).
+//!
+//! Timing: nothing sleeps to synchronize. Where time must pass (TTLs, leases, delays) the
+//! checks use short durations ([`SHORT`]) and poll with a bound ([`eventually`]), so a slow
+//! machine only makes them slower, never flaky, and a broken backend fails within
+//! [`PATIENCE`].
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use chrono::NaiveDate;
+
+use super::{EnqueueOutcome, OwnerEntry, Store, StoreError};
+use crate::{
+    crm::CustomerId,
+    domain::{
+        call_log::{CallLogEntry, CallLogFilter},
+        manager::{ManagerId, ManagerState, ManagerStatus},
+        phone_number::PhoneNumber,
+    },
+};
+
+/// A TTL, lease or delay short enough to wait out in a test.
+pub const SHORT: Duration = Duration::from_millis(50);
+/// A TTL, lease or delay that must not run out during a test.
+pub const LONG: Duration = Duration::from_secs(3600);
+/// How long [`eventually`] polls before declaring the backend broken.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+/// Pause between two polls of [`eventually`].
+const POLL_EVERY: Duration = Duration::from_millis(5);
+
+/// Polls `probe` until it yields `Some`, for at most [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {PATIENCE:?}: {what}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+fn phone(e164: &str) -> PhoneNumber {
+    PhoneNumber::from_e164(e164).expect("test numbers are canonical")
+}
+
+fn accepted(outcome: EnqueueOutcome) -> u64 {
+    match outcome {
+        EnqueueOutcome::Accepted { id } => id,
+        EnqueueOutcome::Duplicate => panic!("expected Accepted, got Duplicate"),
+    }
+}
+
+async fn enqueue(store: &dyn Store, key: &str, group: &str, payload: &[u8]) -> u64 {
+    accepted(
+        store
+            .enqueue(key, LONG, group, payload)
+            .await
+            .expect("enqueue"),
+    )
+}
+
+async fn claim(store: &dyn Store, lease: Duration) -> Option<u64> {
+    store
+        .claim_next(lease)
+        .await
+        .expect("claim_next")
+        .map(|t| t.id)
+}
+
+// --- key/value -----------------------------------------------------------------------
+
+pub async fn kv_set_get_delete(store: Arc<dyn Store>) {
+    assert_eq!(store.get_raw("k:a").await.expect("get"), None);
+    store.set_raw("k:a", b"one", None).await.expect("set");
+    assert_eq!(
+        store.get_raw("k:a").await.expect("get").as_deref(),
+        Some(&b"one"[..])
+    );
+    store.set_raw("k:a", b"two", Some(LONG)).await.expect("set");
+    assert_eq!(
+        store.get_raw("k:a").await.expect("get").as_deref(),
+        Some(&b"two"[..])
+    );
+    store.delete("k:a").await.expect("delete");
+    assert_eq!(store.get_raw("k:a").await.expect("get"), None);
+    // Deleting what is not there is fine.
+    store.delete("k:a").await.expect("delete again");
+}
+
+pub async fn kv_ttl_expires(store: Arc<dyn Store>) {
+    store
+        .set_raw("t:short", b"x", Some(SHORT))
+        .await
+        .expect("set");
+    store
+        .set_raw("t:long", b"y", Some(LONG))
+        .await
+        .expect("set");
+    store.set_raw("t:forever", b"z", None).await.expect("set");
+    eventually("a 50 ms key expires", || async {
+        store
+            .get_raw("t:short")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let live: Vec<String> = store
+        .scan_prefix("t:", 10)
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        live,
+        ["t:forever", "t:long"],
+        "expired keys are not scanned"
+    );
+    assert!(
+        store
+            .set_raw_if_absent("t:short", b"again", None)
+            .await
+            .expect("set_if_absent"),
+        "an expired key counts as absent"
+    );
+    assert!(
+        !store
+            .set_raw_if_absent("t:long", b"again", None)
+            .await
+            .expect("set_if_absent"),
+        "a live key is present"
+    );
+}
+
+pub async fn kv_scan_prefix_in_key_order_with_limit(store: Arc<dyn Store>) {
+    for key in ["p:b", "p:a", "p:c", "q:a", "o:z", "p"] {
+        store.set_raw(key, key.as_bytes(), None).await.expect("set");
+    }
+    let all = store.scan_prefix("p:", 100).await.expect("scan");
+    assert_eq!(
+        all,
+        vec![
+            ("p:a".to_owned(), b"p:a".to_vec()),
+            ("p:b".to_owned(), b"p:b".to_vec()),
+            ("p:c".to_owned(), b"p:c".to_vec()),
+        ]
+    );
+    let two = store.scan_prefix("p:", 2).await.expect("scan");
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[1].0, "p:b");
+    assert!(
+        store
+            .scan_prefix("none:", 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+}
+
+pub async fn set_if_absent_race_has_one_winner(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .set_raw_if_absent("lock:race", format!("{i}").as_bytes(), Some(LONG))
+                    .await
+                    .expect("set_if_absent")
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("task") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one concurrent set_if_absent wins");
+    assert!(store.get_raw("lock:race").await.expect("get").is_some());
+}
+
+pub async fn next_id_counts_from_one_per_sequence(store: Arc<dyn Store>) {
+    assert_eq!(store.next_id("a").await.expect("next"), 1);
+    assert_eq!(store.next_id("a").await.expect("next"), 2);
+    assert_eq!(store.next_id("b").await.expect("next"), 1);
+    assert_eq!(store.next_id("a").await.expect("next"), 3);
+}
+
+// --- owners and managers -------------------------------------------------------------
+
+pub async fn owner_entries_positive_negative_and_ttl(store: Arc<dyn Store>) {
+    let known = phone("+380981234567");
+    let unknown = phone("+380501112233");
+    let short = phone("+74952680649");
+    assert_eq!(store.get_owner(&known).await.expect("get"), None);
+
+    let entry = OwnerEntry {
+        customer_id: Some(CustomerId(42)),
+        manager_id: Some(ManagerId(7)),
+    };
+    store.put_owner(&known, entry, LONG).await.expect("put");
+    store
+        .put_owner(&unknown, OwnerEntry::NEGATIVE, LONG)
+        .await
+        .expect("put");
+    store
+        .put_owner(
+            &short,
+            OwnerEntry {
+                customer_id: Some(CustomerId(1)),
+                manager_id: None,
+            },
+            SHORT,
+        )
+        .await
+        .expect("put");
+
+    assert_eq!(store.get_owner(&known).await.expect("get"), Some(entry));
+    let negative = store.get_owner(&unknown).await.expect("get");
+    assert_eq!(negative, Some(OwnerEntry::NEGATIVE));
+    assert!(negative.is_some_and(|e| e.is_negative()));
+
+    // Overwrite: the newest entry wins.
+    let moved = OwnerEntry {
+        customer_id: Some(CustomerId(42)),
+        manager_id: Some(ManagerId(8)),
+    };
+    store.put_owner(&known, moved, LONG).await.expect("put");
+    assert_eq!(store.get_owner(&known).await.expect("get"), Some(moved));
+
+    eventually("a 50 ms owner entry expires", || async {
+        store
+            .get_owner(&short)
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(store.get_owner(&known).await.expect("get"), Some(moved));
+}
+
+pub async fn manager_states_roundtrip(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.get_manager_state(ManagerId(1)).await.expect("get"),
+        None
+    );
+    let busy = ManagerState {
+        status: ManagerStatus::Busy,
+        online: Some(true),
+    };
+    store
+        .set_manager_state(ManagerId(1), busy)
+        .await
+        .expect("set");
+    store
+        .set_manager_state(ManagerId(2), ManagerState::default())
+        .await
+        .expect("set");
+    assert_eq!(
+        store.get_manager_state(ManagerId(1)).await.expect("get"),
+        Some(busy)
+    );
+    let away = ManagerState {
+        status: ManagerStatus::Dinner,
+        online: Some(false),
+    };
+    store
+        .set_manager_state(ManagerId(1), away)
+        .await
+        .expect("set");
+    assert_eq!(
+        store.get_manager_state(ManagerId(1)).await.expect("get"),
+        Some(away)
+    );
+    assert_eq!(
+        store.get_manager_state(ManagerId(2)).await.expect("get"),
+        Some(ManagerState::default())
+    );
+}
+
+// --- call log ------------------------------------------------------------------------
+
+fn call(
+    call_id: &str,
+    minute: u32,
+    from: Option<&str>,
+    manager: Option<u64>,
+    site: &str,
+    result: &str,
+) -> CallLogEntry {
+    CallLogEntry {
+        call_id: call_id.to_owned(),
+        date: NaiveDate::from_ymd_opt(2024, 7, 31)
+            .and_then(|d| d.and_hms_opt(14, minute, 0))
+            .expect("valid date"),
+        client_phone: from.map(phone),
+        client_raw: from.is_none().then(|| "anonymous".to_owned()),
+        incoming: true,
+        site: Some(site.to_owned()),
+        external_number: Some("+380441234567".to_owned()),
+        manager_id: manager.map(ManagerId),
+        result: result.to_owned(),
+        disposition_raw: Some(result.to_uppercase()),
+        ambiguous_customer: false,
+        order_date: Some("2024-07-30".to_owned()),
+        note: None,
+    }
+}
+
+pub async fn call_log_newest_first_filters_and_last_talked(store: Arc<dyn Store>) {
+    let a = "+380981234567";
+    let b = "+380501112233";
+    let entries = [
+        call("c1", 1, Some(a), Some(7), "shop-ua", "answered"),
+        call("c2", 2, Some(a), None, "shop-ua", "missed"),
+        call("c3", 3, Some(b), Some(8), "shop-pl", "answered"),
+        call("c4", 4, None, None, "shop-ua", "unknown"),
+        call("c5", 5, Some(a), Some(9), "shop-pl", "answered"),
+    ];
+    for e in &entries {
+        store.append_call_log(e).await.expect("append");
+    }
+    // A late entry (reconciliation) about an older call does not displace the newest talk.
+    store
+        .append_call_log(&call("c0", 0, Some(a), Some(6), "shop-ua", "answered"))
+        .await
+        .expect("append");
+
+    let all = store
+        .query_call_log(&CallLogFilter::default(), 100)
+        .await
+        .expect("query");
+    let ids: Vec<&str> = all.iter().map(|e| e.call_id.as_str()).collect();
+    assert_eq!(ids, ["c5", "c4", "c3", "c2", "c1", "c0"], "newest first");
+    assert_eq!(all[0], entries[4], "entries come back as stored");
+
+    let limited = store
+        .query_call_log(&CallLogFilter::default(), 2)
+        .await
+        .expect("query");
+    assert_eq!(limited.len(), 2);
+
+    let ua_answered = CallLogFilter {
+        site: Some("shop-ua".to_owned()),
+        result: Some("answered".to_owned()),
+        ..CallLogFilter::default()
+    };
+    let ids: Vec<String> = store
+        .query_call_log(&ua_answered, 100)
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|e| e.call_id)
+        .collect();
+    assert_eq!(ids, ["c1", "c0"]);
+    let by_manager = CallLogFilter {
+        manager_id: Some(ManagerId(8)),
+        ..CallLogFilter::default()
+    };
+    let ids: Vec<String> = store
+        .query_call_log(&by_manager, 100)
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|e| e.call_id)
+        .collect();
+    assert_eq!(ids, ["c3"]);
+
+    assert_eq!(
+        store.last_talked(&phone(a)).await.expect("last"),
+        Some(ManagerId(9))
+    );
+    assert_eq!(
+        store.last_talked(&phone(b)).await.expect("last"),
+        Some(ManagerId(8))
+    );
+    assert_eq!(
+        store
+            .last_talked(&phone("+380670000000"))
+            .await
+            .expect("last"),
+        None
+    );
+}
+
+// --- queue ---------------------------------------------------------------------------
+
+pub async fn queue_is_fifo_and_complete_removes(store: Arc<dyn Store>) {
+    assert_eq!(claim(&*store, LONG).await, None, "empty queue");
+    let ids = [
+        enqueue(&*store, "d:1", "g1", b"one").await,
+        enqueue(&*store, "d:2", "g2", b"two").await,
+        enqueue(&*store, "d:3", "g3", b"three").await,
+    ];
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "ids increase");
+    assert_eq!(store.queue_depth().await.expect("depth"), 3);
+    let listed: Vec<u64> = store
+        .list_queue(10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, ids);
+
+    let first = store
+        .claim_next(LONG)
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert_eq!(first.id, ids[0]);
+    assert_eq!(first.group, "g1");
+    assert_eq!(first.payload, b"one");
+    assert_eq!(first.attempt, 0);
+    assert_eq!(first.last_error, None);
+    assert!(first.enqueued_at_ms > 0);
+    assert_eq!(claim(&*store, LONG).await, Some(ids[1]));
+    assert_eq!(
+        store.queue_depth().await.expect("depth"),
+        3,
+        "leased tasks count"
+    );
+
+    store.complete(ids[0]).await.expect("complete");
+    store.complete(ids[1]).await.expect("complete");
+    assert_eq!(store.queue_depth().await.expect("depth"), 1);
+    assert_eq!(claim(&*store, LONG).await, Some(ids[2]));
+    assert_eq!(claim(&*store, LONG).await, None, "all leased");
+    store.complete(ids[2]).await.expect("complete");
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+    assert!(store.list_queue(10).await.expect("list").is_empty());
+}
+
+pub async fn queue_keeps_group_order(store: Arc<dyn Store>) {
+    let a1 = enqueue(&*store, "d:a1", "call-a", b"a start").await;
+    let a2 = enqueue(&*store, "d:a2", "call-a", b"a end").await;
+    let b1 = enqueue(&*store, "d:b1", "call-b", b"b end").await;
+
+    assert_eq!(claim(&*store, LONG).await, Some(a1));
+    assert_eq!(
+        claim(&*store, LONG).await,
+        Some(b1),
+        "a2 waits for a1; group B is not blocked"
+    );
+    assert_eq!(claim(&*store, LONG).await, None);
+    store.complete(a1).await.expect("complete");
+    assert_eq!(claim(&*store, LONG).await, Some(a2), "a2 after a1 is done");
+
+    // A rescheduled head keeps blocking its group until it is done.
+    let c1 = enqueue(&*store, "d:c1", "call-c", b"c1").await;
+    let c2 = enqueue(&*store, "d:c2", "call-c", b"c2").await;
+    assert_eq!(claim(&*store, LONG).await, Some(c1));
+    store
+        .reschedule(c1, LONG, "CRM down")
+        .await
+        .expect("reschedule");
+    assert_eq!(claim(&*store, LONG).await, None, "c2 may not overtake c1");
+    store.dead_letter(c1, "bad content").await.expect("dead");
+    assert_eq!(claim(&*store, LONG).await, Some(c2));
+}
+
+pub async fn expired_lease_redelivers(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, "d:lease", "g", b"p").await;
+    assert_eq!(claim(&*store, SHORT).await, Some(id));
+    let again = eventually("an expired lease frees the task", || async {
+        claim(&*store, LONG).await
+    })
+    .await;
+    assert_eq!(again, id);
+    assert_eq!(claim(&*store, LONG).await, None, "leased again");
+    store.complete(id).await.expect("complete");
+    // Completing twice (two workers after a lease ran out) is harmless.
+    store.complete(id).await.expect("complete again");
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+}
+
+pub async fn reschedule_delays_and_counts_attempts(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, "d:r", "g", b"p").await;
+    let other = enqueue(&*store, "d:o", "h", b"q").await;
+    assert_eq!(claim(&*store, LONG).await, Some(id));
+    store
+        .reschedule(id, Duration::from_millis(200), "timeout")
+        .await
+        .expect("reschedule");
+    assert_eq!(
+        claim(&*store, LONG).await,
+        Some(other),
+        "the delayed task waits"
+    );
+    assert_eq!(claim(&*store, LONG).await, None, "not before its delay");
+    let task = eventually("a delayed task becomes due", || async {
+        store.claim_next(LONG).await.expect("claim")
+    })
+    .await;
+    assert_eq!(task.id, id);
+    assert_eq!(task.attempt, 1);
+    assert_eq!(task.last_error.as_deref(), Some("timeout"));
+    assert_eq!(task.payload, b"p");
+
+    store
+        .reschedule(id, LONG, "still down")
+        .await
+        .expect("reschedule");
+    assert_eq!(claim(&*store, LONG).await, None);
+    assert_eq!(
+        store.retry_all_now().await.expect("retry all"),
+        1,
+        "one delayed task made due"
+    );
+    let task = store
+        .claim_next(LONG)
+        .await
+        .expect("claim")
+        .expect("due now");
+    assert_eq!((task.id, task.attempt), (id, 2));
+
+    assert!(matches!(
+        store.reschedule(u64::MAX, SHORT, "x").await,
+        Err(StoreError::NoSuchTask(_))
+    ));
+}
+
+pub async fn dead_letters_and_replay(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, "d:dl", "g", b"payload").await;
+    assert_eq!(claim(&*store, LONG).await, Some(id));
+    store
+        .reschedule(id, Duration::ZERO, "503")
+        .await
+        .expect("reschedule");
+    assert_eq!(claim(&*store, LONG).await, Some(id));
+    store
+        .dead_letter(id, "400 Errors in the entity format")
+        .await
+        .expect("dead letter");
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+    assert_eq!(claim(&*store, LONG).await, None);
+    assert_eq!(store.dead_letter_count().await.expect("count"), 1);
+
+    let dead = store.list_dead_letters(10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].task.id, id);
+    assert_eq!(dead[0].task.payload, b"payload");
+    assert_eq!(dead[0].task.attempt, 1);
+    assert_eq!(dead[0].task.last_error.as_deref(), Some("503"));
+    assert_eq!(dead[0].reason, "400 Errors in the entity format");
+    assert!(dead[0].failed_at_ms > 0);
+
+    assert!(matches!(
+        store.dead_letter(id, "again").await,
+        Err(StoreError::NoSuchTask(_))
+    ));
+    assert!(!store.replay_dead_letter(u64::MAX).await.expect("replay"));
+    assert!(store.replay_dead_letter(id).await.expect("replay"));
+    assert!(!store.replay_dead_letter(id).await.expect("replay"), "once");
+    assert_eq!(store.dead_letter_count().await.expect("count"), 0);
+    let task = store
+        .claim_next(LONG)
+        .await
+        .expect("claim")
+        .expect("replayed");
+    assert_eq!(task.id, id);
+    assert_eq!(task.attempt, 0, "attempts reset");
+    assert_eq!(task.payload, b"payload");
+    store.complete(id).await.expect("complete");
+}
+
+pub async fn enqueue_dedupes(store: Arc<dyn Store>) {
+    let first = store
+        .enqueue("dedupe:rs:1", LONG, "g", b"p")
+        .await
+        .expect("enqueue");
+    assert!(matches!(first, EnqueueOutcome::Accepted { .. }));
+    assert_eq!(
+        store
+            .enqueue("dedupe:rs:1", LONG, "g", b"p")
+            .await
+            .expect("enqueue"),
+        EnqueueOutcome::Duplicate
+    );
+    assert_eq!(store.queue_depth().await.expect("depth"), 1);
+
+    // Concurrent duplicates: one is stored.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .enqueue("dedupe:rs:2", LONG, "g2", b"p")
+                    .await
+                    .expect("enqueue")
+            })
+        })
+        .collect();
+    let mut accepted_count = 0;
+    for t in tasks {
+        if matches!(t.await.expect("task"), EnqueueOutcome::Accepted { .. }) {
+            accepted_count += 1;
+        }
+    }
+    assert_eq!(accepted_count, 1);
+
+    // The dedupe window ends.
+    accepted(
+        store
+            .enqueue("dedupe:rs:3", SHORT, "g3", b"p")
+            .await
+            .expect("enqueue"),
+    );
+    eventually("a dedupe key expires", || async {
+        matches!(
+            store
+                .enqueue("dedupe:rs:3", SHORT, "g3", b"p")
+                .await
+                .expect("enqueue"),
+            EnqueueOutcome::Accepted { .. }
+        )
+        .then_some(())
+    })
+    .await;
+    assert_eq!(store.queue_depth().await.expect("depth"), 4);
+}
+
+// --- quarantine ----------------------------------------------------------------------
+
+pub async fn quarantine_lists_newest_first(store: Arc<dyn Store>) {
+    assert!(store.list_quarantine(10).await.expect("list").is_empty());
+    let a = store
+        .quarantine("no caller", Some("application/json"), "{\"x\":1}")
+        .await
+        .expect("quarantine");
+    let b = store
+        .quarantine("bad date", None, "calldate=yesterday")
+        .await
+        .expect("quarantine");
+    assert_ne!(a, b);
+    let listed = store.list_quarantine(10).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, b);
+    assert_eq!(listed[0].reason, "bad date");
+    assert_eq!(listed[0].content_type, None);
+    assert_eq!(listed[0].raw, "calldate=yesterday");
+    assert!(listed[0].received_at_ms > 0);
+    assert_eq!(listed[1].id, a);
+    assert_eq!(listed[1].content_type.as_deref(), Some("application/json"));
+    assert_eq!(store.list_quarantine(1).await.expect("list").len(), 1);
+}
+
+pub async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+}
+
+/// Runs every check in turn, each on a fresh store from `fresh` (the macro below gives one
+/// test per check instead, which reports better).
+pub async fn run_all<G, F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = (G, Arc<dyn Store>)>,
+{
+    macro_rules! run {
+        ($($check:ident),* $(,)?) => {$({
+            let (_guard, store) = fresh().await;
+            $check(store).await;
+        })*};
+    }
+    run!(
+        kv_set_get_delete,
+        kv_ttl_expires,
+        kv_scan_prefix_in_key_order_with_limit,
+        set_if_absent_race_has_one_winner,
+        next_id_counts_from_one_per_sequence,
+        owner_entries_positive_negative_and_ttl,
+        manager_states_roundtrip,
+        call_log_newest_first_filters_and_last_talked,
+        queue_is_fifo_and_complete_removes,
+        queue_keeps_group_order,
+        expired_lease_redelivers,
+        reschedule_delays_and_counts_attempts,
+        dead_letters_and_replay,
+        enqueue_dedupes,
+        quarantine_lists_newest_first,
+        ping_answers,
+    );
+}
+
+/// Expands to one `#[tokio::test]` per contract check. `$fresh` is an async fn returning
+/// `(guard, Arc<dyn Store>)` with a fresh, empty store; the guard lives as long as the test.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($fresh:ident) => {
+        $crate::store_contract_tests!(@each $fresh;
+            kv_set_get_delete,
+            kv_ttl_expires,
+            kv_scan_prefix_in_key_order_with_limit,
+            set_if_absent_race_has_one_winner,
+            next_id_counts_from_one_per_sequence,
+            owner_entries_positive_negative_and_ttl,
+            manager_states_roundtrip,
+            call_log_newest_first_filters_and_last_talked,
+            queue_is_fifo_and_complete_removes,
+            queue_keeps_group_order,
+            expired_lease_redelivers,
+            reschedule_delays_and_counts_attempts,
+            dead_letters_and_replay,
+            enqueue_dedupes,
+            quarantine_lists_newest_first,
+            ping_answers,
+        );
+    };
+    (@each $fresh:ident; $($check:ident),* $(,)?) => {
+        mod store_contract {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    let (_guard, store) = super::$fresh().await;
+                    $crate::store::contract::$check(store).await;
+                }
+            )*
+        }
+    };
+}
