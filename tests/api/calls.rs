@@ -50,7 +50,12 @@ async fn s1_a_new_caller_answered_by_tatiana_becomes_customer_order_closed_task_
     let app = app().await;
 
     let r = app
-        .post_webhook(&after_call("ua1_-1718037213.2974122", "0981234567", "ANSWERED", 1028))
+        .post_webhook(&after_call(
+            "ua1_-1718037213.2974122",
+            "0981234567",
+            "ANSWERED",
+            1028,
+        ))
         .await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     app.run_worker_until_idle().await;
@@ -87,7 +92,10 @@ async fn s1_a_new_caller_answered_by_tatiana_becomes_customer_order_closed_task_
     let lookups_before = crm.request_count("GET /api/v5/telephony/manager");
     let r = app.get_route("caller=380981234567").await;
     assert_eq!(r.text().await.unwrap(), "shop_tatiana");
-    assert_eq!(crm.request_count("GET /api/v5/telephony/manager"), lookups_before);
+    assert_eq!(
+        crm.request_count("GET /api/v5/telephony/manager"),
+        lookups_before
+    );
 }
 
 #[tokio::test]
@@ -125,9 +133,16 @@ async fn s3_a_customer_whose_orders_are_all_closed_gets_a_new_order_for_their_ma
 
     let orders = crm.orders();
     assert_eq!(orders.len(), 2, "{orders:#?}");
-    let new_order = orders.iter().find(|o| o["status"] == "new").expect("a new order");
+    let new_order = orders
+        .iter()
+        .find(|o| o["status"] == "new")
+        .expect("a new order");
     assert_eq!(new_order["managerId"], 27);
-    assert_eq!(tasks_of(&app, 28).len(), 1, "closed task for whoever answered");
+    assert_eq!(
+        tasks_of(&app, 28).len(),
+        1,
+        "closed task for whoever answered"
+    );
     assert_eq!(tasks_of(&app, 28)[0]["complete"], true);
 }
 
@@ -144,11 +159,24 @@ async fn s5_and_s14_repeated_missed_calls_from_a_new_number_make_one_call_back_t
     app.run_worker_until_idle().await;
 
     let tasks = crm.tasks();
-    assert_eq!(tasks.len(), 1, "one call-back task per caller and window: {tasks:#?}");
-    assert_eq!(tasks[0]["performer"], 1, "the senior manager calls new numbers back");
+    assert_eq!(
+        tasks.len(),
+        1,
+        "one call-back task per caller and window: {tasks:#?}"
+    );
+    assert_eq!(
+        tasks[0]["performer"], 1,
+        "the senior manager calls new numbers back"
+    );
     assert_eq!(tasks[0]["complete"], false);
-    assert!(tasks[0]["text"].as_str().unwrap().contains('2'), "{tasks:#?}");
-    assert!(crm.customers().is_empty(), "a missed call creates no customer");
+    assert!(
+        tasks[0]["text"].as_str().unwrap().contains('2'),
+        "{tasks:#?}"
+    );
+    assert!(
+        crm.customers().is_empty(),
+        "a missed call creates no customer"
+    );
     assert_eq!(crm.calls().len(), 2);
     assert!(crm.calls().iter().all(|c| c["result"] == "no answer"));
 }
@@ -166,8 +194,20 @@ async fn s10_a_transferred_call_is_recorded_for_every_manager_who_talked() {
         .await;
     app.run_worker_until_idle().await;
 
-    assert_eq!(tasks_of(&app, 28).iter().filter(|t| t["complete"] == true).count(), 1);
-    assert_eq!(tasks_of(&app, 27).iter().filter(|t| t["complete"] == true).count(), 1);
+    assert_eq!(
+        tasks_of(&app, 28)
+            .iter()
+            .filter(|t| t["complete"] == true)
+            .count(),
+        1
+    );
+    assert_eq!(
+        tasks_of(&app, 27)
+            .iter()
+            .filter(|t| t["complete"] == true)
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -204,7 +244,11 @@ async fn two_simultaneous_calls_from_one_new_number_make_one_customer() {
     })
     .await;
     assert_eq!(crm.customers().len(), 1, "{:#?}", crm.customers());
-    assert_eq!(crm.orders().len(), 1, "the second call sees the first call's open order");
+    assert_eq!(
+        crm.orders().len(),
+        1,
+        "the second call sees the first call's open order"
+    );
 }
 
 #[tokio::test]
@@ -228,7 +272,10 @@ async fn a_crm_validation_error_parks_the_event_with_the_crms_message() {
     let letters = body["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{body:#}");
     assert!(
-        letters[0]["reason"].as_str().unwrap().contains("Errors in the entity format"),
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Errors in the entity format"),
         "{body:#}"
     );
     assert_eq!(app.state.store.queue_depth().await.unwrap(), 0);
@@ -243,8 +290,15 @@ async fn a_403_fixed_mid_run_is_delivered_after_the_fix_without_operator_action(
     app.post_webhook(&after_call("acl-1", "0981234567", "ANSWERED", 1028))
         .await;
     let outcomes = app.run_worker_until_idle().await;
-    assert!(outcomes.contains(&callgate::worker::ExecutionOutcome::TaskRetried), "{outcomes:?}");
-    assert_eq!(app.state.store.queue_depth().await.unwrap(), 1, "kept, not dropped");
+    assert!(
+        outcomes.contains(&callgate::worker::ExecutionOutcome::TaskRetried),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        app.state.store.queue_depth().await.unwrap(),
+        1,
+        "kept, not dropped"
+    );
 
     crm.clear_faults();
     app.drain_queue(Duration::from_secs(10)).await;
@@ -261,8 +315,13 @@ async fn with_the_crm_down_for_a_while_everything_is_delivered_once_when_it_is_b
     crm.add_fault_rule(FaultRule::new(Fault::Status500).times(3));
 
     for i in 0..5 {
-        app.post_webhook(&after_call(&format!("down-{i}"), &format!("09812345{i:02}"), "ANSWERED", 1028))
-            .await;
+        app.post_webhook(&after_call(
+            &format!("down-{i}"),
+            &format!("09812345{i:02}"),
+            "ANSWERED",
+            1028,
+        ))
+        .await;
     }
     app.drain_queue(Duration::from_secs(20)).await;
 
@@ -321,8 +380,15 @@ async fn a_malformed_payload_is_400_naming_the_field_and_kept_in_quarantine() {
 
     let quarantine = app.state.store.list_quarantine(10).await.unwrap();
     assert_eq!(quarantine.len(), 2);
-    assert!(quarantine.iter().any(|q| q.raw.contains("calldate=yesterday")));
-    assert!(quarantine.iter().all(|q| !q.raw.contains(WEBHOOK_TOKEN)), "the secret is not kept");
+    assert!(
+        quarantine
+            .iter()
+            .any(|q| q.raw.contains("calldate=yesterday"))
+    );
+    assert!(
+        quarantine.iter().all(|q| !q.raw.contains(WEBHOOK_TOKEN)),
+        "the secret is not kept"
+    );
     assert_eq!(app.state.store.queue_depth().await.unwrap(), 0);
 }
 

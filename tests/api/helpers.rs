@@ -8,8 +8,8 @@ use callgate::{
     crm::sandbox::SandboxCrm,
     http::AppState,
     startup::Application,
-    worker::Worker,
     testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
+    worker::Worker,
 };
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -156,7 +156,9 @@ impl TestApp {
     }
 
     pub fn fake(&self) -> &FakeRetailCrm {
-        self.crm.as_ref().expect("this app talks to the fake retailCRM")
+        self.crm
+            .as_ref()
+            .expect("this app talks to the fake retailCRM")
     }
 
     pub fn url(&self, path: &str) -> String {
