@@ -178,7 +178,7 @@ impl LookupService {
                 }
             }
         };
-        let result = rx.wait_for(Option::is_some).await.ok()?.clone();
+        let result = *rx.wait_for(Option::is_some).await.ok()?;
         result.flatten()
     }
 

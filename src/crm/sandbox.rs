@@ -464,7 +464,7 @@ impl Crm for SandboxCrm {
                 orders.push(Self::to_crm_order(o));
             }
         }
-        orders.sort_by(|a, b| b.id.cmp(&a.id));
+        orders.sort_by_key(|o| std::cmp::Reverse(o.id));
         Ok(orders)
     }
 

@@ -522,10 +522,10 @@ fn retry_with_callgate_rules(
     // `8` from the text (not from the digits) keeps any extension.
     if region.region == Region::UA && first == '8' && nsn / 1_000_000_000 == 80 {
         let rest = format!("{}{}", &text[..lead], &text[lead + 1..]);
-        if let Ok(candidate) = PHONE_NUMBER_UTIL.parse(&rest, Some(region.region)) {
-            if candidate.is_valid() {
-                return Some(candidate);
-            }
+        if let Ok(candidate) = PHONE_NUMBER_UTIL.parse(&rest, Some(region.region))
+            && candidate.is_valid()
+        {
+            return Some(candidate);
         }
     }
     // Rule 2: an international number whose `+` was dropped. Only for text that starts
@@ -534,12 +534,10 @@ fn retry_with_callgate_rules(
     if plain_start
         && first != '0'
         && nsn.checked_ilog10()? + 1 >= MIN_DIGITS_FOR_MISSING_PLUS as u32
+        && let Ok(candidate) = PHONE_NUMBER_UTIL.parse(format!("+{text}"), None)
+        && candidate.is_valid()
     {
-        if let Ok(candidate) = PHONE_NUMBER_UTIL.parse(format!("+{text}"), None) {
-            if candidate.is_valid() {
-                return Some(candidate);
-            }
-        }
+        return Some(candidate);
     }
     None
 }

@@ -698,7 +698,7 @@ fn call(n: usize) -> CallRecord {
             .unwrap()
             .and_hms_opt(9, 5, 7)
             .unwrap(),
-        incoming: n % 2 == 0,
+        incoming: n.is_multiple_of(2),
         phone: "380981234567".into(),
         user_id: Some(ManagerId(27)),
         code: Some("101".into()),

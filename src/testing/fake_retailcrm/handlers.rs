@@ -810,15 +810,14 @@ fn calls_upload(st: &mut CrmState, req: &ApiRequest) -> Answer {
         if let Some(obj) = call.as_object() {
             record_unknown(st, &req.path, "calls", obj, CALL_FIELDS);
         }
-        if let Some(ext) = call["externalId"].as_str() {
-            if st
+        if let Some(ext) = call["externalId"].as_str()
+            && st
                 .calls
                 .iter()
                 .any(|c| c["externalId"].as_str() == Some(ext))
-            {
-                duplicates.push(ext.to_owned());
-                continue;
-            }
+        {
+            duplicates.push(ext.to_owned());
+            continue;
         }
         st.calls.push(call);
         processed += 1;
