@@ -43,8 +43,8 @@ fn number(i: u64) -> PhoneNumber {
 
 fn entry(i: u64) -> OwnerEntry {
     OwnerEntry {
-        customer_id: (i % 10 != 0).then_some(CustomerId(i + 1)),
-        manager_id: (i % 10 != 0).then_some(ManagerId(i % 40)),
+        customer_id: (!i.is_multiple_of(10)).then_some(CustomerId(i + 1)),
+        manager_id: (!i.is_multiple_of(10)).then_some(ManagerId(i % 40)),
     }
 }
 

@@ -5,7 +5,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use callgate::{
     config::Settings,
-    crm::sandbox::SandboxCrm,
     http::AppState,
     startup::Application,
     testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
@@ -47,7 +46,6 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
-    pub sandbox: Option<Arc<SandboxCrm>>,
     pub crm: Option<FakeRetailCrm>,
     pub worker: Arc<Worker>,
     token: CancellationToken,
@@ -105,7 +103,6 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
-    let sandbox = app.sandbox();
     let worker = app.worker();
     let token = app.shutdown_token();
     tokio::spawn(app.run_until_stopped());
@@ -113,7 +110,6 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
         address,
         client: reqwest::Client::new(),
         state,
-        sandbox,
         crm,
         worker,
         token,
