@@ -405,3 +405,72 @@ async fn a_body_over_64_kib_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 413);
 }
+
+/// Runs the `callgate` binary against this app's admin API.
+fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(args)
+        .args(["--url", &app.address])
+        .env("CALLGATE__ADMIN__TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env_remove("CALLGATE_CONFIG")
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("callgate runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_replays_dead_letters_and_lists_the_quarantine() {
+    let app = app().await;
+    app.fake().add_fault_rule(
+        FaultRule::new(Fault::ValidationError)
+            .on_path("/api/v5/customers/create")
+            .times(1),
+    );
+    app.post_webhook(&after_call("cli-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    app.client
+        .get(app.url(&format!(
+            "/ringostat/webhook?token={WEBHOOK_TOKEN}&caller=1"
+        )))
+        .send()
+        .await
+        .unwrap();
+
+    let out = tokio::task::block_in_place(|| cli(&app, &["dead-letters", "list"]));
+    assert!(out.status.success(), "{out:?}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = listed["dead_letters"][0]["id"]
+        .as_u64()
+        .expect("one dead letter");
+    assert!(
+        listed["dead_letters"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Errors in the entity format")
+    );
+
+    let out =
+        tokio::task::block_in_place(|| cli(&app, &["dead-letters", "replay", &id.to_string()]));
+    assert!(out.status.success(), "{out:?}");
+    app.run_worker_until_idle().await;
+    assert_eq!(
+        app.fake().customers().len(),
+        1,
+        "delivered after the replay"
+    );
+    assert_eq!(app.state.store.dead_letter_count().await.unwrap(), 0);
+
+    let out = tokio::task::block_in_place(|| cli(&app, &["quarantine", "list"]));
+    assert!(out.status.success(), "{out:?}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        listed["quarantine"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
+    let out = tokio::task::block_in_place(|| cli(&app, &["dead-letters", "replay", "999"]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
