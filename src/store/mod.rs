@@ -36,6 +36,8 @@ pub mod keys {
     pub const LOCK: &str = "lock:";
     /// `callback:<e164>`: the open call-back task of a caller within its window (S14).
     pub const CALLBACK: &str = "callback:";
+    /// `legs:<call id>`: what the legs of one call did so far (answered, who talked).
+    pub const CALL_LEGS: &str = "legs:";
     /// `sandbox:…`: records of the sandbox CRM.
     pub const SANDBOX: &str = "sandbox:";
 }
