@@ -474,3 +474,66 @@ async fn the_cli_lists_and_replays_dead_letters_and_lists_the_quarantine() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 }
+
+#[tokio::test]
+async fn on_the_sandbox_crm_a_call_becomes_records_readable_through_the_admin_api() {
+    let app = crate::helpers::spawn_app(&format!("[crm]\nsenior_manager_id = 1\n{TRACKING}")).await;
+
+    let r = app
+        .post_webhook(&after_call("sb-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let admin = |path: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .get(app.url(path))
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let records = crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the worker applies the call",
+        || async {
+            let records = admin("/admin/sandbox").await;
+            (records["calls"].as_array().is_some_and(|c| c.len() == 1)).then_some(records)
+        },
+    )
+    .await;
+    assert_eq!(
+        records["customers"].as_array().unwrap().len(),
+        1,
+        "{records:#}"
+    );
+    assert_eq!(records["customers"][0]["phones"][0], "+380981234567");
+    assert_eq!(
+        records["orders"].as_array().unwrap().len(),
+        1,
+        "{records:#}"
+    );
+    assert_eq!(records["orders"][0]["site"], "shop1");
+    assert_eq!(records["tasks"].as_array().unwrap().len(), 1, "{records:#}");
+    assert_eq!(records["tasks"][0]["performer_id"], 28);
+
+    let log = admin("/admin/calls?manager_id=28").await;
+    assert_eq!(log["calls"].as_array().unwrap().len(), 1, "{log:#}");
+    assert_eq!(log["calls"][0]["result"], "answered");
+    let empty = admin("/admin/calls?manager_id=27").await;
+    assert!(empty["calls"].as_array().unwrap().is_empty());
+    // The next lookup finds Tatiana through the index the worker filled.
+    assert_eq!(
+        app.get_route("caller=0981234567")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "shop_tatiana"
+    );
+}
