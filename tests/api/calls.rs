@@ -537,3 +537,211 @@ async fn on_the_sandbox_crm_a_call_becomes_records_readable_through_the_admin_ap
         "shop_tatiana"
     );
 }
+
+/// An outgoing after-call webhook: the employee's SIP calls the client at `dst`.
+fn outgoing(id: &str, sip: &str, client: &str, staff: i64) -> Value {
+    json!({
+        "uniqueid": id, "calldate": "2024-07-31 15:10:00", "caller": sip, "dst": client,
+        "call_type": "out", "disposition": "ANSWERED", "billsec": 30, "waittime": 5,
+        "recording": format!("https://app.ringostat.com/recordings/{id}.ogg"), "has_recording": 1,
+        "employee_number": staff,
+    })
+}
+
+#[tokio::test]
+async fn s4_outgoing_calls_create_nothing_for_a_stranger_and_a_closed_task_for_a_customer() {
+    let app = app().await;
+    let crm = app.fake();
+    app.post_webhook(&outgoing("o1", "shop_tatiana", "380631234567", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    assert!(crm.customers().is_empty(), "nothing created by default");
+    assert!(crm.orders().is_empty());
+    assert!(crm.tasks().is_empty());
+    assert_eq!(crm.calls().len(), 1, "the call history still has the call");
+    assert_eq!(crm.calls()[0]["type"], "out");
+
+    let customer = crm.add_customer(&["063 123 45 67"], Some(28));
+    crm.add_order(customer, "new", Some(28));
+    app.post_webhook(&outgoing("o2", "shop_tatiana", "380631234567", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let tasks = tasks_of(&app, 28);
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["complete"], true);
+    assert!(tasks[0]["commentary"].as_str().unwrap().contains("o2.ogg"));
+}
+
+#[tokio::test]
+async fn s6_voicemail_from_tatianas_customer_is_a_call_back_task_on_tatiana_with_the_message() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.add_customer(&["0981234567"], Some(28));
+    app.post_webhook(&after_call("vm-1", "0981234567", "VOICEMAIL", -1))
+        .await;
+    app.run_worker_until_idle().await;
+    let tasks = crm.tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["performer"], 28);
+    assert_eq!(tasks[0]["complete"], false);
+    assert!(
+        tasks[0]["commentary"]
+            .as_str()
+            .unwrap()
+            .contains("vm-1.ogg"),
+        "{tasks:#?}"
+    );
+    assert!(
+        tasks[0]["customer"]["id"].is_number(),
+        "linked to the customer (S13): {tasks:#?}"
+    );
+}
+
+#[tokio::test]
+async fn s7_alinas_customer_answered_by_tatiana_gives_tatiana_a_closed_task_and_alina_an_open_one()
+{
+    let app = app().await;
+    let crm = app.fake();
+    let customer = crm.add_customer(&["0981234567"], Some(27));
+    crm.add_order(customer, "new", Some(27));
+    app.post_webhook(&after_call("away-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let tatiana = tasks_of(&app, 28);
+    let alina = tasks_of(&app, 27);
+    assert_eq!(tatiana.len(), 1, "{tatiana:#?}");
+    assert_eq!(tatiana[0]["complete"], true);
+    assert_eq!(alina.len(), 1, "{alina:#?}");
+    assert_eq!(alina[0]["complete"], false);
+    assert!(
+        alina[0]["commentary"]
+            .as_str()
+            .unwrap()
+            .contains("away-1.ogg")
+    );
+    assert_eq!(crm.orders().len(), 1, "no new order: one is open");
+}
+
+#[tokio::test]
+async fn s8_a_call_to_an_unknown_tracking_number_asks_the_senior_manager_to_check_it() {
+    let app = app().await;
+    let crm = app.fake();
+    let mut event = after_call("trk-1", "0981234567", "ANSWERED", 1028);
+    event["dst"] = json!("380445556677");
+    app.post_webhook(&event).await;
+    app.run_worker_until_idle().await;
+    let senior = tasks_of(&app, 1);
+    assert_eq!(senior.len(), 1, "{senior:#?}");
+    assert!(
+        senior[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("+380445556677"),
+        "{senior:#?}"
+    );
+    assert_eq!(
+        tasks_of(&app, 28).len(),
+        1,
+        "the call itself is handled as usual"
+    );
+}
+
+#[tokio::test]
+async fn s9_an_internal_call_between_managers_creates_nothing() {
+    let app = app().await;
+    let crm = app.fake();
+    let mut event = after_call("int-1", "shop_alina", "ANSWERED", 1028);
+    event["dst"] = json!("shop_tatiana");
+    let r = app.post_webhook(&event).await;
+    assert_eq!(r.status(), 200);
+    app.run_worker_until_idle().await;
+    assert!(crm.customers().is_empty());
+    assert!(crm.tasks().is_empty());
+    assert!(crm.calls().is_empty(), "{:#?}", crm.calls());
+    let log = app
+        .state
+        .store
+        .query_call_log(&Default::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1, "logged, not sent to the CRM");
+}
+
+#[tokio::test]
+async fn s13_with_customer_only_creation_the_closed_task_hangs_on_the_customer() {
+    let crm = start_fake_crm().await;
+    let app = spawn_app_with_crm(
+        &crm,
+        &format!("{MANUAL_WORKER}create_on_incoming = \"customer\"\n{TRACKING}"),
+    )
+    .await;
+    app.post_webhook(&after_call("co-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    assert_eq!(crm.customers().len(), 1);
+    assert!(crm.orders().is_empty());
+    let tasks = crm.tasks();
+    assert_eq!(
+        tasks.len(),
+        1,
+        "never dropped for lack of an order: {tasks:#?}"
+    );
+    assert_eq!(tasks[0]["customer"]["id"], crm.customers()[0]["id"]);
+}
+
+#[tokio::test]
+async fn s14_a_ring_group_call_answered_on_one_leg_is_not_a_missed_call() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.add_customer(&["0981234567"], Some(27));
+    // The queue rings Alina (no answer) and Tatiana (answers): two after-call legs.
+    app.post_webhook(&after_call("rg-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.post_webhook(&after_call("rg-1", "0981234567", "NO ANSWER", 1027))
+        .await;
+    app.run_worker_until_idle().await;
+    let open: Vec<Value> = crm
+        .tasks()
+        .into_iter()
+        .filter(|t| t["complete"] == false && t["text"].as_str().unwrap().contains("Call back"))
+        .collect();
+    assert!(open.is_empty(), "no call-back task: {:#?}", crm.tasks());
+    assert_eq!(
+        tasks_of(&app, 28)
+            .iter()
+            .filter(|t| t["complete"] == true)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn s14_a_missed_leg_that_arrives_first_has_its_call_back_closed_by_the_answered_leg() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.add_customer(&["0981234567"], Some(27));
+    app.post_webhook(&after_call("rg-2", "0981234567", "NO ANSWER", 1027))
+        .await;
+    app.run_worker_until_idle().await;
+    assert_eq!(
+        crm.tasks()
+            .iter()
+            .filter(|t| t["complete"] == false)
+            .count(),
+        1
+    );
+
+    app.post_webhook(&after_call("rg-2", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let open: Vec<Value> = crm
+        .tasks()
+        .into_iter()
+        .filter(|t| t["complete"] == false)
+        .collect();
+    assert!(
+        open.is_empty(),
+        "the call-back is closed: {:#?}",
+        crm.tasks()
+    );
+}
