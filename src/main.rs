@@ -148,6 +148,15 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     tracing::info!(port = app.port(), "callgate is listening.");
+    let settings = &app.state().settings;
+    if secrecy::ExposeSecret::expose_secret(&settings.ringostat.webhook_token).is_empty() {
+        tracing::warn!(
+            "ringostat.webhook_token is empty: /ringostat/webhook refuses every event until it is set."
+        );
+    }
+    if secrecy::ExposeSecret::expose_secret(&settings.admin.token).is_empty() {
+        tracing::warn!("admin.token is empty: the /admin API is disabled.");
+    }
     let token = app.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;
