@@ -19,7 +19,7 @@ use crate::{
     http::{AppState, router},
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
-    store::{Store, embedded::EmbeddedStore},
+    store::{Store, embedded::EmbeddedStore, redis::RedisStore},
     worker::{Worker, retry::RetrySchedule},
 };
 
@@ -47,7 +47,11 @@ impl Application {
                     )
                 })?)
             }
-            StoreKind::Redis => anyhow::bail!("store.kind = \"redis\" is not available yet"),
+            StoreKind::Redis => Arc::new(
+                RedisStore::connect(&settings.store.redis_url, &settings.store.key_prefix)
+                    .await
+                    .context("Failed to connect to the Redis store.")?,
+            ),
         };
         let directory = Arc::new(validated.directory.clone());
         let metrics = Arc::new(Metrics::new());
