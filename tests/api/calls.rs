@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{MANUAL_WORKER, TestApp, WEBHOOK_TOKEN, spawn_app_with_crm, start_fake_crm};
 
 /// An after-call webhook in the call-log naming, as Ringostat sends it.
-fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
+pub(crate) fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
     json!({
         "uniqueid": id,
         "calldate": "2024-07-31 14:59:35",
@@ -30,7 +30,8 @@ fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
     })
 }
 
-const TRACKING: &str = "\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n";
+pub(crate) const TRACKING: &str =
+    "\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n";
 
 async fn app() -> TestApp {
     let crm = start_fake_crm().await;

@@ -4,3 +4,7 @@
 mod calls;
 mod helpers;
 mod lookup;
+mod shared_redis;
+
+#[path = "../support/redis.rs"]
+mod redis_support;
