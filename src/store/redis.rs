@@ -186,6 +186,9 @@ const STALE_LEASE_LIMIT: usize = 8;
 const CALL_LOG_PAGE: usize = 256;
 /// `SCAN … COUNT` hint of `scan_prefix`.
 const SCAN_COUNT: usize = 1000;
+/// A consumer (a callgate instance) idle this long with nothing pending is removed from the
+/// consumer group when an instance starts, so restarts do not pile up consumer names.
+pub const CONSUMER_FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// A command that takes longer fails (and the caller retries or reports `/readyz` not ready).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connecting (and reconnecting) gives up after this long per attempt.
@@ -433,6 +436,26 @@ end
 return out
 "#;
 
+/// ARGV: prefix, idle ms. Creates the stream and consumer group if missing, and forgets
+/// consumers (instances that went away) idle longer than that with nothing pending. Forgetting
+/// a live consumer is harmless: `XREADGROUP` recreates it on its next claim.
+const PREPARE_GROUP_LUA: &str = r#"
+local ok = redis.pcall('XGROUP', 'CREATE', K_READY, CG, '0', 'MKSTREAM')
+if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP') then
+  return redis.error_reply(ok.err)
+end
+local forgotten = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', K_READY, CG)) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', K_READY, CG, f['name'])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"#;
+
 /// ARGV: prefix, call date ms, E.164 or "", manager id or "", entry JSON.
 fn append_call_log_lua() -> String {
     format!(
@@ -469,6 +492,7 @@ return id
 }
 
 struct Scripts {
+    prepare_group: Script,
     enqueue: Script,
     claim: Script,
     complete: Script,
@@ -487,6 +511,7 @@ impl Scripts {
         let prelude = lua_prelude();
         let queue = |body: &str| Script::new(&format!("{prelude}{body}"));
         Scripts {
+            prepare_group: queue(PREPARE_GROUP_LUA),
             enqueue: queue(ENQUEUE_LUA),
             claim: queue(&claim_lua()),
             complete: queue(COMPLETE_LUA),
@@ -608,8 +633,9 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects (the connection manager reconnects by itself later) and makes sure the
-    /// queue's stream and consumer group exist.
+    /// Connects (the connection manager reconnects by itself later), makes sure the queue's
+    /// stream and consumer group exist, and forgets long-idle consumers (see
+    /// [`CONSUMER_FORGET_AFTER`]).
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(backend)?;
         let config = ConnectionManagerConfig::new()
@@ -624,18 +650,14 @@ impl RedisStore {
             consumer: format!("callgate-{:016x}", rand::random::<u64>()),
             scripts: std::sync::Arc::new(Scripts::new()),
         };
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(store.key(Q_READY))
-            .arg(Q_CONSUMER_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut store.conn.clone())
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(backend(e)),
+        let idle = u64::try_from(CONSUMER_FORGET_AFTER.as_millis())
+            .unwrap_or(u64::MAX)
+            .to_string();
+        let forgotten: u64 = store
+            .run(&store.scripts.prepare_group, &[], &[idle.as_bytes()])
+            .await?;
+        if forgotten > 0 {
+            tracing::info!(forgotten, "Forgot idle consumers of the Redis queue.");
         }
         Ok(store)
     }
