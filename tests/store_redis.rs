@@ -232,3 +232,48 @@ async fn key_prefixes_keep_deployments_apart() {
     assert!(two.claim_next(LONG).await.expect("claim").is_none());
     assert!(one.claim_next(LONG).await.expect("claim").is_some());
 }
+
+#[tokio::test]
+async fn a_restarted_instance_finds_the_queue_and_its_leases_in_redis() {
+    let keys = RedisKeys::new();
+    let (first, second);
+    {
+        let before = connect(&keys).await;
+        first = match before.enqueue("d:1", LONG, "call-1", b"start").await {
+            Ok(EnqueueOutcome::Accepted { id }) => id,
+            other => panic!("expected Accepted, got {other:?}"),
+        };
+        second = match before.enqueue("d:2", LONG, "call-1", b"end").await {
+            Ok(EnqueueOutcome::Accepted { id }) => id,
+            other => panic!("expected Accepted, got {other:?}"),
+        };
+        let claimed = before
+            .claim_next(Duration::from_secs(2))
+            .await
+            .expect("claim")
+            .expect("task");
+        assert_eq!(claimed.id, first);
+        // The instance goes away holding the lease.
+    }
+    let after = connect(&keys).await;
+    assert_eq!(after.queue_depth().await.expect("depth"), 2);
+    assert_eq!(
+        after
+            .enqueue("d:1", LONG, "call-1", b"start")
+            .await
+            .expect("enqueue"),
+        EnqueueOutcome::Duplicate,
+        "dedupe keys are shared state"
+    );
+    // Unlike the embedded store, the lease is data in Redis: it does not vanish with the
+    // instance (2 s is far longer than reconnecting), it runs out.
+    assert!(after.claim_next(LONG).await.expect("claim").is_none());
+    let again = eventually("the dead instance's lease runs out", || async {
+        after.claim_next(LONG).await.expect("claim")
+    })
+    .await;
+    assert_eq!(again.id, first);
+    after.complete(first).await.expect("complete");
+    let next = after.claim_next(LONG).await.expect("claim").expect("task");
+    assert_eq!((next.id, next.payload.as_slice()), (second, &b"end"[..]));
+}
