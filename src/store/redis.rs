@@ -68,6 +68,15 @@
 //! expired entry is moved in the pending list with `XCLAIM … 0`, which keeps `XPENDING`
 //! truthful for operators (who holds what, delivery counts).
 //!
+//! **Retry now.** `retry_all_now` moves every delayed head to the stream and counts those
+//! that were not yet due. Only heads are ever delayed in Redis; a task that is not its
+//! group's head keeps its `nb` and is checked when it becomes the head (this happens only
+//! after a dead letter with a lower id was replayed into a busy group).
+//!
+//! **Consumers.** Each `RedisStore` reads as its own consumer (`callgate-<random>`).
+//! `connect` forgets consumers idle for [`CONSUMER_FORGET_AFTER`] with nothing pending, so
+//! restarts do not pile up names; a forgotten live consumer is recreated by its next read.
+//!
 //! **Order.** The stream hands out entries in `XADD` order. A fresh head is added in id
 //! order; a head that becomes ready later (its group-mate finished, its delay ran out) goes
 //! to the back. Expired leases are served before new entries. Within a group, order is
@@ -87,7 +96,12 @@
 //! reached the kernel before the reply), but a machine crash or power loss can lose about the
 //! last second (up to two when the disk lags). `appendfsync always` closes that window at the
 //! cost of an fsync per write; without AOF, everything since the last RDB snapshot is lost.
-//! Redis 7.0 has no `WAITAOF`, so callgate cannot ask for more per request. The embedded store
+//! Redis 7.0 has no `WAITAOF`, so callgate cannot ask for more per request. A script's writes
+//! reach the AOF (and replicas) as one `MULTI`/`EXEC` block, so a crash never replays half an
+//! enqueue; a script that *fails* midway is not rolled back by Redis, which is why the scripts
+//! check everything (task exists, group known) before their first write and only touch keys
+//! of the types listed above. Replicas are asynchronous: a failover can lose the last
+//! acknowledged writes, whatever the AOF setting. The embedded store
 //! is the one that is durable across `kill -9` of the machine. Leases are data here (unlike
 //! the embedded store), so they survive a restart of callgate; a lease of a crashed instance
 //! simply runs out.
