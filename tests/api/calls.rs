@@ -626,7 +626,6 @@ async fn s7_alinas_customer_answered_by_tatiana_gives_tatiana_a_closed_task_and_
 #[tokio::test]
 async fn s8_a_call_to_an_unknown_tracking_number_asks_the_senior_manager_to_check_it() {
     let app = app().await;
-    let crm = app.fake();
     let mut event = after_call("trk-1", "0981234567", "ANSWERED", 1028);
     event["dst"] = json!("380445556677");
     app.post_webhook(&event).await;
