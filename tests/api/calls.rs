@@ -523,7 +523,12 @@ async fn on_the_sandbox_crm_a_call_becomes_records_readable_through_the_admin_ap
     assert_eq!(records["tasks"].as_array().unwrap().len(), 1, "{records:#}");
     assert_eq!(records["tasks"][0]["performer_id"], 28);
 
-    let log = admin("/admin/calls?manager_id=28").await;
+    // The call log entry is written after the CRM actions: wait for it too.
+    let log = crate::helpers::eventually(Duration::from_secs(10), "the call is logged", || async {
+        let log = admin("/admin/calls?manager_id=28").await;
+        (log["calls"].as_array().is_some_and(|c| !c.is_empty())).then_some(log)
+    })
+    .await;
     assert_eq!(log["calls"].as_array().unwrap().len(), 1, "{log:#}");
     assert_eq!(log["calls"][0]["result"], "answered");
     let empty = admin("/admin/calls?manager_id=27").await;
