@@ -1,7 +1,7 @@
 //! callgate's load-test harness (SPEC §10), run by `load-tests/run`.
 //!
 //! ```text
-//! loadgen suite [reps=3] [secs=5] [quick]   every scenario; prints a markdown report
+//! loadgen suite [reps=3] [secs=5] [quick] [only=NAME]   the scenarios; prints a markdown report
 //! loadgen owners-rss load|open DIR [COUNT]  one RSS probe (a fresh process per probe)
 //! ```
 //!
@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
                 match arg.split_once('=') {
                     Some(("reps", v)) => opts.reps = v.parse()?,
                     Some(("secs", v)) => opts.secs = Duration::from_secs(v.parse()?),
+                    Some(("only", v)) => opts.only = Some(v.to_owned()),
                     None if arg == "quick" => opts.quick = true,
                     _ => anyhow::bail!("unknown option {arg}"),
                 }

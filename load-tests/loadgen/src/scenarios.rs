@@ -37,6 +37,9 @@ pub struct Options {
     pub secs: Duration,
     /// Smaller counts, for a quick check of the harness itself.
     pub quick: bool,
+    /// Run only the scenarios whose name starts with this (lookup, hung, ingest, backlog,
+    /// normalization, rss), e.g. under a profiler.
+    pub only: Option<String>,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             reps: 3,
             secs: Duration::from_secs(5),
             quick: false,
+            only: None,
         }
     }
 }
@@ -180,12 +184,25 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     let gen_rt = servers::runtime("loadgen");
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    rows.extend(lookup_warm(opts, &gen_rt, &mut notes)?);
-    rows.extend(lookup_hung_crm(opts, &gen_rt, &mut notes)?);
-    rows.extend(ingest(opts, &gen_rt, &mut notes)?);
-    rows.extend(backlog(opts, &gen_rt, &mut notes)?);
-    rows.push(normalization(&mut notes)?);
-    rows.extend(owners_rss_rows(opts, &mut notes)?);
+    let on = |name: &str| opts.only.as_deref().is_none_or(|o| name.starts_with(o));
+    if on("lookup") {
+        rows.extend(lookup_warm(opts, &gen_rt, &mut notes)?);
+    }
+    if on("hung") {
+        rows.extend(lookup_hung_crm(opts, &gen_rt, &mut notes)?);
+    }
+    if on("ingest") {
+        rows.extend(ingest(opts, &gen_rt, &mut notes)?);
+    }
+    if on("backlog") {
+        rows.extend(backlog(opts, &gen_rt, &mut notes)?);
+    }
+    if on("normalization") {
+        rows.push(normalization(&mut notes)?);
+    }
+    if on("rss") {
+        rows.extend(owners_rss_rows(opts, &mut notes)?);
+    }
     println!("| figure | target | measured | verdict |");
     println!("| --- | --- | --- | --- |");
     for r in &rows {
