@@ -1,0 +1,846 @@
+//! The scenarios of SPEC §10 and the report. Each returns [`Row`]s: figure, target, measured,
+//! verdict. Details (settings, per-repetition figures) go to stderr as they are measured and
+//! into the report's notes.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use callgate::{
+    config::CrmKind,
+    crm::CustomerId,
+    domain::{
+        manager::ManagerId,
+        phone_number::{PhoneNormalizer, PhoneNumber, RegionCode},
+    },
+    store::{OwnerEntry, embedded::EmbeddedStore},
+    testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser, Fault},
+};
+use serde_json::json;
+use tokio::runtime::Runtime;
+
+use crate::{
+    generator::{self, RequestFactory, RunStats},
+    servers::{self, Callgate, Hello, MANAGERS, WEBHOOK_TOKEN},
+};
+
+/// Suite options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Repetitions of each callgate/hello pair (medians are reported).
+    pub reps: usize,
+    /// Measured seconds of each lookup run (after a 1 s warm-up).
+    pub secs: Duration,
+    /// Smaller counts, for a quick check of the harness itself.
+    pub quick: bool,
+    /// Run only the scenarios whose name starts with this (lookup, hung, ingest, backlog,
+    /// normalization, rss), e.g. under a profiler.
+    pub only: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            reps: 3,
+            secs: Duration::from_secs(5),
+            quick: false,
+            only: None,
+        }
+    }
+}
+
+/// One line of the report table.
+pub struct Row {
+    figure: String,
+    target: String,
+    measured: String,
+    verdict: Verdict,
+}
+
+#[derive(Clone, Copy)]
+enum Verdict {
+    Met,
+    Missed,
+    Reported,
+    NotMeasured,
+}
+
+impl Verdict {
+    fn of(ok: bool) -> Verdict {
+        if ok { Verdict::Met } else { Verdict::Missed }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "**MISSED**",
+            Verdict::Reported => "(reported)",
+            Verdict::NotMeasured => "not measurable yet",
+        }
+    }
+}
+
+fn row(figure: &str, target: &str, measured: String, verdict: Verdict) -> Row {
+    Row {
+        figure: figure.to_owned(),
+        target: target.to_owned(),
+        measured,
+        verdict,
+    }
+}
+
+const WARMUP: Duration = Duration::from_secs(1);
+const CONNECTIONS: usize = 64;
+const OPEN_RATE: f64 = 10_000.0;
+const WARM_OWNERS: u64 = 100_000;
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prints a progress line to stderr (the report goes to stdout).
+macro_rules! note {
+    ($($t:tt)*) => { eprintln!("[loadgen] {}", format!($($t)*)) };
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn owner_number(i: u64) -> PhoneNumber {
+    PhoneNumber::from_e164(&format!("+38050{i:07}")).expect("valid owner number")
+}
+
+fn owner_entry(i: u64) -> OwnerEntry {
+    OwnerEntry {
+        customer_id: Some(CustomerId(i + 1)),
+        manager_id: Some(ManagerId(1 + i % MANAGERS)),
+    }
+}
+
+fn route_factory(count: u64, prefix: &str) -> RequestFactory {
+    // Spread over the numbers with a stride coprime to the count, so consecutive requests
+    // hit unrelated keys; the paths are built up front so the generator does no formatting.
+    let paths: Vec<String> = (0..count)
+        .map(|i| format!("/ringostat/route?caller={prefix}{:07}", (i * 7919) % count))
+        .collect();
+    let paths = Arc::new(paths);
+    Arc::new(move |n| generator::get(&paths[(n % paths.len() as u64) as usize]))
+}
+
+/// An after-call webhook (call-log naming, as `tests/api/calls.rs` sends it): a missed call
+/// from a number of its own, call id `load-{tag}-{n}`.
+fn missed_call(tag: &str, n: u64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "uniqueid": format!("load-{tag}-{n}"),
+        "calldate": "2024-07-31 14:59:35",
+        "caller": format!("38063{:07}", n % 10_000_000),
+        "dst": "380441112233",
+        "call_type": "in",
+        "disposition": "NO ANSWER",
+        "billsec": 0,
+        "waittime": "12",
+        "recording": "",
+        "has_recording": "0",
+        "employee_number": -1,
+        "utm_source": "google",
+        "utm_medium": "cpc",
+        "utm_campaign": "summer",
+        "client_id": "1169999034.1555555510",
+    }))
+    .expect("JSON")
+}
+
+fn webhook_factory(tag: &'static str) -> RequestFactory {
+    let path = format!("/ringostat/webhook?token={WEBHOOK_TOKEN}");
+    Arc::new(move |n| generator::post_json(&path, missed_call(tag, n)))
+}
+
+fn fmt_rate(x: f64) -> String {
+    let x = x.round() as u64;
+    let s = x.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Runs every scenario and prints the report (markdown) to stdout.
+pub fn suite(opts: &Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let gen_rt = servers::runtime("loadgen");
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let on = |name: &str| opts.only.as_deref().is_none_or(|o| name.starts_with(o));
+    if on("lookup") {
+        rows.extend(lookup_warm(opts, &gen_rt, &mut notes)?);
+    }
+    if on("hung") {
+        rows.extend(lookup_hung_crm(opts, &gen_rt, &mut notes)?);
+    }
+    if on("ingest") {
+        rows.extend(ingest(opts, &gen_rt, &mut notes)?);
+    }
+    if on("backlog") {
+        rows.extend(backlog(opts, &gen_rt, &mut notes)?);
+    }
+    if on("normalization") {
+        rows.push(normalization(&mut notes)?);
+    }
+    if on("rss") {
+        rows.extend(owners_rss_rows(opts, &mut notes)?);
+    }
+    println!("| figure | target | measured | verdict |");
+    println!("| --- | --- | --- | --- |");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.figure,
+            r.target,
+            r.measured,
+            r.verdict.as_str()
+        );
+    }
+    println!();
+    println!("Notes and settings:");
+    println!();
+    for n in &notes {
+        println!("- {n}");
+    }
+    println!(
+        "- Suite wall time {:.0} s; machine: {} cores.",
+        started.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    gen_rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
+}
+
+// === Lookup, warm index ===
+
+fn warm_callgate(dir: &Path) -> anyhow::Result<Callgate> {
+    // Fill the owner index through the embedded store's bulk insert, then close it and let
+    // callgate open the same file (as after a restart).
+    {
+        let rt = servers::runtime("warm-up");
+        let store = EmbeddedStore::open(&dir.join("callgate.redb"))?;
+        let ttl = Duration::from_secs(7 * 86_400);
+        rt.block_on(async {
+            for chunk in (0..WARM_OWNERS).collect::<Vec<_>>().chunks(50_000) {
+                store
+                    .put_owners(
+                        chunk
+                            .iter()
+                            .map(|&i| (owner_number(i), owner_entry(i), ttl)),
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        })?;
+        drop(store);
+    }
+    let settings = servers::settings(dir, "[worker]\nenabled = false\n");
+    Callgate::start(settings)
+}
+
+fn lookup_warm(
+    opts: &Options,
+    gen_rt: &Runtime,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let callgate = warm_callgate(dir.path())?;
+    let hello = Hello::start();
+    // Sanity: a warm number resolves to its owner's SIP login.
+    let sanity = gen_rt.block_on(generator::closed_loop(
+        callgate.addr,
+        1,
+        Duration::ZERO,
+        Duration::from_secs(5),
+        Some(1),
+        LOOKUP_TIMEOUT,
+        Arc::new(|_| generator::get("/ringostat/route?caller=380500000123&format=json")),
+    ));
+    anyhow::ensure!(sanity.ok_total == 1, "the sanity lookup failed");
+    let lookups = route_factory(WARM_OWNERS, "38050");
+    let hello_req: RequestFactory = Arc::new(|_| generator::get("/"));
+    let closed = |addr: SocketAddr, f: &RequestFactory| {
+        gen_rt.block_on(generator::closed_loop(
+            addr,
+            CONNECTIONS,
+            WARMUP,
+            opts.secs,
+            None,
+            LOOKUP_TIMEOUT,
+            f.clone(),
+        ))
+    };
+    let open = |addr: SocketAddr, f: &RequestFactory| {
+        gen_rt.block_on(generator::open_loop(
+            addr,
+            CONNECTIONS,
+            OPEN_RATE,
+            WARMUP,
+            opts.secs,
+            LOOKUP_TIMEOUT,
+            f.clone(),
+        ))
+    };
+    let (mut c_closed, mut h_closed, mut c_open, mut h_open) = (vec![], vec![], vec![], vec![]);
+    for rep in 0..opts.reps {
+        // Alternate which goes first, so drift on a shared machine hits both alike.
+        let (c, h) = if rep % 2 == 0 {
+            let c = closed(callgate.addr, &lookups);
+            (c, closed(hello.addr, &hello_req))
+        } else {
+            let h = closed(hello.addr, &hello_req);
+            (closed(callgate.addr, &lookups), h)
+        };
+        note!(
+            "closed rep {rep}: callgate {:.0}/s p50 {:.2} p99 {:.2} ms fail {}; hello {:.0}/s p50 {:.2} p99 {:.2} ms fail {}",
+            c.rps(),
+            c.ms(0.5),
+            c.ms(0.99),
+            c.failed(),
+            h.rps(),
+            h.ms(0.5),
+            h.ms(0.99),
+            h.failed()
+        );
+        c_closed.push(c);
+        h_closed.push(h);
+        let (c, h) = if rep % 2 == 0 {
+            let c = open(callgate.addr, &lookups);
+            (c, open(hello.addr, &hello_req))
+        } else {
+            let h = open(hello.addr, &hello_req);
+            (open(callgate.addr, &lookups), h)
+        };
+        note!(
+            "open rep {rep}: callgate p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}; hello p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}",
+            c.ms(0.5),
+            c.ms(0.99),
+            c.max_ms(),
+            c.service.value_at_quantile(0.99) as f64 / 1000.0,
+            c.failed(),
+            h.ms(0.5),
+            h.ms(0.99),
+            h.max_ms(),
+            h.service.value_at_quantile(0.99) as f64 / 1000.0,
+            h.failed()
+        );
+        c_open.push(c);
+        h_open.push(h);
+    }
+    callgate.stop();
+    drop(hello);
+    let m = |v: &[RunStats], f: &dyn Fn(&RunStats) -> f64| median(v.iter().map(f).collect());
+    let fails = |v: &[RunStats]| v.iter().map(RunStats::failed).sum::<u64>();
+    let c_rps = m(&c_closed, &|s| s.rps());
+    let h_rps = m(&h_closed, &|s| s.rps());
+    let ratio = c_rps / h_rps;
+    let c_p99 = m(&c_closed, &|s| s.ms(0.99));
+    let c_p50 = m(&c_closed, &|s| s.ms(0.5));
+    let h_p99 = m(&h_closed, &|s| s.ms(0.99));
+    let h_p50 = m(&h_closed, &|s| s.ms(0.5));
+    let o_c_p99 = m(&c_open, &|s| s.ms(0.99));
+    let o_c_p50 = m(&c_open, &|s| s.ms(0.5));
+    let o_h_p99 = m(&h_open, &|s| s.ms(0.99));
+    let o_h_p50 = m(&h_open, &|s| s.ms(0.5));
+    let o_ratio = o_c_p99 / o_h_p99;
+    let closed_fail = fails(&c_closed);
+    let open_fail = fails(&c_open);
+    notes.push(format!(
+        "Lookup: {WARM_OWNERS} owners bulk-loaded into the embedded store (managers 1..={MANAGERS}, sandbox CRM, policy owner_if_available, worker off); \
+         `GET /ringostat/route?caller=38050XXXXXXX` spread over all of them (text answer `mgr_N`). Hello: bare hyper http1 `200 hello`. \
+         {} repetitions alternating callgate/hello, {WARMUP:?} warm-up + {:?} measured each; medians. Generator: in-repo `loadgen` (hyper client connections, one per task, keep-alive) on its own runtime; \
+         open loop at {OPEN_RATE} req/s over {CONNECTIONS} connections, latency from the intended send time (coordinated omission corrected).",
+        opts.reps, opts.secs
+    ));
+    Ok(vec![
+        row(
+            "Lookup throughput, warm index, 64 conn closed loop (ratio to hello)",
+            "≥ 0.8×",
+            format!(
+                "{ratio:.2}× ({} vs {} req/s); failed {closed_fail}",
+                fmt_rate(c_rps),
+                fmt_rate(h_rps)
+            ),
+            Verdict::of(ratio >= 0.8 && closed_fail == 0),
+        ),
+        row(
+            "Lookup latency, 64 conn closed loop (saturation)",
+            "report (SPEC judges latency at a fixed rate)",
+            format!(
+                "callgate p50 {c_p50:.2} / p99 {c_p99:.2} ms; hello p50 {h_p50:.2} / p99 {h_p99:.2} ms"
+            ),
+            Verdict::Reported,
+        ),
+        row(
+            "Lookup p99 at 10,000 req/s open loop, CO-corrected (ratio to hello)",
+            "≤ 1.5× hello's p99",
+            format!(
+                "{o_ratio:.2}× (callgate p50 {o_c_p50:.2} / p99 {o_c_p99:.2} ms; hello p50 {o_h_p50:.2} / p99 {o_h_p99:.2} ms); failed {open_fail}"
+            ),
+            Verdict::of(o_ratio <= 1.5 && open_fail == 0),
+        ),
+        row(
+            "Lookup p99 at 10,000 req/s open loop, absolute",
+            "≤ 2 ms (issue)",
+            format!("{o_c_p99:.2} ms"),
+            Verdict::of(o_c_p99 <= 2.0),
+        ),
+    ])
+}
+
+// === Lookup with the CRM hung ===
+
+fn fake_crm(crm_rt: &Runtime, cfg: FakeCrmConfig) -> FakeRetailCrm {
+    let crm = crm_rt.block_on(FakeRetailCrm::start(cfg));
+    for id in 1..=MANAGERS {
+        crm.add_user(FakeUser::manager(id, &format!("Manager{id}"), None));
+    }
+    crm
+}
+
+fn lookup_hung_crm(
+    opts: &Options,
+    gen_rt: &Runtime,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
+    const DEADLINE_MS: u64 = 300;
+    let (rate, secs, conns) = if opts.quick {
+        (200.0, 2, 100)
+    } else {
+        (400.0, 5, 200)
+    };
+    let crm_rt = servers::runtime("fake-crm");
+    let crm = fake_crm(
+        &crm_rt,
+        FakeCrmConfig {
+            rate_limit_rps: None,
+            telephony_rate_limit_rps: None,
+            max_hang: Duration::from_secs(30),
+            ..FakeCrmConfig::default()
+        },
+    );
+    crm.set_fault(Fault::Hang);
+    let dir = tempfile::tempdir()?;
+    let mut settings = servers::settings(
+        dir.path(),
+        &format!("[worker]\nenabled = false\n[lookup]\ndeadline_ms = {DEADLINE_MS}\n"),
+    );
+    settings.crm.kind = CrmKind::Retailcrm;
+    settings.crm.base_url = crm.base_url();
+    settings.crm.api_key = crm.api_key().into();
+    settings.crm.default_site = "shop1".into();
+    // High enough that the limiter never holds a lookup back: each one reaches the hung CRM.
+    settings.crm.rate_limit_rps = 100_000;
+    settings.crm.telephony_rate_limit_rps = 100_000;
+    let callgate = Callgate::start(settings)?;
+    let total = (rate * secs as f64) as u64;
+    // Distinct numbers the index does not know: every lookup asks the (hung) CRM.
+    let lookups = route_factory(total, "38067");
+    let s = gen_rt.block_on(generator::open_loop(
+        callgate.addr,
+        conns,
+        rate,
+        Duration::ZERO,
+        Duration::from_secs(secs),
+        LOOKUP_TIMEOUT,
+        lookups,
+    ));
+    let hung = crm.requests().iter().filter(|r| r.status.is_none()).count();
+    crm.clear_faults();
+    callgate.stop();
+    drop(crm);
+    crm_rt.shutdown_timeout(Duration::from_secs(5));
+    let service_max = s.service.max() as f64 / 1000.0;
+    let limit = DEADLINE_MS as f64 + 5.0;
+    note!(
+        "hung CRM: {} ok of {total}, failed {}, max {:.1} ms (service max {service_max:.1} ms), p50 {:.1} ms; {hung} CRM requests hanging",
+        s.ok_total,
+        s.failed(),
+        s.max_ms(),
+        s.ms(0.5)
+    );
+    notes.push(format!(
+        "Hung CRM: crm.kind = retailcrm against the fake retailCRM with `Fault::Hang` on every path, lookup.deadline_ms = {DEADLINE_MS}, CRM limiter 100,000 rps (so every lookup reaches the CRM); \
+         {total} lookups of distinct unknown numbers, open loop at {rate} req/s over {conns} connections; {hung} CRM requests were hanging at the end. \
+         Measured: from the actual send (service time); from the intended send time the max was {:.1} ms.",
+        s.max_ms()
+    ));
+    Ok(vec![row(
+        "Lookup with the CRM hung: slowest answer; requests lost",
+        &format!("≤ deadline + 5 = {limit:.0} ms; 0 lost"),
+        format!(
+            "max {service_max:.1} ms (p50 {:.1} ms); {} of {total} answered 200, {} lost/failed",
+            s.service.value_at_quantile(0.5) as f64 / 1000.0,
+            s.ok_total,
+            s.failed()
+        ),
+        Verdict::of(service_max <= limit && s.ok_total == total),
+    )])
+}
+
+// === Webhook ingest ===
+
+fn ingest(opts: &Options, gen_rt: &Runtime, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+    let secs = if opts.quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(4)
+    };
+    let mut rates = vec![];
+    let mut p99s = vec![];
+    let mut lost_total = 0i64;
+    let mut failed = 0;
+    for rep in 0..opts.reps {
+        let dir = tempfile::tempdir()?;
+        let settings = servers::settings(dir.path(), "[worker]\nenabled = false\n");
+        let callgate = Callgate::start(settings)?;
+        let s = gen_rt.block_on(generator::closed_loop(
+            callgate.addr,
+            CONNECTIONS,
+            WARMUP,
+            secs,
+            None,
+            LOOKUP_TIMEOUT,
+            webhook_factory("ingest"),
+        ));
+        let depth = callgate.block_on(callgate.state.store.queue_depth())?;
+        let lost = s.ok_total as i64 - depth as i64;
+        note!(
+            "ingest rep {rep}: {:.0} events/s, ack p50 {:.2} p99 {:.2} max {:.2} ms; {} acked, queue depth {depth}, failed {}",
+            s.rps(),
+            s.ms(0.5),
+            s.ms(0.99),
+            s.max_ms(),
+            s.ok_total,
+            s.failed()
+        );
+        rates.push(s.rps());
+        p99s.push(s.ms(0.99));
+        lost_total += lost.abs();
+        failed += s.failed();
+        callgate.stop();
+    }
+    let rate = median(rates);
+    let p99 = median(p99s);
+    notes.push(format!(
+        "Ingest: `POST /ringostat/webhook?token=…` with a JSON after-call payload (~450 bytes, a distinct call id each), {CONNECTIONS} connections closed loop, \
+         {WARMUP:?} warm-up + {secs:?} measured, {} runs on fresh store files, medians; worker disabled; afterwards the queue depth must equal the number of 200s (acked = queued).",
+        opts.reps
+    ));
+    Ok(vec![
+        row(
+            "Webhook ingest, durable ack, embedded store",
+            "≥ 5,000 events/s; p99 ack ≤ 10 ms; 0 lost",
+            format!(
+                "{} events/s; p99 ack {p99:.2} ms; acked−queued mismatch {lost_total}, failed {failed}",
+                fmt_rate(rate)
+            ),
+            Verdict::of(rate >= 5000.0 && p99 <= 10.0 && lost_total == 0 && failed == 0),
+        ),
+        row(
+            "Webhook ingest, durable ack, Redis",
+            "(no target in SPEC §10)",
+            "callgate has no Redis backend yet (`store.kind = \"redis\"` refuses to start)".into(),
+            Verdict::NotMeasured,
+        ),
+    ])
+}
+
+// === Backlog drain ===
+
+fn backlog(opts: &Options, gen_rt: &Runtime, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+    let events: u64 = if opts.quick { 1_000 } else { 10_000 };
+    const GENERAL_RPS: u32 = 1_000;
+    const TELEPHONY_RPS: u32 = 1_000;
+    const CONCURRENCY: usize = 32;
+    let crm_rt = servers::runtime("fake-crm");
+    let crm = fake_crm(
+        &crm_rt,
+        FakeCrmConfig {
+            rate_limit_rps: Some(GENERAL_RPS as usize),
+            telephony_rate_limit_rps: Some(TELEPHONY_RPS as usize),
+            ..FakeCrmConfig::default()
+        },
+    );
+    let dir = tempfile::tempdir()?;
+    let mut settings = servers::settings(
+        dir.path(),
+        "[worker]\nenabled = false\n[crm]\nsenior_manager_id = 1\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n",
+    );
+    settings.crm.kind = CrmKind::Retailcrm;
+    settings.crm.base_url = crm.base_url();
+    settings.crm.api_key = crm.api_key().into();
+    settings.crm.default_site = "shop1".into();
+    settings.crm.rate_limit_rps = GENERAL_RPS;
+    settings.crm.telephony_rate_limit_rps = TELEPHONY_RPS;
+    let callgate = Callgate::start(settings)?;
+    let s = gen_rt.block_on(generator::closed_loop(
+        callgate.addr,
+        CONNECTIONS,
+        Duration::ZERO,
+        Duration::from_secs(120),
+        Some(events),
+        LOOKUP_TIMEOUT,
+        webhook_factory("backlog"),
+    ));
+    let queued = callgate.block_on(callgate.state.store.queue_depth())?;
+    note!(
+        "backlog: {} webhooks acked, {queued} tasks queued",
+        s.ok_total
+    );
+    anyhow::ensure!(
+        s.ok_total == events && queued == events,
+        "backlog: {} of {events} webhooks acked, {queued} queued",
+        s.ok_total
+    );
+    let started = Instant::now();
+    callgate.start_worker(CONCURRENCY);
+    let bound = Duration::from_secs(240);
+    let mut remaining = queued;
+    while remaining > 0 && started.elapsed() < bound {
+        std::thread::sleep(Duration::from_millis(100)); // polling interval, bounded by `bound`
+        remaining = callgate.block_on(callgate.state.store.queue_depth())?;
+    }
+    let drained_in = started.elapsed();
+    let dead = callgate
+        .block_on(callgate.state.store.list_dead_letters(1_000_000))?
+        .len();
+    callgate.stop();
+    let stats = crm.rate_stats();
+    let requests = crm.requests();
+    let mut by_path: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &requests {
+        *by_path
+            .entry(format!("{} {}", r.method, r.path))
+            .or_default() += 1;
+    }
+    let general = requests
+        .iter()
+        .filter(|r| !r.path.starts_with("/api/v5/telephony/"))
+        .count();
+    let telephony = requests.len() - general;
+    let calls = crm.calls();
+    let ids: HashSet<String> = calls
+        .iter()
+        .filter_map(|c| c["externalId"].as_str().map(str::to_owned))
+        .collect();
+    let tasks = crm.tasks();
+    let task_texts: HashSet<String> = tasks
+        .iter()
+        .filter_map(|t| t["text"].as_str().map(str::to_owned))
+        .collect();
+    let customers = crm.customers().len();
+    drop(crm);
+    crm_rt.shutdown_timeout(Duration::from_secs(5));
+    let lost = events.saturating_sub(ids.len() as u64);
+    let duplicated = (calls.len() - ids.len()) + (tasks.len() - task_texts.len());
+    let general_rate = general as f64 / drained_in.as_secs_f64();
+    let within = stats.max_general_per_sec <= GENERAL_RPS as usize
+        && stats.max_telephony_per_sec <= TELEPHONY_RPS as usize;
+    note!(
+        "backlog: drained {queued} in {drained_in:.1?} (remaining {remaining}, dead letters {dead}); CRM requests {by_path:?}; \
+         max/s general {} telephony {}; 503s {}+{}; calls {} ({} distinct), tasks {} ({} distinct), customers {customers}",
+        stats.max_general_per_sec,
+        stats.max_telephony_per_sec,
+        stats.rejected_general,
+        stats.rejected_telephony,
+        calls.len(),
+        ids.len(),
+        tasks.len(),
+        task_texts.len()
+    );
+    notes.push(format!(
+        "Backlog: {events} missed calls (NO ANSWER, each from its own new number to the tracking number of `[[sites]] shop1`, `crm.senior_manager_id = 1`) enqueued through the webhook with the worker off, \
+         then the worker started in the same callgate (worker.concurrency = {CONCURRENCY}) against the fake retailCRM; limits {GENERAL_RPS} general / {TELEPHONY_RPS} telephony rps \
+         on both sides. CRM requests seen: {}. Expected per event: one customer search, one call-back task, one call upload. Dead letters {dead}; customers created {customers} (a missed call creates none).",
+        by_path
+            .iter()
+            .map(|(k, v)| format!("`{k}` {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(vec![
+        row(
+            "Backlog drain: CRM request rate (fake's busiest 1 s window)",
+            &format!("never above {GENERAL_RPS} general / {TELEPHONY_RPS} telephony per s"),
+            format!(
+                "max {} general / {} telephony per s; 503s {}; drained {events} in {:.1} s ({} general req/s average, {} telephony)",
+                stats.max_general_per_sec,
+                stats.max_telephony_per_sec,
+                stats.rejected_general + stats.rejected_telephony,
+                drained_in.as_secs_f64(),
+                fmt_rate(general_rate),
+                fmt_rate(telephony as f64 / drained_in.as_secs_f64()),
+            ),
+            Verdict::of(within && remaining == 0),
+        ),
+        row(
+            "Backlog drain: lost / duplicated CRM records",
+            "0 lost, 0 duplicated",
+            format!(
+                "{lost} lost, {duplicated} duplicated ({} calls with {} distinct externalIds, {} tasks for {} distinct callers)",
+                calls.len(),
+                ids.len(),
+                tasks.len(),
+                task_texts.len()
+            ),
+            Verdict::of(lost == 0 && duplicated == 0 && remaining == 0 && dead == 0),
+        ),
+    ])
+}
+
+// === Normalization and RSS ===
+
+fn normalization(notes: &mut Vec<String>) -> anyhow::Result<Row> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/data/phone-corpus.tsv"
+    );
+    let corpus = std::fs::read_to_string(path)?;
+    let rows: Vec<(&str, RegionCode)> = corpus
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let input = fields.next()?;
+            let region = RegionCode::parse(fields.next()?).ok()?;
+            Some((input, region))
+        })
+        .collect();
+    let normalizer = PhoneNormalizer::new("UA")?;
+    for (input, region) in &rows {
+        let _ = std::hint::black_box(normalizer.parse_in(input, *region));
+    }
+    // Three timed runs of about a second each on this one thread; the median counts.
+    let mut rates = vec![];
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_secs(1) {
+            for (input, region) in &rows {
+                let _ =
+                    std::hint::black_box(normalizer.parse_in(std::hint::black_box(input), *region));
+            }
+            n += rows.len() as u64;
+        }
+        rates.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    let rate = median(rates);
+    notes.push(format!(
+        "Normalization: `PhoneNormalizer::parse_in` over tests/data/phone-corpus.tsv ({} inputs, mixed formats and regions) on one thread, 3 × ~1 s, median.",
+        rows.len()
+    ));
+    Ok(row(
+        "Normalization, one core",
+        "≥ 300,000 numbers/s",
+        format!("{} numbers/s", fmt_rate(rate)),
+        Verdict::of(rate >= 300_000.0),
+    ))
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// `owners-rss load|open DIR COUNT`: one probe in this (fresh) process; prints `RSS_MB=…`.
+pub fn owners_rss(mode: &str, dir: &Path, count: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("owners.redb");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match mode {
+        "load" => {
+            let _ = std::fs::remove_file(&path);
+            let store = EmbeddedStore::open(&path)?;
+            let ttl = Duration::from_secs(7 * 86_400);
+            rt.block_on(async {
+                for start in (0..count).step_by(50_000) {
+                    let end = (start + 50_000).min(count);
+                    store
+                        .put_owners((start..end).map(|i| (owner_number(i), owner_entry(i), ttl)))
+                        .await?;
+                }
+                anyhow::Ok(())
+            })?;
+            println!("OWNERS={} RSS_MB={:.1}", store.owner_mirror_len(), rss_mb());
+        }
+        "open" => {
+            let store = EmbeddedStore::open(&path)?;
+            println!("OWNERS={} RSS_MB={:.1}", store.owner_mirror_len(), rss_mb());
+        }
+        other => anyhow::bail!("unknown owners-rss mode {other}"),
+    }
+    Ok(())
+}
+
+fn owners_rss_rows(opts: &Options, notes: &mut Vec<String>) -> anyhow::Result<Vec<Row>> {
+    let count: u64 = if opts.quick { 100_000 } else { 1_000_000 };
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let probe = |mode: &str| -> anyhow::Result<(u64, f64)> {
+        let out = std::process::Command::new(&exe)
+            .args(["owners-rss", mode])
+            .arg(dir.path())
+            .arg(count.to_string())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(
+            out.status.success(),
+            "owners-rss {mode} failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |k: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        Ok((field("OWNERS=").parse()?, field("RSS_MB=").parse()?))
+    };
+    let (loaded, rss_load) = probe("load")?;
+    let (opened, rss_open) = probe("open")?;
+    note!("owners RSS: load {loaded} → {rss_load:.1} MB; reopen {opened} → {rss_open:.1} MB");
+    notes.push(format!(
+        "Owner-index RSS: {count} owners written with `put_owners` in 50,000-entry transactions in a fresh process (RSS after writing), \
+         then the file reopened in another fresh process (RSS at steady state after a restart); VmRSS from /proc/self/status."
+    ));
+    let ok = loaded == count && opened == count;
+    Ok(vec![row(
+        &format!(
+            "RSS with {} numbers in the owner index",
+            fmt_rate(count as f64)
+        ),
+        "≤ 150 MB",
+        format!(
+            "{rss_open:.1} MB after reopening; {rss_load:.1} MB in the process that wrote them"
+        ),
+        Verdict::of(ok && rss_open.max(rss_load) <= 150.0),
+    )])
+}
