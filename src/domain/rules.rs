@@ -475,6 +475,8 @@ impl Rule {
 pub struct Rules {
     rules: Vec<Rule>,
     files: usize,
+    /// Some rule matches on `dst`: only then is it worth normalizing a lookup's `dst`.
+    needs_dst: bool,
 }
 
 /// Why one rule did or did not match, for `explain`.
@@ -515,6 +517,11 @@ impl Rules {
     /// How many files the rules came from.
     pub fn file_count(&self) -> usize {
         self.files
+    }
+
+    /// Whether any rule has a `dst` matcher (a lookup may skip normalizing `dst` otherwise).
+    pub fn needs_dst(&self) -> bool {
+        self.needs_dst
     }
 
     pub fn get(&self, name: &str) -> Option<&Rule> {
@@ -760,9 +767,13 @@ pub fn compile(files: &[(String, String)], opts: &CompileOptions<'_>) -> Result<
         }
     }
     if errors.is_empty() {
+        let needs_dst = rules
+            .iter()
+            .any(|r| r.matchers.iter().any(|m| matches!(m, Matcher::Dst(_))));
         Ok(Rules {
             rules,
             files: files.len(),
+            needs_dst,
         })
     } else {
         Err(RulesError(errors))
