@@ -4,3 +4,4 @@
 mod calls;
 mod helpers;
 mod lookup;
+mod rules;
