@@ -38,8 +38,10 @@ pub enum RulesLoadError {
         #[source]
         source: std::io::Error,
     },
+    /// Every file:line problem; not a `#[source]`, so the message is not printed twice in
+    /// an error chain.
     #[error("invalid routing rules:\n{0}")]
-    Invalid(#[from] RulesError),
+    Invalid(RulesError),
 }
 
 /// Reads every `*.toml` file directly in `dir`, sorted by file name, as `(path, text)`.
@@ -82,7 +84,7 @@ pub fn load_dir(
         normalizer,
         known_managers,
     };
-    Ok(compile(&files, &opts)?)
+    compile(&files, &opts).map_err(RulesLoadError::Invalid)
 }
 
 /// The live rule set and how to load it again.
