@@ -13,6 +13,7 @@
 //! - [`startup`]: the one place that wires adapters together (`Application`).
 #![forbid(unsafe_code)]
 
+pub mod admin_client;
 pub mod config;
 pub mod crm;
 pub mod domain;

@@ -4,6 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use callgate::{
+    admin_client::AdminClient,
     config::{EXIT_CONFIG, Settings},
     domain::phone_number::PhoneNormalizer,
     rules::{RulesLoadError, explain_event, load_dir, reload_on_sighup},
@@ -28,6 +29,22 @@ enum Command {
     /// Run the gateway (HTTP endpoints and the worker).
     Serve,
     /// Print the E.164 form of a phone number, or why it is not one.
+    /// Dead letters of a running callgate (through its admin API).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        /// Admin API base URL (default: from server.host and server.port).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
+    /// Quarantined webhook payloads of a running callgate (through its admin API).
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+        /// Admin API base URL (default: from server.host and server.port).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
     Normalize {
         /// The number as typed (quote it when it has spaces).
         number: String,
@@ -66,6 +83,32 @@ enum RulesCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DeadLetterAction {
+    /// Print the dead letters (newest first) as JSON.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put a dead letter (or all of them) back in the queue.
+    Replay {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all")]
+        id: Option<u64>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineAction {
+    /// Print the quarantined payloads (newest first) as JSON.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
 /// Default configuration file, used when present.
 const DEFAULT_CONFIG_FILE: &str = "callgate.toml";
 
@@ -86,6 +129,29 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Normalize { number, region } => normalize(cli.config, &number, region),
         Command::Rules { command } => rules(cli.config, command),
+        Command::DeadLetters { action, url } => {
+            let path = match action {
+                DeadLetterAction::List { limit } => {
+                    (false, format!("/admin/dead-letters?limit={limit}"))
+                }
+                DeadLetterAction::Replay { all: true, .. } => {
+                    (true, "/admin/dead-letters/replay".to_owned())
+                }
+                DeadLetterAction::Replay { id, .. } => (
+                    true,
+                    format!("/admin/dead-letters/{}/replay", id.unwrap_or_default()),
+                ),
+            };
+            admin(cli.config, url, path)
+        }
+        Command::Quarantine {
+            action: QuarantineAction::List { limit },
+            url,
+        } => admin(
+            cli.config,
+            url,
+            (false, format!("/admin/quarantine?limit={limit}")),
+        ),
         Command::Serve => {
             let settings = match load_settings(cli.config) {
                 Ok(s) => s,
@@ -118,6 +184,15 @@ async fn serve(settings: Settings) -> ExitCode {
     };
     tracing::info!(port = app.port(), "callgate is listening.");
     tokio::spawn(reload_on_sighup(app.state().rules.clone()));
+    let settings = &app.state().settings;
+    if secrecy::ExposeSecret::expose_secret(&settings.ringostat.webhook_token).is_empty() {
+        tracing::warn!(
+            "ringostat.webhook_token is empty: /ringostat/webhook refuses every event until it is set."
+        );
+    }
+    if secrecy::ExposeSecret::expose_secret(&settings.admin.token).is_empty() {
+        tracing::warn!("admin.token is empty: the /admin API is disabled.");
+    }
     let token = app.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -128,6 +203,51 @@ async fn serve(settings: Settings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error.cause_chain = ?e, "callgate stopped with an error.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one admin API call and prints its JSON answer.
+fn admin(config: Option<PathBuf>, url: Option<String>, (post, path): (bool, String)) -> ExitCode {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let client = match AdminClient::new(&settings, url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("callgate: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = runtime.block_on(async {
+        if post {
+            client.post(&path).await
+        } else {
+            client.get(&path).await
+        }
+    });
+    match answer {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("callgate: {e}");
             ExitCode::FAILURE
         }
     }

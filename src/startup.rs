@@ -20,7 +20,7 @@ use crate::{
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
     rules::RuleBook,
-    store::{Store, embedded::EmbeddedStore},
+    store::{Store, embedded::EmbeddedStore, redis::RedisStore},
     worker::{Worker, retry::RetrySchedule},
 };
 
@@ -59,7 +59,11 @@ impl Application {
                     )
                 })?)
             }
-            StoreKind::Redis => anyhow::bail!("store.kind = \"redis\" is not available yet"),
+            StoreKind::Redis => Arc::new(
+                RedisStore::connect(&settings.store.redis_url, &settings.store.key_prefix)
+                    .await
+                    .context("Failed to connect to the Redis store.")?,
+            ),
         };
         let directory = Arc::new(validated.directory.clone());
         let metrics = Arc::new(Metrics::new());

@@ -1,6 +1,8 @@
 //! Tracing subscriber set-up. `RUST_LOG` overrides the default `callgate=info,tower_http=info`.
 //! Phone numbers reach logs only through `PhoneNumber`'s masking `Display`; secrets never do.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
@@ -19,7 +21,11 @@ pub fn init(format: LogFormat) {
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }

@@ -17,7 +17,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -78,6 +78,16 @@ async fn guard_public(State(guard): State<PublicGuard>, request: Request, next: 
         return ApiError::RateLimited.into_response();
     }
     next.run(request).await
+}
+
+/// The request span names the route, never the URI: query strings carry caller numbers and
+/// the webhook token.
+fn request_span(request: &Request) -> tracing::Span {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::debug_span!("request", method = %request.method(), path)
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
@@ -143,5 +153,5 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }

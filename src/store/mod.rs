@@ -3,14 +3,16 @@
 //! CRM, action dedupe keys).
 //!
 //! Backends: [`embedded::EmbeddedStore`] (one redb file, fsync'd group commits, durable across
-//! `kill -9`) and, for several instances, a Redis backend (Redis Streams for the queue). Every
-//! backend passes the contract suite in `store::contract` (run from `tests/`).
+//! `kill -9`) and, for several instances, [`redis::RedisStore`] (Redis Streams with a consumer
+//! group for the queue). Every backend passes the contract suite in `store::contract` (run
+//! from `tests/`).
 //!
 //! Keys of the raw key/value space are namespaced by [`keys`]; backends add the configured
 //! `store.key_prefix` where the medium is shared.
 
 pub mod contract;
 pub mod embedded;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub mod keys {
     pub const LOCK: &str = "lock:";
     /// `callback:<e164>`: the open call-back task of a caller within its window (S14).
     pub const CALLBACK: &str = "callback:";
+    /// `legs:<call id>`: what the legs of one call did so far (answered, who talked).
+    pub const CALL_LEGS: &str = "legs:";
     /// `sandbox:…`: records of the sandbox CRM.
     pub const SANDBOX: &str = "sandbox:";
 }

@@ -362,7 +362,7 @@ impl Worker {
         if event.moment.is_finished()
             && event.outcome() == crate::domain::call::CallOutcome::Answered
         {
-            let key = format!("legs:{}", event.call_id);
+            let key = format!("{}{}", keys::CALL_LEGS, event.call_id);
             let mut legs: LegsRecord = self.get_json(&key).await?.unwrap_or_default();
             legs.answered = true;
             if let Some(m) = facts.answered_by
@@ -454,7 +454,7 @@ impl Worker {
         facts.answered_by_name = parties.answered_by.map(|id| self.manager_name(id));
         facts.client_is_manager = parties.client_is_manager;
         let legs: LegsRecord = self
-            .get_json(&format!("legs:{}", event.call_id))
+            .get_json(&format!("{}{}", keys::CALL_LEGS, event.call_id))
             .await?
             .unwrap_or_default();
         facts.other_legs = OtherLegs {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{MANUAL_WORKER, TestApp, WEBHOOK_TOKEN, spawn_app_with_crm, start_fake_crm};
 
 /// An after-call webhook in the call-log naming, as Ringostat sends it.
-fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
+pub(crate) fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
     json!({
         "uniqueid": id,
         "calldate": "2024-07-31 14:59:35",
@@ -30,7 +30,8 @@ fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
     })
 }
 
-const TRACKING: &str = "\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n";
+pub(crate) const TRACKING: &str =
+    "\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n";
 
 async fn app() -> TestApp {
     let crm = start_fake_crm().await;
@@ -404,4 +405,360 @@ async fn a_body_over_64_kib_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+}
+
+/// Runs the `callgate` binary against this app's admin API.
+fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(args)
+        .args(["--url", &app.address])
+        .env("CALLGATE__ADMIN__TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env_remove("CALLGATE_CONFIG")
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("callgate runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_replays_dead_letters_and_lists_the_quarantine() {
+    let app = app().await;
+    app.fake().add_fault_rule(
+        FaultRule::new(Fault::ValidationError)
+            .on_path("/api/v5/customers/create")
+            .times(1),
+    );
+    app.post_webhook(&after_call("cli-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    app.client
+        .get(app.url(&format!(
+            "/ringostat/webhook?token={WEBHOOK_TOKEN}&caller=1"
+        )))
+        .send()
+        .await
+        .unwrap();
+
+    let out = tokio::task::block_in_place(|| cli(&app, &["dead-letters", "list"]));
+    assert!(out.status.success(), "{out:?}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = listed["dead_letters"][0]["id"]
+        .as_u64()
+        .expect("one dead letter");
+    assert!(
+        listed["dead_letters"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Errors in the entity format")
+    );
+
+    let out =
+        tokio::task::block_in_place(|| cli(&app, &["dead-letters", "replay", &id.to_string()]));
+    assert!(out.status.success(), "{out:?}");
+    app.run_worker_until_idle().await;
+    assert_eq!(
+        app.fake().customers().len(),
+        1,
+        "delivered after the replay"
+    );
+    assert_eq!(app.state.store.dead_letter_count().await.unwrap(), 0);
+
+    let out = tokio::task::block_in_place(|| cli(&app, &["quarantine", "list"]));
+    assert!(out.status.success(), "{out:?}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        listed["quarantine"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
+    let out = tokio::task::block_in_place(|| cli(&app, &["dead-letters", "replay", "999"]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
+
+#[tokio::test]
+async fn on_the_sandbox_crm_a_call_becomes_records_readable_through_the_admin_api() {
+    let app = crate::helpers::spawn_app(&format!("[crm]\nsenior_manager_id = 1\n{TRACKING}")).await;
+
+    let r = app
+        .post_webhook(&after_call("sb-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let admin = |path: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .get(app.url(path))
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let records = crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the worker applies the call",
+        || async {
+            let records = admin("/admin/sandbox").await;
+            (records["calls"].as_array().is_some_and(|c| c.len() == 1)).then_some(records)
+        },
+    )
+    .await;
+    assert_eq!(
+        records["customers"].as_array().unwrap().len(),
+        1,
+        "{records:#}"
+    );
+    assert_eq!(records["customers"][0]["phones"][0], "+380981234567");
+    assert_eq!(
+        records["orders"].as_array().unwrap().len(),
+        1,
+        "{records:#}"
+    );
+    assert_eq!(records["orders"][0]["site"], "shop1");
+    assert_eq!(records["tasks"].as_array().unwrap().len(), 1, "{records:#}");
+    assert_eq!(records["tasks"][0]["performer_id"], 28);
+
+    // The call log entry is written after the CRM actions: wait for it too.
+    let log = crate::helpers::eventually(Duration::from_secs(10), "the call is logged", || async {
+        let log = admin("/admin/calls?manager_id=28").await;
+        (log["calls"].as_array().is_some_and(|c| !c.is_empty())).then_some(log)
+    })
+    .await;
+    assert_eq!(log["calls"].as_array().unwrap().len(), 1, "{log:#}");
+    assert_eq!(log["calls"][0]["result"], "answered");
+    let empty = admin("/admin/calls?manager_id=27").await;
+    assert!(empty["calls"].as_array().unwrap().is_empty());
+    // The next lookup finds Tatiana through the index the worker filled.
+    assert_eq!(
+        app.get_route("caller=0981234567")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "shop_tatiana"
+    );
+}
+
+/// An outgoing after-call webhook: the employee's SIP calls the client at `dst`.
+fn outgoing(id: &str, sip: &str, client: &str, staff: i64) -> Value {
+    json!({
+        "uniqueid": id, "calldate": "2024-07-31 15:10:00", "caller": sip, "dst": client,
+        "call_type": "out", "disposition": "ANSWERED", "billsec": 30, "waittime": 5,
+        "recording": format!("https://app.ringostat.com/recordings/{id}.ogg"), "has_recording": 1,
+        "employee_number": staff,
+    })
+}
+
+#[tokio::test]
+async fn s4_outgoing_calls_create_nothing_for_a_stranger_and_a_closed_task_for_a_customer() {
+    let app = app().await;
+    let crm = app.fake();
+    app.post_webhook(&outgoing("o1", "shop_tatiana", "380631234567", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    assert!(crm.customers().is_empty(), "nothing created by default");
+    assert!(crm.orders().is_empty());
+    assert!(crm.tasks().is_empty());
+    assert_eq!(crm.calls().len(), 1, "the call history still has the call");
+    assert_eq!(crm.calls()[0]["type"], "out");
+
+    let customer = crm.add_customer(&["063 123 45 67"], Some(28));
+    crm.add_order(customer, "new", Some(28));
+    app.post_webhook(&outgoing("o2", "shop_tatiana", "380631234567", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let tasks = tasks_of(&app, 28);
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["complete"], true);
+    assert!(tasks[0]["commentary"].as_str().unwrap().contains("o2.ogg"));
+}
+
+#[tokio::test]
+async fn s6_voicemail_from_tatianas_customer_is_a_call_back_task_on_tatiana_with_the_message() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.add_customer(&["0981234567"], Some(28));
+    app.post_webhook(&after_call("vm-1", "0981234567", "VOICEMAIL", -1))
+        .await;
+    app.run_worker_until_idle().await;
+    let tasks = crm.tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["performer"], 28);
+    assert_eq!(tasks[0]["complete"], false);
+    assert!(
+        tasks[0]["commentary"]
+            .as_str()
+            .unwrap()
+            .contains("vm-1.ogg"),
+        "{tasks:#?}"
+    );
+    assert!(
+        tasks[0]["customer"]["id"].is_number(),
+        "linked to the customer (S13): {tasks:#?}"
+    );
+}
+
+#[tokio::test]
+async fn s7_alinas_customer_answered_by_tatiana_gives_tatiana_a_closed_task_and_alina_an_open_one()
+{
+    let app = app().await;
+    let crm = app.fake();
+    let customer = crm.add_customer(&["0981234567"], Some(27));
+    crm.add_order(customer, "new", Some(27));
+    app.post_webhook(&after_call("away-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let tatiana = tasks_of(&app, 28);
+    let alina = tasks_of(&app, 27);
+    assert_eq!(tatiana.len(), 1, "{tatiana:#?}");
+    assert_eq!(tatiana[0]["complete"], true);
+    assert_eq!(alina.len(), 1, "{alina:#?}");
+    assert_eq!(alina[0]["complete"], false);
+    assert!(
+        alina[0]["commentary"]
+            .as_str()
+            .unwrap()
+            .contains("away-1.ogg")
+    );
+    assert_eq!(crm.orders().len(), 1, "no new order: one is open");
+}
+
+#[tokio::test]
+async fn s8_a_call_to_an_unknown_tracking_number_asks_the_senior_manager_to_check_it() {
+    let app = app().await;
+    let mut event = after_call("trk-1", "0981234567", "ANSWERED", 1028);
+    event["dst"] = json!("380445556677");
+    app.post_webhook(&event).await;
+    app.run_worker_until_idle().await;
+    let senior = tasks_of(&app, 1);
+    assert_eq!(senior.len(), 1, "{senior:#?}");
+    assert!(
+        senior[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("+380445556677"),
+        "{senior:#?}"
+    );
+    assert_eq!(
+        tasks_of(&app, 28).len(),
+        1,
+        "the call itself is handled as usual"
+    );
+}
+
+#[tokio::test]
+async fn s9_an_internal_call_between_managers_creates_nothing() {
+    let app = app().await;
+    let crm = app.fake();
+    let mut event = after_call("int-1", "shop_alina", "ANSWERED", 1028);
+    event["dst"] = json!("shop_tatiana");
+    let r = app.post_webhook(&event).await;
+    assert_eq!(r.status(), 200);
+    app.run_worker_until_idle().await;
+    assert!(crm.customers().is_empty());
+    assert!(crm.tasks().is_empty());
+    assert!(crm.calls().is_empty(), "{:#?}", crm.calls());
+    let log = app
+        .state
+        .store
+        .query_call_log(&Default::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1, "logged, not sent to the CRM");
+}
+
+#[tokio::test]
+async fn s13_with_customer_only_creation_the_closed_task_hangs_on_the_customer() {
+    let crm = start_fake_crm().await;
+    let app = spawn_app_with_crm(
+        &crm,
+        &format!("{MANUAL_WORKER}create_on_incoming = \"customer\"\n{TRACKING}"),
+    )
+    .await;
+    app.post_webhook(&after_call("co-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    assert_eq!(crm.customers().len(), 1);
+    assert!(crm.orders().is_empty());
+    let tasks = crm.tasks();
+    assert_eq!(
+        tasks.len(),
+        1,
+        "never dropped for lack of an order: {tasks:#?}"
+    );
+    assert_eq!(tasks[0]["customer"]["id"], crm.customers()[0]["id"]);
+}
+
+#[tokio::test]
+async fn s14_a_ring_group_call_answered_on_one_leg_is_not_a_missed_call() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.add_customer(&["0981234567"], Some(27));
+    // The queue rings Alina (no answer) and Tatiana (answers): two after-call legs.
+    app.post_webhook(&after_call("rg-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.post_webhook(&after_call("rg-1", "0981234567", "NO ANSWER", 1027))
+        .await;
+    app.run_worker_until_idle().await;
+    let open: Vec<Value> = crm
+        .tasks()
+        .into_iter()
+        .filter(|t| t["complete"] == false && t["text"].as_str().unwrap().contains("Call back"))
+        .collect();
+    assert!(open.is_empty(), "no call-back task: {:#?}", crm.tasks());
+    assert_eq!(
+        tasks_of(&app, 28)
+            .iter()
+            .filter(|t| t["complete"] == true)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn s14_a_missed_leg_that_arrives_first_has_its_call_back_closed_by_the_answered_leg() {
+    let app = app().await;
+    let crm = app.fake();
+    crm.add_customer(&["0981234567"], Some(27));
+    app.post_webhook(&after_call("rg-2", "0981234567", "NO ANSWER", 1027))
+        .await;
+    app.run_worker_until_idle().await;
+    assert_eq!(
+        crm.tasks()
+            .iter()
+            .filter(|t| t["complete"] == false)
+            .count(),
+        1
+    );
+
+    app.post_webhook(&after_call("rg-2", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let callbacks: Vec<Value> = crm
+        .tasks()
+        .into_iter()
+        .filter(|t| t["text"].as_str().unwrap().starts_with("Call back"))
+        .collect();
+    assert_eq!(callbacks.len(), 1, "{:#?}", crm.tasks());
+    assert_eq!(
+        callbacks[0]["complete"], true,
+        "the call-back is closed: {callbacks:#?}"
+    );
+    // Alina's customer talked to Tatiana: S7's open task on Alina is expected.
+    let open: Vec<Value> = crm
+        .tasks()
+        .into_iter()
+        .filter(|t| t["complete"] == false)
+        .collect();
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert_eq!(open[0]["performer"], 27);
+    assert!(
+        open[0]["text"].as_str().unwrap().contains("talked to"),
+        "{open:#?}"
+    );
 }

@@ -96,6 +96,14 @@ pub async fn spawn_app_with_crm(crm: &FakeRetailCrm, extra: &str) -> TestApp {
     start(settings, dir, Some(crm.clone())).await
 }
 
+/// `[store]` TOML for a callgate on a shared Redis (`extra` of [`spawn_app_with_crm`]): apps
+/// given the same URL and prefix share one owner index, locks and queue.
+pub fn redis_store_toml(redis_url: &str, key_prefix: &str) -> String {
+    format!(
+        "[store]\nkind = \"redis\"\nredis_url = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\n"
+    )
+}
+
 async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(callgate::config::LogFormat::Pretty);

@@ -308,3 +308,37 @@ async fn the_sandbox_crm_answers_lookups_for_customers_added_through_the_admin_a
         "shop_tatiana"
     );
 }
+
+#[tokio::test]
+async fn a_source_over_its_rate_limit_gets_429_and_a_foreign_address_403() {
+    let app = spawn_app("[server]\nper_ip_rps = 2\n").await;
+    let mut limited = None;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = app.get_route("caller=0981234567").await;
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 && limited.is_none() {
+            limited = Some(r);
+        }
+    }
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    let r = limited.unwrap_or_else(|| panic!("no 429 among {statuses:?}"));
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited");
+    // Health endpoints are not rate limited.
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let app = spawn_app("[server]\nip_allowlist = [\"10.1.2.3\"]\n").await;
+    let r = app.get_route("caller=0981234567").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "forbidden");
+}

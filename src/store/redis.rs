@@ -1,0 +1,1187 @@
+//! The Redis store: several callgate instances behind a load balancer share one Redis for the
+//! owner index, manager states, idempotency keys, locks, the call log, dead letters,
+//! quarantine and the durable event queue.
+//!
+//! # Key layout
+//!
+//! Every key is `<store.key_prefix><const>…`, the consts below (one documented `const` per
+//! key or key family). The raw key/value space of the trait lives under [`KV`], so no raw key
+//! can ever collide with the store's own structures.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | [`KV`]`<key>` | STRING | raw value, `PX` TTL (dedupe keys: the task id, 8 bytes BE) |
+//! | [`SEQ`]`<name>` | STRING | counter of [`Store::next_id`] (`INCR`) |
+//! | [`OWNER`]`<e164>` | STRING | `"<customer>:<manager>"` (empty = none), `PX` TTL |
+//! | [`MANAGERS`] | HASH | manager id → `ManagerState` JSON |
+//! | [`CALL_LOG`] | ZSET | score call date (ms), member 20-digit append sequence |
+//! | [`CALL_LOG_ENTRIES`] | HASH | member of [`CALL_LOG`] → `CallLogEntry` JSON |
+//! | [`CALL_LOG_SEQ`] | STRING | append sequence of the call log |
+//! | [`LAST_TALKED`] | HASH | E.164 → `"<call date ms>:<manager id>"` |
+//! | [`QUARANTINE`] / [`QUARANTINE_ENTRIES`] / [`QUARANTINE_SEQ`] | ZSET / HASH / STRING | ids by id; id → JSON; id counter |
+//! | [`Q_SEQ`] | STRING | task id counter |
+//! | [`Q_TASK`]`<id>` | HASH | one unfinished task: `group payload attempt enq nb err state sid` |
+//! | [`Q_TASKS`] | ZSET | every unfinished task id (score = id): depth and listing |
+//! | [`Q_GROUP`]`<group>` | ZSET | unfinished task ids of one group (score = id); the first is the head |
+//! | [`Q_ACTIVE`] | HASH | group → its one *active* task (ready, leased or delayed) |
+//! | [`Q_READY`] | STREAM + consumer group [`Q_CONSUMER_GROUP`] | `id=<task id>` of ready heads |
+//! | [`Q_LEASES`] | ZSET | leased task id → lease deadline (ms, Redis clock) |
+//! | [`Q_DELAYED`] | ZSET | delayed head id → due time (ms, Redis clock) |
+//! | [`Q_DEAD`] / [`Q_DEAD_ENTRY`]`<id>` | ZSET / HASH | dead letter ids; one dead letter |
+//!
+//! # The queue: a stream with a consumer group, fed one head per group
+//!
+//! SPEC §7 asks for Redis Streams with a consumer group; the trait asks for per-group
+//! ordering (a call's events one at a time, in id order), per-claim leases, delayed retries
+//! and dead letters. A plain stream read by a consumer group would hand out the second event
+//! of a call while the first is still being worked on, so the stream only ever carries
+//! tasks that may run *now*:
+//!
+//! - Every unfinished task is a hash [`Q_TASK`] and a member of its group's ZSET
+//!   [`Q_GROUP`] (ordered by id). Each group has at most one **active** task ([`Q_ACTIVE`]),
+//!   normally its head, in exactly one state: `ready` (an entry in the stream [`Q_READY`],
+//!   its stream id in the task's `sid` field), `leased` (that entry is in the consumer group's
+//!   pending entries list, and the task is in [`Q_LEASES`]) or `delayed` (in [`Q_DELAYED`]).
+//!   The other tasks of the group are `waiting` and appear nowhere else.
+//! - **Enqueue** (one script): `EXISTS` on the dedupe key (in the KV space) → duplicate; else
+//!   `INCR` the id, `SET <dedupe key> <id> PX ttl`, write the task hash and ZSETs and, if the
+//!   group was idle, `XADD` the task to the stream. One script is one atomic step, so no
+//!   crash or concurrent instance can see the dedupe key without the task or the reverse.
+//! - **Claim** (one script, atomic across instances): (1) a task whose lease deadline passed
+//!   is handed to this instance's consumer with `XCLAIM` and leased again; else (2) due
+//!   delayed heads are moved from [`Q_DELAYED`] to the stream (`XADD`); then (3)
+//!   `XREADGROUP GROUP workers <consumer> COUNT 1 STREAMS q:ready >` hands out the oldest
+//!   undelivered entry, which the script leases ([`Q_LEASES`], deadline = now + lease).
+//!   Since only heads are ever in the stream, two tasks of one group are never out at once,
+//!   whichever instance claims.
+//! - **Complete / reschedule / dead-letter / replay** (one script each): take the task out of
+//!   the stream (`XACK` + `XDEL`), the leases and the delays, change the task, then
+//!   re-`schedule` the group: its head becomes ready (`XADD`) or delayed (`ZADD`), unless a
+//!   task of the group is still leased. `complete` of an unknown id is a no-op (a worker whose
+//!   lease ran out may complete after another instance did).
+//!
+//! **Why our own lease ZSET instead of `XAUTOCLAIM`'s idle time.** The trait gives the lease
+//! length to the claim that takes the task; `XAUTOCLAIM min-idle-time` is chosen by the
+//! instance that *re*-claims. A task leased for 50 ms must be claimable by another instance
+//! asking with a one-hour lease, and vice versa. So the deadline is stored per task in
+//! [`Q_LEASES`] (on Redis's clock, `TIME`, so instance clock skew does not matter) and the
+//! expired entry is moved in the pending list with `XCLAIM … 0`, which keeps `XPENDING`
+//! truthful for operators (who holds what, delivery counts).
+//!
+//! **Retry now.** `retry_all_now` moves every delayed head to the stream and counts those
+//! that were not yet due. Only heads are ever delayed in Redis; a task that is not its
+//! group's head keeps its `nb` and is checked when it becomes the head (this happens only
+//! after a dead letter with a lower id was replayed into a busy group).
+//!
+//! **Consumers.** Each `RedisStore` reads as its own consumer (`callgate-<random>`).
+//! `connect` forgets consumers idle for [`CONSUMER_FORGET_AFTER`] with nothing pending, so
+//! restarts do not pile up names; a forgotten live consumer is recreated by its next read.
+//!
+//! **Order.** The stream hands out entries in `XADD` order. A fresh head is added in id
+//! order; a head that becomes ready later (its group-mate finished, its delay ran out) goes
+//! to the back. Expired leases are served before new entries. Within a group, order is
+//! always exact.
+//!
+//! **Keys inside scripts.** The scripts build keys from the prefix (`ARGV[1]`) rather than
+//! declaring them all in `KEYS`, because a task's group key is known only inside the script.
+//! That is fine on a standalone Redis (and Sentinel); on Redis Cluster the prefix would need a
+//! hash tag (`{callgate}:`) to keep every key in one slot.
+//!
+//! # Durability
+//!
+//! `enqueue` answers `Accepted` once Redis has executed the script (the `XADD` and the task
+//! hash are in memory and handed to the AOF). What survives a Redis crash depends on Redis's
+//! configuration, not on callgate: with `appendonly yes` + `appendfsync everysec` (the usual
+//! production setting) a Redis *process* crash loses nothing acknowledged (the AOF write
+//! reached the kernel before the reply), but a machine crash or power loss can lose about the
+//! last second (up to two when the disk lags). `appendfsync always` closes that window at the
+//! cost of an fsync per write; without AOF, everything since the last RDB snapshot is lost.
+//! Redis 7.0 has no `WAITAOF`, so callgate cannot ask for more per request. A script's writes
+//! reach the AOF (and replicas) as one `MULTI`/`EXEC` block, so a crash never replays half an
+//! enqueue; a script that *fails* midway is not rolled back by Redis, which is why the scripts
+//! check everything (task exists, group known) before their first write and only touch keys
+//! of the types listed above. Replicas are asynchronous: a failover can lose the last
+//! acknowledged writes, whatever the AOF setting. The embedded store
+//! is the one that is durable across `kill -9` of the machine. Leases are data here (unlike
+//! the embedded store), so they survive a restart of callgate; a lease of a crashed instance
+//! simply runs out.
+//!
+//! # Costs
+//!
+//! `get_owner`, `get_manager_state`, `last_talked`, `get_raw`: one `GET`/`HGET`, one round
+//! trip. `scan_prefix` uses `SCAN MATCH` over the whole keyspace (admin and sandbox paths
+//! only). TTLs are Redis's own (`PX`), so nothing needs purging.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{
+    AsyncCommands, Client, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DeadLetter, EnqueueOutcome, OwnerEntry, QuarantineEntry, QueuedTask, Store, StoreError, now_ms,
+};
+use crate::{
+    crm::CustomerId,
+    domain::{
+        call_log::{CallLogEntry, CallLogFilter},
+        manager::{ManagerId, ManagerState},
+        phone_number::PhoneNumber,
+    },
+};
+
+// --- keys (each appended to the configured prefix) ---------------------------------------
+
+/// `kv:<key>` STRING: the trait's raw key/value space (`SET PX`, `SET NX PX`); enqueue's
+/// dedupe keys too, holding the task id (8 bytes, big endian, as the embedded store does).
+pub const KV: &str = "kv:";
+/// `seq:<name>` STRING: a counter of [`Store::next_id`].
+pub const SEQ: &str = "seq:";
+/// `owner:<e164>` STRING: an owner entry, `"<customer id>:<manager id>"`, either side empty
+/// for none (`":"` is a negative entry), with its TTL as `PX`.
+pub const OWNER: &str = "owner:";
+/// `managers` HASH: manager id → `ManagerState` as JSON.
+pub const MANAGERS: &str = "managers";
+/// `calllog` ZSET: score = call date in ms, member = append sequence as 20 digits (so calls
+/// of the same millisecond sort in append order).
+pub const CALL_LOG: &str = "calllog";
+/// `calllog:entries` HASH: member of [`CALL_LOG`] → `CallLogEntry` as JSON.
+pub const CALL_LOG_ENTRIES: &str = "calllog:entries";
+/// `calllog:seq` STRING: the call log's append sequence.
+pub const CALL_LOG_SEQ: &str = "calllog:seq";
+/// `last_talked` HASH: E.164 → `"<call date ms>:<manager id>"` of the newest call (by call
+/// date, not by arrival) in which a manager talked to that number.
+pub const LAST_TALKED: &str = "last_talked";
+/// `quarantine` ZSET: quarantine ids (score = id).
+pub const QUARANTINE: &str = "quarantine";
+/// `quarantine:entries` HASH: id → the entry as JSON (without its id).
+pub const QUARANTINE_ENTRIES: &str = "quarantine:entries";
+/// `quarantine:seq` STRING: quarantine id counter.
+pub const QUARANTINE_SEQ: &str = "quarantine:seq";
+/// `q:seq` STRING: task id counter (ids never repeat).
+pub const Q_SEQ: &str = "q:seq";
+/// `q:task:<id>` HASH: an unfinished task. Fields: `group`, `payload`, `attempt`, `enq`
+/// (enqueued at, ms), `nb` (not before, ms), `err` (last error, absent if none), `state`
+/// (`waiting` | `ready` | `leased` | `delayed`), `sid` (its stream entry when ready/leased).
+pub const Q_TASK: &str = "q:task:";
+/// `q:tasks` ZSET: every unfinished task id, score = id.
+pub const Q_TASKS: &str = "q:tasks";
+/// `q:group:<group>` ZSET: the unfinished task ids of one group, score = id; the first is
+/// the group's head.
+pub const Q_GROUP: &str = "q:group:";
+/// `q:active` HASH: group → the one task of that group that is ready, leased or delayed.
+pub const Q_ACTIVE: &str = "q:active";
+/// `q:ready` STREAM: entries `id=<task id>` of tasks that may be claimed now, read through
+/// the consumer group [`Q_CONSUMER_GROUP`]; leased tasks stay in its pending entries list.
+pub const Q_READY: &str = "q:ready";
+/// `q:leases` ZSET: leased task id → lease deadline (ms on Redis's clock).
+pub const Q_LEASES: &str = "q:leases";
+/// `q:delayed` ZSET: a group head waiting for its retry → due time (ms on Redis's clock).
+pub const Q_DELAYED: &str = "q:delayed";
+/// `q:dead` ZSET: dead letter ids, score = id (newest = highest id).
+pub const Q_DEAD: &str = "q:dead";
+/// `q:dead:<id>` HASH: a dead letter: the task's fields plus `reason` and `failed`.
+pub const Q_DEAD_ENTRY: &str = "q:dead:";
+/// The consumer group of [`Q_READY`] that every callgate instance reads through.
+pub const Q_CONSUMER_GROUP: &str = "workers";
+
+// --- limits ------------------------------------------------------------------------------
+
+/// Due delayed tasks moved to the stream per claim (the rest follow on the next claims).
+pub const PROMOTE_BATCH: usize = 100;
+/// Stale stream entries (task gone meanwhile) a claim skips before answering "nothing".
+const SKIP_LIMIT: usize = 32;
+/// Expired leases with no task behind them a claim cleans up before going on.
+const STALE_LEASE_LIMIT: usize = 8;
+/// Call log members read per page while filtering.
+const CALL_LOG_PAGE: usize = 256;
+/// `SCAN … COUNT` hint of `scan_prefix`.
+const SCAN_COUNT: usize = 1000;
+/// A consumer (a callgate instance) idle this long with nothing pending is removed from the
+/// consumer group when an instance starts, so restarts do not pile up consumer names.
+pub const CONSUMER_FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// A command that takes longer fails (and the caller retries or reports `/readyz` not ready).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connecting (and reconnecting) gives up after this long per attempt.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+// --- scripts -----------------------------------------------------------------------------
+
+/// Shared Lua helpers, prepended to every queue script. `ARGV[1]` is always the key prefix.
+/// Key names are spliced in from the consts above, so they are defined once.
+fn lua_prelude() -> String {
+    format!(
+        r#"
+local P = ARGV[1]
+local K_SEQ = P .. '{Q_SEQ}'
+local K_TASKS = P .. '{Q_TASKS}'
+local K_ACTIVE = P .. '{Q_ACTIVE}'
+local K_READY = P .. '{Q_READY}'
+local K_LEASES = P .. '{Q_LEASES}'
+local K_DELAYED = P .. '{Q_DELAYED}'
+local K_DEAD = P .. '{Q_DEAD}'
+local CG = '{Q_CONSUMER_GROUP}'
+local function k_task(id) return P .. '{Q_TASK}' .. id end
+local function k_group(g) return P .. '{Q_GROUP}' .. g end
+local function k_dead(id) return P .. '{Q_DEAD_ENTRY}' .. id end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function xadd(id)
+  local sid = redis.call('XADD', K_READY, '*', 'id', id)
+  redis.call('HSET', k_task(id), 'state', 'ready', 'sid', sid)
+end
+-- Takes task `id` of group `g` out of the stream, the leases and the delays, and frees the
+-- group's active slot if it held it.
+local function deactivate(id, g)
+  local tk = k_task(id)
+  local sid = redis.call('HGET', tk, 'sid')
+  if sid then
+    redis.pcall('XACK', K_READY, CG, sid)
+    redis.call('XDEL', K_READY, sid)
+    redis.call('HDEL', tk, 'sid')
+  end
+  redis.call('ZREM', K_LEASES, id)
+  redis.call('ZREM', K_DELAYED, id)
+  if redis.call('EXISTS', tk) == 1 then redis.call('HSET', tk, 'state', 'waiting') end
+  if redis.call('HGET', K_ACTIVE, g) == id then redis.call('HDEL', K_ACTIVE, g) end
+end
+-- Makes the head of group `g` ready or delayed, unless a task of the group is leased. A head
+-- that is not the active task (a replayed dead letter with a lower id) displaces it.
+local function schedule(g, now)
+  local head = redis.call('ZRANGE', k_group(g), 0, 0)[1]
+  local a = redis.call('HGET', K_ACTIVE, g)
+  if a then
+    if a == head then return end
+    if redis.call('HGET', k_task(a), 'state') == 'leased' then return end
+    deactivate(a, g)
+  end
+  if not head then return end
+  local nb = tonumber(redis.call('HGET', k_task(head), 'nb') or '0')
+  if nb > now then
+    redis.call('ZADD', K_DELAYED, nb, head)
+    redis.call('HSET', k_task(head), 'state', 'delayed')
+  else
+    xadd(head)
+  end
+  redis.call('HSET', K_ACTIVE, g, head)
+end
+"#
+    )
+}
+
+/// KEYS[1] = full dedupe key. ARGV: prefix, dedupe TTL ms, group, payload.
+/// Returns the new task id, or 0 for a duplicate.
+const ENQUEUE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = now_ms()
+local g = ARGV[3]
+local id = redis.call('INCR', K_SEQ)
+redis.call('SET', KEYS[1], struct.pack('>I8', id), 'PX', ARGV[2])
+id = tostring(id)
+redis.call('HSET', k_task(id), 'group', g, 'payload', ARGV[4], 'attempt', 0, 'enq', now,
+  'nb', now, 'state', 'waiting')
+redis.call('ZADD', K_TASKS, id, id)
+redis.call('ZADD', k_group(g), id, id)
+schedule(g, now)
+return tonumber(id)
+"#;
+
+/// ARGV: prefix, lease ms, consumer name. Returns `{id, group, payload, attempt, enq, err}`
+/// or nil.
+fn claim_lua() -> String {
+    format!(
+        r#"
+local now = now_ms()
+local lease = tonumber(ARGV[2])
+local consumer = ARGV[3]
+local function lease_it(id)
+  local tk = k_task(id)
+  redis.call('ZADD', K_LEASES, now + lease, id)
+  redis.call('HSET', tk, 'state', 'leased')
+  local f = redis.call('HMGET', tk, 'group', 'payload', 'attempt', 'enq', 'err')
+  return {{id, f[1], f[2], f[3], f[4], f[5]}}
+end
+-- 1. A lease that ran out: this consumer takes the pending entry over.
+for _ = 1, {STALE_LEASE_LIMIT} do
+  local id = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, 1)[1]
+  if not id then break end
+  local sid = redis.call('HGET', k_task(id), 'sid')
+  if sid then
+    redis.pcall('XCLAIM', K_READY, CG, consumer, 0, sid)
+    return lease_it(id)
+  end
+  redis.call('ZREM', K_LEASES, id)
+end
+-- 2. Due retries join the stream.
+local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, {PROMOTE_BATCH})
+for _, id in ipairs(due) do
+  redis.call('ZREM', K_DELAYED, id)
+  xadd(id)
+end
+-- 3. The next undelivered entry of the stream, through the consumer group.
+for _ = 1, {SKIP_LIMIT} do
+  local r = redis.pcall('XREADGROUP', 'GROUP', CG, consumer, 'COUNT', 1, 'STREAMS', K_READY, '>')
+  if type(r) == 'table' and r.err then
+    -- No stream or no group yet (fresh Redis, or the keys were deleted): create both.
+    redis.call('XGROUP', 'CREATE', K_READY, CG, '0', 'MKSTREAM')
+    r = redis.call('XREADGROUP', 'GROUP', CG, consumer, 'COUNT', 1, 'STREAMS', K_READY, '>')
+  end
+  if not r then return false end
+  local entry = r[1][2][1]
+  local sid, id = entry[1], entry[2][2]
+  if redis.call('HGET', k_task(id), 'sid') == sid then return lease_it(id) end
+  -- Stale (its task finished or moved meanwhile): drop it.
+  redis.call('XACK', K_READY, CG, sid)
+  redis.call('XDEL', K_READY, sid)
+end
+return false
+"#
+    )
+}
+
+/// ARGV: prefix, id. Returns 1 if the task existed, 0 otherwise (idempotent).
+const COMPLETE_LUA: &str = r#"
+local id = ARGV[2]
+local tk = k_task(id)
+local g = redis.call('HGET', tk, 'group')
+if not g then return 0 end
+deactivate(id, g)
+redis.call('DEL', tk)
+redis.call('ZREM', K_TASKS, id)
+redis.call('ZREM', k_group(g), id)
+schedule(g, now_ms())
+return 1
+"#;
+
+/// ARGV: prefix, id, delay ms, error. Returns 1, or -1 for an unknown task.
+const RESCHEDULE_LUA: &str = r#"
+local id = ARGV[2]
+local tk = k_task(id)
+local g = redis.call('HGET', tk, 'group')
+if not g then return -1 end
+local now = now_ms()
+deactivate(id, g)
+redis.call('HINCRBY', tk, 'attempt', 1)
+redis.call('HSET', tk, 'nb', now + tonumber(ARGV[3]), 'err', ARGV[4])
+schedule(g, now)
+return 1
+"#;
+
+/// ARGV: prefix, id, reason. Returns 1, or -1 for an unknown task.
+const DEAD_LETTER_LUA: &str = r#"
+local id = ARGV[2]
+local tk = k_task(id)
+local g = redis.call('HGET', tk, 'group')
+if not g then return -1 end
+local now = now_ms()
+deactivate(id, g)
+local f = redis.call('HMGET', tk, 'payload', 'attempt', 'enq', 'err')
+local dk = k_dead(id)
+redis.call('HSET', dk, 'group', g, 'payload', f[1], 'attempt', f[2], 'enq', f[3],
+  'reason', ARGV[3], 'failed', now)
+if f[4] then redis.call('HSET', dk, 'err', f[4]) end
+redis.call('ZADD', K_DEAD, id, id)
+redis.call('DEL', tk)
+redis.call('ZREM', K_TASKS, id)
+redis.call('ZREM', k_group(g), id)
+schedule(g, now)
+return 1
+"#;
+
+/// ARGV: prefix, id. Returns 1 if a dead letter went back to the queue, 0 if there was none.
+const REPLAY_LUA: &str = r#"
+local id = ARGV[2]
+local dk = k_dead(id)
+local f = redis.call('HMGET', dk, 'group', 'payload', 'enq', 'err')
+if not f[1] then return 0 end
+local g = f[1]
+local now = now_ms()
+local tk = k_task(id)
+redis.call('HSET', tk, 'group', g, 'payload', f[2], 'attempt', 0, 'enq', f[3], 'nb', now,
+  'state', 'waiting')
+if f[4] then redis.call('HSET', tk, 'err', f[4]) end
+redis.call('ZADD', K_TASKS, id, id)
+redis.call('ZADD', k_group(g), id, id)
+redis.call('DEL', dk)
+redis.call('ZREM', K_DEAD, id)
+schedule(g, now)
+return 1
+"#;
+
+/// ARGV: prefix. Makes every delayed head due now; returns how many were not yet due.
+const RETRY_ALL_NOW_LUA: &str = r#"
+local now = now_ms()
+local delayed = redis.call('ZRANGE', K_DELAYED, 0, -1, 'WITHSCORES')
+local n = 0
+for i = 1, #delayed, 2 do
+  local id = delayed[i]
+  if tonumber(delayed[i + 1]) > now then n = n + 1 end
+  redis.call('ZREM', K_DELAYED, id)
+  redis.call('HSET', k_task(id), 'nb', now)
+  xadd(id)
+end
+return n
+"#;
+
+/// ARGV: prefix, limit. Unfinished tasks in id order: `{id, group, payload, attempt, enq, err}`.
+const LIST_QUEUE_LUA: &str = r#"
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', K_TASKS, 0, tonumber(ARGV[2]) - 1)) do
+  local f = redis.call('HMGET', k_task(id), 'group', 'payload', 'attempt', 'enq', 'err')
+  if f[1] then out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5]} end
+end
+return out
+"#;
+
+/// ARGV: prefix, limit. Dead letters newest first:
+/// `{id, group, payload, attempt, enq, err, reason, failed}`.
+const LIST_DEAD_LUA: &str = r#"
+local out = {}
+for _, id in ipairs(redis.call('ZREVRANGE', K_DEAD, 0, tonumber(ARGV[2]) - 1)) do
+  local f = redis.call('HMGET', k_dead(id), 'group', 'payload', 'attempt', 'enq', 'err',
+    'reason', 'failed')
+  if f[1] then out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7]} end
+end
+return out
+"#;
+
+/// ARGV: prefix, idle ms. Creates the stream and consumer group if missing, and forgets
+/// consumers (instances that went away) idle longer than that with nothing pending. Forgetting
+/// a live consumer is harmless: `XREADGROUP` recreates it on its next claim.
+const PREPARE_GROUP_LUA: &str = r#"
+local ok = redis.pcall('XGROUP', 'CREATE', K_READY, CG, '0', 'MKSTREAM')
+if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP') then
+  return redis.error_reply(ok.err)
+end
+local forgotten = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', K_READY, CG)) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', K_READY, CG, f['name'])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"#;
+
+/// ARGV: prefix, call date ms, E.164 or "", manager id or "", entry JSON.
+fn append_call_log_lua() -> String {
+    format!(
+        r#"
+local P = ARGV[1]
+local seq = redis.call('INCR', P .. '{CALL_LOG_SEQ}')
+local member = string.format('%020d', seq)
+redis.call('ZADD', P .. '{CALL_LOG}', ARGV[2], member)
+redis.call('HSET', P .. '{CALL_LOG_ENTRIES}', member, ARGV[5])
+if ARGV[3] ~= '' and ARGV[4] ~= '' then
+  local k = P .. '{LAST_TALKED}'
+  local cur = redis.call('HGET', k, ARGV[3])
+  local date = tonumber(ARGV[2])
+  if (not cur) or tonumber(string.match(cur, '^(-?%d+):')) <= date then
+    redis.call('HSET', k, ARGV[3], ARGV[2] .. ':' .. ARGV[4])
+  end
+end
+return 1
+"#
+    )
+}
+
+/// ARGV: prefix, entry JSON (without id). Returns the new id.
+fn quarantine_lua() -> String {
+    format!(
+        r#"
+local P = ARGV[1]
+local id = redis.call('INCR', P .. '{QUARANTINE_SEQ}')
+redis.call('HSET', P .. '{QUARANTINE_ENTRIES}', id, ARGV[2])
+redis.call('ZADD', P .. '{QUARANTINE}', id, id)
+return id
+"#
+    )
+}
+
+struct Scripts {
+    prepare_group: Script,
+    enqueue: Script,
+    claim: Script,
+    complete: Script,
+    reschedule: Script,
+    dead_letter: Script,
+    replay: Script,
+    retry_all_now: Script,
+    list_queue: Script,
+    list_dead: Script,
+    append_call_log: Script,
+    quarantine: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let prelude = lua_prelude();
+        let queue = |body: &str| Script::new(&format!("{prelude}{body}"));
+        Scripts {
+            prepare_group: queue(PREPARE_GROUP_LUA),
+            enqueue: queue(ENQUEUE_LUA),
+            claim: queue(&claim_lua()),
+            complete: queue(COMPLETE_LUA),
+            reschedule: queue(RESCHEDULE_LUA),
+            dead_letter: queue(DEAD_LETTER_LUA),
+            replay: queue(REPLAY_LUA),
+            retry_all_now: queue(RETRY_ALL_NOW_LUA),
+            list_queue: queue(LIST_QUEUE_LUA),
+            list_dead: queue(LIST_DEAD_LUA),
+            append_call_log: Script::new(&append_call_log_lua()),
+            quarantine: Script::new(&quarantine_lua()),
+        }
+    }
+}
+
+// --- helpers -----------------------------------------------------------------------------
+
+fn backend(e: redis::RedisError) -> StoreError {
+    StoreError::Backend(format!("redis: {e}"))
+}
+
+fn corrupt(key: impl Into<String>, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: key.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// A TTL in whole milliseconds, or `None` when it is already over (zero, or below 1 ms):
+/// such a key counts as expired at once, as in the embedded store.
+fn ttl_ms(ttl: Duration) -> Option<u64> {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    (ms > 0).then_some(ms)
+}
+
+/// Escapes the glob characters of `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `{id, group, payload, attempt, enq, err}` as the queue scripts return it.
+type TaskTuple = (u64, String, Vec<u8>, u32, u64, Option<String>);
+
+fn task_from(t: TaskTuple) -> QueuedTask {
+    let (id, group, payload, attempt, enqueued_at_ms, last_error) = t;
+    QueuedTask {
+        id,
+        group,
+        payload,
+        attempt,
+        enqueued_at_ms,
+        last_error,
+    }
+}
+
+fn encode_owner(entry: OwnerEntry) -> String {
+    let part = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    format!(
+        "{}:{}",
+        part(entry.customer_id.map(|c| c.0)),
+        part(entry.manager_id.map(|m| m.0))
+    )
+}
+
+fn decode_owner(key: &str, raw: &str) -> Result<OwnerEntry, StoreError> {
+    let (customer, manager) = raw
+        .split_once(':')
+        .ok_or_else(|| corrupt(key, "owner entry without ':'"))?;
+    let part = |s: &str| -> Result<Option<u64>, StoreError> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse().map(Some).map_err(|e| corrupt(key, e))
+        }
+    };
+    Ok(OwnerEntry {
+        customer_id: part(customer)?.map(CustomerId),
+        manager_id: part(manager)?.map(ManagerId),
+    })
+}
+
+/// A quarantine entry as stored (its id is the hash field).
+#[derive(Serialize, Deserialize)]
+struct QuarantineRecord {
+    received_at_ms: u64,
+    reason: String,
+    content_type: Option<String>,
+    raw: String,
+}
+
+// --- the store ---------------------------------------------------------------------------
+
+/// The shared Redis store. See the module docs. Cheap to clone: the connection manager is
+/// a handle to one multiplexed, auto-reconnecting connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    /// This instance's consumer name in [`Q_CONSUMER_GROUP`].
+    consumer: String,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    // No URL: it may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects (the connection manager reconnects by itself later), makes sure the queue's
+    /// stream and consumer group exist, and forgets long-idle consumers (see
+    /// [`CONSUMER_FORGET_AFTER`]).
+    pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(backend)?;
+        let store = RedisStore {
+            conn,
+            prefix: key_prefix.to_owned(),
+            consumer: format!("callgate-{:016x}", rand::random::<u64>()),
+            scripts: std::sync::Arc::new(Scripts::new()),
+        };
+        let idle = u64::try_from(CONSUMER_FORGET_AFTER.as_millis())
+            .unwrap_or(u64::MAX)
+            .to_string();
+        let forgotten: u64 = store
+            .run(&store.scripts.prepare_group, &[], &[idle.as_bytes()])
+            .await?;
+        if forgotten > 0 {
+            tracing::info!(forgotten, "Forgot idle consumers of the Redis queue.");
+        }
+        Ok(store)
+    }
+
+    /// The configured key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn kv_key(&self, key: &str) -> String {
+        format!("{}{KV}{key}", self.prefix)
+    }
+
+    fn owner_key(&self, phone: &PhoneNumber) -> String {
+        format!("{}{OWNER}{}", self.prefix, phone.e164())
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs a script whose only argument before `args` is the prefix.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T, StoreError> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(*k);
+        }
+        inv.arg(self.prefix.as_str());
+        for a in args {
+            inv.arg(*a);
+        }
+        inv.invoke_async(&mut self.conn()).await.map_err(backend)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn().get(self.kv_key(key)).await.map_err(backend)
+    }
+
+    async fn set_raw(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let k = self.kv_key(key);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&k).arg(value);
+        match ttl.map(ttl_ms) {
+            None => {}
+            Some(Some(ms)) => {
+                cmd.arg("PX").arg(ms);
+            }
+            // Already expired: what is left is "absent".
+            Some(None) => return self.delete(key).await,
+        }
+        cmd.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(backend)
+    }
+
+    async fn set_raw_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let k = self.kv_key(key);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&k).arg(value).arg("NX");
+        match ttl.map(ttl_ms) {
+            None => {}
+            Some(Some(ms)) => {
+                cmd.arg("PX").arg(ms);
+            }
+            // Set and expired in the same instant: it wins if the key was absent, and
+            // leaves nothing behind.
+            Some(None) => {
+                let exists: bool = self.conn().exists(&k).await.map_err(backend)?;
+                return Ok(!exists);
+            }
+        }
+        let reply: Option<String> = cmd.query_async(&mut self.conn()).await.map_err(backend)?;
+        Ok(reply.is_some())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.conn()
+            .del::<_, ()>(self.kv_key(key))
+            .await
+            .map_err(backend)
+    }
+
+    async fn scan_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let base = self.kv_key("");
+        let pattern = format!("{}*", glob_escape(&format!("{base}{prefix}")));
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key twice (rehashing); order and deduplicate.
+        keys.sort_unstable();
+        keys.dedup();
+        let mut out = Vec::new();
+        for chunk in keys.chunks(limit.min(SCAN_COUNT)) {
+            let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            for (k, v) in chunk.iter().zip(values) {
+                // Expired (or deleted) between the scan and the read: absent.
+                if let Some(v) = v
+                    && let Some(short) = k.strip_prefix(base.as_str())
+                {
+                    out.push((short.to_owned(), v));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
+        self.conn()
+            .incr(format!("{}{SEQ}{sequence}", self.prefix), 1u64)
+            .await
+            .map_err(backend)
+    }
+
+    async fn get_owner(&self, phone: &PhoneNumber) -> Result<Option<OwnerEntry>, StoreError> {
+        let key = self.owner_key(phone);
+        let raw: Option<String> = self.conn().get(&key).await.map_err(backend)?;
+        raw.map(|r| decode_owner(&key, &r)).transpose()
+    }
+
+    async fn put_owner(
+        &self,
+        phone: &PhoneNumber,
+        entry: OwnerEntry,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.owner_key(phone);
+        match ttl_ms(ttl) {
+            Some(ms) => self
+                .conn()
+                .pset_ex::<_, _, ()>(&key, encode_owner(entry), ms)
+                .await
+                .map_err(backend),
+            None => self.conn().del::<_, ()>(&key).await.map_err(backend),
+        }
+    }
+
+    async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError> {
+        let raw: Option<Vec<u8>> = self
+            .conn()
+            .hget(self.key(MANAGERS), id.0)
+            .await
+            .map_err(backend)?;
+        raw.map(|r| {
+            serde_json::from_slice(&r).map_err(|e| corrupt(format!("{MANAGERS}/{}", id.0), e))
+        })
+        .transpose()
+    }
+
+    async fn set_manager_state(
+        &self,
+        id: ManagerId,
+        state: ManagerState,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(&state)
+            .map_err(|e| StoreError::Backend(format!("manager state: {e}")))?;
+        self.conn()
+            .hset::<_, _, _, ()>(self.key(MANAGERS), id.0, json)
+            .await
+            .map_err(backend)
+    }
+
+    async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(entry)
+            .map_err(|e| StoreError::Backend(format!("call log entry: {e}")))?;
+        let date = entry.date.and_utc().timestamp_millis().to_string();
+        let phone = entry
+            .client_phone
+            .as_ref()
+            .map(|p| p.e164().to_owned())
+            .unwrap_or_default();
+        let manager = entry
+            .manager_id
+            .map(|m| m.0.to_string())
+            .unwrap_or_default();
+        self.run::<i64>(
+            &self.scripts.append_call_log,
+            &[],
+            &[date.as_bytes(), phone.as_bytes(), manager.as_bytes(), &json],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn last_talked(&self, phone: &PhoneNumber) -> Result<Option<ManagerId>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .hget(self.key(LAST_TALKED), phone.e164())
+            .await
+            .map_err(backend)?;
+        raw.map(|r| {
+            r.rsplit_once(':')
+                .and_then(|(_, m)| m.parse().ok())
+                .map(ManagerId)
+                .ok_or_else(|| corrupt(format!("{LAST_TALKED}/{}", phone.masked()), r))
+        })
+        .transpose()
+    }
+
+    async fn query_call_log(
+        &self,
+        filter: &CallLogFilter,
+        limit: usize,
+    ) -> Result<Vec<CallLogEntry>, StoreError> {
+        let mut conn = self.conn();
+        let index = self.key(CALL_LOG);
+        let entries = self.key(CALL_LOG_ENTRIES);
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        while out.len() < limit {
+            let stop = start + CALL_LOG_PAGE as isize - 1;
+            let members: Vec<String> =
+                conn.zrevrange(&index, start, stop).await.map_err(backend)?;
+            if members.is_empty() {
+                break;
+            }
+            let jsons: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&entries)
+                .arg(&members)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            for (member, json) in members.iter().zip(jsons) {
+                let Some(json) = json else { continue };
+                let entry: CallLogEntry = serde_json::from_slice(&json)
+                    .map_err(|e| corrupt(format!("{CALL_LOG_ENTRIES}/{member}"), e))?;
+                if filter.matches(&entry) {
+                    out.push(entry);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            start += CALL_LOG_PAGE as isize;
+        }
+        Ok(out)
+    }
+
+    async fn enqueue(
+        &self,
+        dedupe_key: &str,
+        dedupe_ttl: Duration,
+        group: &str,
+        payload: &[u8],
+    ) -> Result<EnqueueOutcome, StoreError> {
+        // A zero window still has to be a valid `PX`; 1 ms is as good as gone.
+        let ttl = ttl_ms(dedupe_ttl).unwrap_or(1).to_string();
+        let id: u64 = self
+            .run(
+                &self.scripts.enqueue,
+                &[&self.kv_key(dedupe_key)],
+                &[ttl.as_bytes(), group.as_bytes(), payload],
+            )
+            .await?;
+        Ok(match id {
+            0 => EnqueueOutcome::Duplicate,
+            id => EnqueueOutcome::Accepted { id },
+        })
+    }
+
+    async fn claim_next(&self, lease: Duration) -> Result<Option<QueuedTask>, StoreError> {
+        let lease = ttl_ms(lease).unwrap_or(0).to_string();
+        let task: Option<TaskTuple> = self
+            .run(
+                &self.scripts.claim,
+                &[],
+                &[lease.as_bytes(), self.consumer.as_bytes()],
+            )
+            .await?;
+        Ok(task.map(task_from))
+    }
+
+    async fn complete(&self, id: u64) -> Result<(), StoreError> {
+        self.run::<i64>(&self.scripts.complete, &[], &[id.to_string().as_bytes()])
+            .await
+            .map(|_| ())
+    }
+
+    async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError> {
+        let delay = u64::try_from(delay.as_millis())
+            .unwrap_or(u64::MAX)
+            .to_string();
+        let found: i64 = self
+            .run(
+                &self.scripts.reschedule,
+                &[],
+                &[
+                    id.to_string().as_bytes(),
+                    delay.as_bytes(),
+                    error.as_bytes(),
+                ],
+            )
+            .await?;
+        if found < 0 {
+            return Err(StoreError::NoSuchTask(id));
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError> {
+        let found: i64 = self
+            .run(
+                &self.scripts.dead_letter,
+                &[],
+                &[id.to_string().as_bytes(), reason.as_bytes()],
+            )
+            .await?;
+        if found < 0 {
+            return Err(StoreError::NoSuchTask(id));
+        }
+        Ok(())
+    }
+
+    async fn retry_all_now(&self) -> Result<u64, StoreError> {
+        self.run(&self.scripts.retry_all_now, &[], &[]).await
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.conn().zcard(self.key(Q_TASKS)).await.map_err(backend)
+    }
+
+    async fn list_queue(&self, limit: usize) -> Result<Vec<QueuedTask>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = limit.min(i64::MAX as usize).to_string();
+        let tasks: Vec<TaskTuple> = self
+            .run(&self.scripts.list_queue, &[], &[limit.as_bytes()])
+            .await?;
+        Ok(tasks.into_iter().map(task_from).collect())
+    }
+
+    async fn list_dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = limit.min(i64::MAX as usize).to_string();
+        type DeadTuple = (u64, String, Vec<u8>, u32, u64, Option<String>, String, u64);
+        let dead: Vec<DeadTuple> = self
+            .run(&self.scripts.list_dead, &[], &[limit.as_bytes()])
+            .await?;
+        Ok(dead
+            .into_iter()
+            .map(
+                |(id, group, payload, attempt, enq, err, reason, failed_at_ms)| DeadLetter {
+                    task: task_from((id, group, payload, attempt, enq, err)),
+                    reason,
+                    failed_at_ms,
+                },
+            )
+            .collect())
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        self.conn().zcard(self.key(Q_DEAD)).await.map_err(backend)
+    }
+
+    async fn replay_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
+        let replayed: i64 = self
+            .run(&self.scripts.replay, &[], &[id.to_string().as_bytes()])
+            .await?;
+        Ok(replayed == 1)
+    }
+
+    async fn quarantine(
+        &self,
+        reason: &str,
+        content_type: Option<&str>,
+        raw: &str,
+    ) -> Result<u64, StoreError> {
+        let json = serde_json::to_vec(&QuarantineRecord {
+            received_at_ms: now_ms(),
+            reason: reason.to_owned(),
+            content_type: content_type.map(str::to_owned),
+            raw: raw.to_owned(),
+        })
+        .map_err(|e| StoreError::Backend(format!("quarantine entry: {e}")))?;
+        self.run(&self.scripts.quarantine, &[], &[&json]).await
+    }
+
+    async fn list_quarantine(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        let ids: Vec<u64> = conn
+            .zrevrange(self.key(QUARANTINE), 0, stop)
+            .await
+            .map_err(backend)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jsons: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(self.key(QUARANTINE_ENTRIES))
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, json) in ids.into_iter().zip(jsons) {
+            let Some(json) = json else { continue };
+            let r: QuarantineRecord = serde_json::from_slice(&json)
+                .map_err(|e| corrupt(format!("{QUARANTINE_ENTRIES}/{id}"), e))?;
+            out.push(QuarantineEntry {
+                id,
+                received_at_ms: r.received_at_ms,
+                reason: r.reason,
+                content_type: r.content_type,
+                raw: r.raw,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_entries_roundtrip_through_their_string_form() {
+        for entry in [
+            OwnerEntry::NEGATIVE,
+            OwnerEntry {
+                customer_id: Some(CustomerId(42)),
+                manager_id: Some(ManagerId(7)),
+            },
+            OwnerEntry {
+                customer_id: Some(CustomerId(1)),
+                manager_id: None,
+            },
+        ] {
+            assert_eq!(
+                decode_owner("k", &encode_owner(entry)).expect("decode"),
+                entry
+            );
+        }
+        assert_eq!(encode_owner(OwnerEntry::NEGATIVE), ":");
+        assert!(decode_owner("k", "42").is_err());
+    }
+
+    #[test]
+    fn scan_patterns_escape_glob_characters() {
+        assert_eq!(glob_escape("a*b?[c]\\d:"), "a\\*b\\?\\[c\\]\\\\d:");
+    }
+
+    #[test]
+    fn zero_ttls_count_as_expired() {
+        assert_eq!(ttl_ms(Duration::ZERO), None);
+        assert_eq!(ttl_ms(Duration::from_micros(999)), None);
+        assert_eq!(ttl_ms(Duration::from_millis(50)), Some(50));
+    }
+}

@@ -1,0 +1,43 @@
+//! Several callgate instances behind a load balancer, sharing one Redis (SPEC §2, §7): what
+//! one instance does, the other sees — the per-number lock included.
+
+use std::time::Duration;
+
+use crate::{
+    calls::{TRACKING, after_call},
+    helpers::{eventually, redis_store_toml, spawn_app_with_crm, start_fake_crm},
+    redis_support::RedisKeys,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_redis_make_one_customer_for_simultaneous_calls_from_a_new_number() {
+    // Arrange: two callgates (two ports, one Redis, one prefix) and one strict fake retailCRM.
+    let redis = RedisKeys::new();
+    let crm = start_fake_crm().await;
+    let extra = format!(
+        "{}[worker]\nconcurrency = 4\nretry_base_ms = 1\nretry_max_ms = 5\n{TRACKING}",
+        redis_store_toml(&redis.url, &redis.prefix)
+    );
+    let a = spawn_app_with_crm(&crm, &extra).await;
+    let b = spawn_app_with_crm(&crm, &extra).await;
+    assert_ne!(a.address, b.address);
+
+    // Act: the load balancer sends one webhook to each, at the same moment.
+    let first = after_call("lb-1", "0931112233", "ANSWERED", 1028);
+    let second = after_call("lb-2", "+380931112233", "ANSWERED", 1027);
+    let (ra, rb) = tokio::join!(a.post_webhook(&first), b.post_webhook(&second));
+
+    // Assert
+    assert_eq!((ra.status().as_u16(), rb.status().as_u16()), (200, 200));
+    eventually(Duration::from_secs(10), "both calls uploaded", || async {
+        (crm.calls().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(crm.customers().len(), 1, "{:#?}", crm.customers());
+    assert_eq!(
+        crm.orders().len(),
+        1,
+        "the second call sees the first call's open order"
+    );
+    assert_eq!(a.state.store.queue_depth().await.expect("depth"), 0);
+}
