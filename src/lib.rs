@@ -8,6 +8,7 @@
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
 //! - [`lookup`]: the pre-call lookup service (owner index, single flight, deadline).
 //! - [`http`]: the axum router and handlers.
+//! - [`rules`]: loading and reloading `routing-rules/` (the live rule set).
 //! - [`config`], [`telemetry`], [`metrics`]: operations.
 //! - [`startup`]: the one place that wires adapters together (`Application`).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod domain;
 pub mod http;
 pub mod lookup;
 pub mod metrics;
+pub mod rules;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

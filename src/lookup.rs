@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::{
@@ -21,8 +22,10 @@ use crate::{
         lookup::{CallerFacts, LookupDecision, LookupPolicy, LookupReason, decide},
         manager::{ManagerDirectory, ManagerId, ManagerState},
         phone_number::{PhoneNormalizer, PhoneNumber},
+        rules::{LookupOverride, MatchContext},
     },
     metrics::{Metrics, ReasonLabel},
+    rules::RuleBook,
     store::{OwnerEntry, Store},
 };
 
@@ -35,6 +38,18 @@ pub struct LookupRequest {
     pub dst: Option<String>,
     /// Site as received.
     pub site: Option<String>,
+    /// UTM tags, when the forwarding request carries them (routing rules may match on them).
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+}
+
+/// What the routing rules say before the owner is looked up.
+enum RuleOutcome {
+    /// The rule answered (`forward_to`, or `ignore`).
+    Decided(LookupDecision),
+    /// Decide with this policy.
+    Policy(LookupPolicy),
 }
 
 /// The index lookup's result for one number.
@@ -56,6 +71,8 @@ pub struct LookupService {
     normalizer: PhoneNormalizer,
     config: LookupConfig,
     metrics: Arc<Metrics>,
+    /// Routing rules (`forward_to`, `lookup_policy`, `ignore`), reloadable.
+    rules: Arc<RuleBook>,
     /// In-flight CRM fetches by number; a waiter subscribes instead of asking again.
     inflight: Mutex<HashMap<PhoneNumber, watch::Receiver<Option<FetchResult>>>>,
 }
@@ -68,6 +85,7 @@ impl LookupService {
         normalizer: PhoneNormalizer,
         config: LookupConfig,
         metrics: Arc<Metrics>,
+        rules: Arc<RuleBook>,
     ) -> Arc<Self> {
         Arc::new(LookupService {
             store,
@@ -76,6 +94,7 @@ impl LookupService {
             normalizer,
             config,
             metrics,
+            rules,
             inflight: Mutex::new(HashMap::new()),
         })
     }
@@ -104,12 +123,57 @@ impl LookupService {
         decision
     }
 
-    async fn resolve(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
-        let phone = match self.normalizer.parse(&request.caller) {
-            Ok(parsed) => parsed.number,
-            Err(_) => return LookupDecision::nobody(LookupReason::NotANumber),
+    /// Applies the first matching routing rule (SPEC §5): its `forward_to` answers at once
+    /// (reason `rule`), `ignore = true` answers nobody (reason `rule`), `lookup_policy`
+    /// replaces `lookup.policy`; a rule with none of these leaves the configured policy. Rules
+    /// are evaluated even for callers that are not numbers (matchers on the caller then fail).
+    fn apply_rules(&self, request: &LookupRequest, caller: Option<&PhoneNumber>) -> RuleOutcome {
+        let rules = self.rules.current();
+        if rules.is_empty() {
+            return RuleOutcome::Policy(self.config.policy);
+        }
+        let dst = match &request.dst {
+            Some(raw) if rules.needs_dst() => self.normalizer.parse(raw).ok().map(|p| p.number),
+            _ => None,
         };
-        let policy = self.config.policy;
+        let mut ctx =
+            MatchContext::for_lookup(caller, dst.as_ref(), request.site.as_deref(), Utc::now());
+        ctx.utm_source = request.utm_source.as_deref();
+        ctx.utm_medium = request.utm_medium.as_deref();
+        ctx.utm_campaign = request.utm_campaign.as_deref();
+        let Some(rule) = rules.first_match(&ctx) else {
+            return RuleOutcome::Policy(self.config.policy);
+        };
+        match rule.lookup_override() {
+            LookupOverride::None => RuleOutcome::Policy(self.config.policy),
+            LookupOverride::Policy(policy) => RuleOutcome::Policy(policy),
+            LookupOverride::Nobody => {
+                RuleOutcome::Decided(LookupDecision::nobody(LookupReason::Rule))
+            }
+            LookupOverride::Forward {
+                destination,
+                manager,
+            } => RuleOutcome::Decided(LookupDecision {
+                destination: Some(destination.to_owned()),
+                manager_id: manager.or_else(|| self.directory.by_sip(destination).map(|m| m.id)),
+                reason: LookupReason::Rule,
+            }),
+        }
+    }
+
+    async fn resolve(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
+        let caller = self
+            .normalizer
+            .parse(&request.caller)
+            .ok()
+            .map(|p| p.number);
+        let policy = match self.apply_rules(request, caller.as_ref()) {
+            RuleOutcome::Decided(decision) => return decision,
+            RuleOutcome::Policy(policy) => policy,
+        };
+        let Some(phone) = caller else {
+            return LookupDecision::nobody(LookupReason::NotANumber);
+        };
         if policy == LookupPolicy::IgnoreOwner {
             return LookupDecision::nobody(LookupReason::IgnoreOwner);
         }

@@ -7,6 +7,7 @@ use callgate::{
     admin_client::AdminClient,
     config::{EXIT_CONFIG, Settings},
     domain::phone_number::PhoneNormalizer,
+    rules::{RulesLoadError, explain_event, load_dir, reload_on_sighup},
     startup::{Application, shutdown_signal},
     telemetry,
 };
@@ -50,6 +51,35 @@ enum Command {
         /// Default region for numbers without a country code (default: phone.default_region).
         #[arg(long)]
         region: Option<String>,
+    },
+    /// Check routing rules, or explain which rule fires for an event (never touches the CRM).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Validate a rules directory: prints "N rules OK" (exit 0) or every file:line error
+    /// (exit 64, as for an invalid configuration).
+    Check {
+        /// The directory (default: rules.dir).
+        dir: Option<PathBuf>,
+    },
+    /// Show which rule fires for a webhook payload, why the ones above it do not, and the
+    /// action plan. EVENT.json holds the webhook fields, optionally "event" (start, answer,
+    /// end, missed) and the simulated CRM facts "customer_exists", "customer_owner",
+    /// "open_order". Exit 0; 64 on bad rules; 1 on an unreadable event.
+    Explain {
+        /// The payload file.
+        event: PathBuf,
+        /// The rules directory (default: rules.dir).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -98,6 +128,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Normalize { number, region } => normalize(cli.config, &number, region),
+        Command::Rules { command } => rules(cli.config, command),
         Command::DeadLetters { action, url } => {
             let path = match action {
                 DeadLetterAction::List { limit } => {
@@ -144,10 +175,15 @@ async fn serve(settings: Settings) -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             eprintln!("callgate: {e:#}");
+            // Bad routing rules are a configuration error, like a bad callgate.toml.
+            if e.chain().any(|c| c.is::<RulesLoadError>()) {
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
             return ExitCode::FAILURE;
         }
     };
     tracing::info!(port = app.port(), "callgate is listening.");
+    tokio::spawn(reload_on_sighup(app.state().rules.clone()));
     let settings = &app.state().settings;
     if secrecy::ExposeSecret::expose_secret(&settings.ringostat.webhook_token).is_empty() {
         tracing::warn!(
@@ -244,6 +280,77 @@ fn normalize(config: Option<PathBuf>, number: &str, region: Option<String>) -> E
         Err(e) => {
             eprintln!("callgate: {number:?} is not a phone number: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn rules(config: Option<PathBuf>, command: RulesCommand) -> ExitCode {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let validated = match settings.validate() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("callgate: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let managers: Vec<_> = validated.directory.all().iter().map(|m| m.id).collect();
+    let load = |dir: Option<PathBuf>| {
+        let dir = dir.unwrap_or_else(|| settings.rules.dir.clone());
+        load_dir(&dir, &validated.normalizer, &managers).map_err(|e| {
+            eprintln!("callgate: {e}");
+            ExitCode::from(EXIT_CONFIG as u8)
+        })
+    };
+    match command {
+        RulesCommand::Check { dir } => match load(dir) {
+            Ok(rules) => {
+                println!("{} rules OK ({} files)", rules.len(), rules.file_count());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        RulesCommand::Explain { event, rules, json } => {
+            let rules = match load(rules) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let payload = match std::fs::read_to_string(&event)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string())
+                }) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(_) => {
+                    eprintln!("callgate: {} is not a JSON object", event.display());
+                    return ExitCode::from(1);
+                }
+                Err(e) => {
+                    eprintln!("callgate: cannot read {}: {e}", event.display());
+                    return ExitCode::from(1);
+                }
+            };
+            let report = match explain_event(&payload, &settings, &validated, &rules) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("callgate: {} is not a call event: {e}", event.display());
+                    return ExitCode::from(1);
+                }
+            };
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("callgate: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", report.render_text());
+            }
+            ExitCode::SUCCESS
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::{
     http::{AppState, router},
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
+    rules::RuleBook,
     store::{Store, embedded::EmbeddedStore, redis::RedisStore},
     worker::{Worker, retry::RetrySchedule},
 };
@@ -34,10 +35,21 @@ pub struct Application {
 }
 
 impl Application {
-    /// Validates the settings, opens the store, builds the CRM adapter and binds the port
-    /// (`server.port = 0` picks a free one).
+    /// Validates the settings and the routing rules, opens the store, builds the CRM adapter
+    /// and binds the port (`server.port = 0` picks a free one). Bad rules are a
+    /// [`crate::rules::RulesLoadError`] in the error chain (`main` exits 64 on it).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let validated = settings.validate()?;
+        let rules = Arc::new(RuleBook::load(
+            &settings.rules.dir,
+            validated.normalizer.clone(),
+            validated.directory.all().iter().map(|m| m.id).collect(),
+        )?);
+        tracing::info!(
+            rules = rules.current().len(),
+            dir = %settings.rules.dir.display(),
+            "Routing rules loaded."
+        );
         let store: Arc<dyn Store> = match settings.store.kind {
             StoreKind::Embedded => {
                 Arc::new(EmbeddedStore::open(&settings.store.path).with_context(|| {
@@ -101,6 +113,7 @@ impl Application {
                 negative_ttl: settings.lookup.negative_ttl(),
             },
             metrics.clone(),
+            rules.clone(),
         );
         let address = SocketAddr::new(settings.server.host, settings.server.port);
         let listener = TcpListener::bind(address)
@@ -120,8 +133,9 @@ impl Application {
             sandbox: sandbox.clone(),
             aliases: aliases.clone(),
             worker_wakeup: wakeup.clone(),
+            rules: rules.clone(),
         };
-        let worker = Arc::new(Worker::new(
+        let worker = Worker::new(
             state.store.clone(),
             state.crm.clone(),
             state.directory.clone(),
@@ -144,7 +158,8 @@ impl Application {
             state.settings.lookup.owner_ttl(),
             state.metrics.clone(),
             wakeup,
-        ));
+        );
+        let worker = Arc::new(worker.with_rules(rules));
         Ok(Application {
             listener,
             worker,

@@ -7,3 +7,4 @@ pub mod lookup;
 pub mod manager;
 pub mod phone_number;
 pub mod plan;
+pub mod rules;

@@ -32,6 +32,7 @@ use crate::{
     domain::{call::FieldAliases, manager::ManagerDirectory, phone_number::PhoneNormalizer},
     lookup::LookupService,
     metrics::Metrics,
+    rules::RuleBook,
     store::Store,
 };
 use error::ApiError;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub aliases: Arc<FieldAliases>,
     /// Wakes an idle worker when an event is queued.
     pub worker_wakeup: Arc<Notify>,
+    /// The live routing rules (`POST /admin/rules/reload` swaps them).
+    pub rules: Arc<RuleBook>,
 }
 
 /// Guards of the public endpoints.
@@ -124,6 +127,8 @@ pub fn router(state: AppState) -> Router {
             post(routes::admin::replay_dead_letter),
         )
         .route("/admin/quarantine", get(routes::admin::quarantine))
+        .route("/admin/rules", get(routes::admin::rules))
+        .route("/admin/rules/reload", post(routes::admin::reload_rules))
         .route("/admin/sandbox", get(routes::admin::sandbox_records))
         .route(
             "/admin/sandbox/customers",

@@ -38,9 +38,11 @@ use crate::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
             Resolved, RuleActions, UnresolvedRef, plan, resolve_parties,
         },
+        rules::{MatchContext, Rules},
     },
     http::routes::webhook::StoredWebhook,
     metrics::Metrics,
+    rules::RuleBook,
     store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
 };
 use retry::RetrySchedule;
@@ -127,6 +129,8 @@ pub struct Worker {
     pub owner_ttl: Duration,
     pub metrics: Arc<Metrics>,
     pub wakeup: Arc<Notify>,
+    /// Routing rules; the first match gives the planner its [`RuleActions`].
+    pub rules: Arc<RuleBook>,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
 }
 
@@ -151,6 +155,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         wakeup: Arc<Notify>,
     ) -> Self {
+        let no_rules_normalizer = normalizer.clone();
         Worker {
             store,
             crm,
@@ -165,8 +170,15 @@ impl Worker {
             owner_ttl,
             metrics,
             wakeup,
+            rules: Arc::new(RuleBook::fixed(Rules::default(), no_rules_normalizer)),
             statuses: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Uses `rules` (the worker starts with none).
+    pub fn with_rules(mut self, rules: Arc<RuleBook>) -> Self {
+        self.rules = rules;
+        self
     }
 
     /// Runs `concurrency` loops until `token` is cancelled; a task in progress finishes
@@ -316,8 +328,8 @@ impl Worker {
 
     async fn process_locked(&self, event: &CallEvent) -> Result<(), ProcessError> {
         let facts = self.gather_facts(event).await?;
-        let rule: Option<&RuleActions> = None;
-        let plan = plan(event, &facts, &self.planner, rule);
+        let rule = self.matching_rule(event, &facts);
+        let plan = plan(event, &facts, &self.planner, rule.as_ref());
         let event_key = event.dedupe_key();
         let mut resolved = Resolved::default();
         for action in &plan.actions {
@@ -361,6 +373,26 @@ impl Worker {
             self.set_json(&key, &legs, Some(ACTION_TTL)).await?;
         }
         Ok(())
+    }
+
+    /// The planner actions of the first routing rule matching the event (SPEC §5, S11), with
+    /// the site told from `[[sites]]` (else `crm.default_site`) and whether the CRM knows the
+    /// client. A lookup-only rule (`forward_to`, `lookup_policy`) gives the planner nothing.
+    fn matching_rule(&self, event: &CallEvent, facts: &CrmFacts) -> Option<RuleActions> {
+        let rules = self.rules.current();
+        if rules.is_empty() {
+            return None;
+        }
+        let site = facts.site.as_deref().unwrap_or(&self.planner.default_site);
+        let ctx = MatchContext::for_event(
+            event,
+            Some(site),
+            Some(!facts.customers.is_empty()),
+            chrono::Utc::now(),
+        );
+        let rule = rules.first_match(&ctx)?;
+        tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
+        rule.planner_actions().cloned()
     }
 
     async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {

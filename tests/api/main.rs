@@ -4,6 +4,7 @@
 mod calls;
 mod helpers;
 mod lookup;
+mod rules;
 mod shared_redis;
 
 #[path = "../support/redis.rs"]

@@ -1,6 +1,6 @@
 //! `/admin` (bearer `admin.token`; disabled when the token is empty): the call log with
-//! filters, the queue, dead letters, quarantine, replay and retry-now, and the sandbox CRM's
-//! records.
+//! filters, the queue, dead letters, quarantine, replay and retry-now, the routing rules and
+//! their reload, and the sandbox CRM's records.
 
 use axum::{
     Json,
@@ -189,6 +189,33 @@ pub async fn quarantine(
         .await
         .map_err(unexpected)?;
     Ok(Json(json!({ "quarantine": entries })))
+}
+
+/// `GET /admin/rules`: the live routing rules, in evaluation order.
+pub async fn rules(State(state): State<AppState>) -> Json<Value> {
+    let rules = state.rules.current();
+    let list: Vec<Value> = rules
+        .all()
+        .iter()
+        .map(|r| json!({"name": r.name, "file": r.file, "line": r.line, "actions": r.describe_actions()}))
+        .collect();
+    Json(json!({"dir": state.rules.dir().display().to_string(), "rules": list}))
+}
+
+/// `POST /admin/rules/reload`: reads `rules.dir` again. 200 with the new count; 400
+/// `invalid_rules` with every file:line problem when the new files are bad (the old rules
+/// keep running).
+pub async fn reload_rules(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match state.rules.reload() {
+        Ok(rules) => Ok(Json(
+            json!({"reloaded": true, "rules": rules.len(), "files": rules.file_count()}),
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_rules",
+            None,
+            format!("{e}; the previous rules stay in force"),
+        )),
+    }
 }
 
 pub async fn sandbox_records(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

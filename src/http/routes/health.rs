@@ -12,9 +12,18 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready when the store answers. The routing rules are always loaded in a running process
+/// (a bad set refuses the start and a bad reload keeps the old set); the body says how many.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            format!(
+                "ready: store reachable, {} routing rules loaded",
+                state.rules.current().len()
+            ),
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "Store is not reachable; not ready.");
             (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()

@@ -54,6 +54,9 @@ pub async fn route(
         caller,
         dst: payload.text("dst"),
         site: payload.text("site"),
+        utm_source: payload.text("utm_source"),
+        utm_medium: payload.text("utm_medium"),
+        utm_campaign: payload.text("utm_campaign"),
     };
     let decision = state.lookup.lookup(&request).await;
     Ok(render(
