@@ -116,6 +116,8 @@ pub struct LookupSettings {
     pub owner_ttl_secs: u64,
     /// TTL of "no customer" in the index.
     pub negative_ttl_secs: u64,
+    /// Most CRM owner fetches in flight at once.
+    pub max_crm_fetches: usize,
 }
 
 impl LookupSettings {
@@ -350,6 +352,9 @@ impl Settings {
         };
         if self.lookup.deadline_ms == 0 || self.lookup.deadline_ms > 10_000 {
             return Err(invalid("lookup.deadline_ms must be between 1 and 10000"));
+        }
+        if self.lookup.max_crm_fetches == 0 {
+            return Err(invalid("lookup.max_crm_fetches must be at least 1"));
         }
         if self.lookup.response_key.trim().is_empty() {
             return Err(invalid("lookup.response_key must not be empty"));

@@ -24,7 +24,7 @@ use crate::{
         phone_number::{PhoneNormalizer, PhoneNumber},
         rules::{LookupOverride, MatchContext},
     },
-    metrics::{Metrics, ReasonLabel},
+    metrics::Metrics,
     rules::RuleBook,
     store::{OwnerEntry, Store},
 };
@@ -62,6 +62,9 @@ pub struct LookupConfig {
     pub policy: LookupPolicy,
     pub owner_ttl: Duration,
     pub negative_ttl: Duration,
+    /// Most CRM owner fetches in flight at once; a miss beyond it answers nobody at once
+    /// instead of piling up requests on a slow or hung CRM.
+    pub max_crm_fetches: usize,
 }
 
 pub struct LookupService {
@@ -104,22 +107,28 @@ impl LookupService {
     }
 
     /// Answers within the deadline, whatever the CRM or the store do.
+    ///
+    /// The common path (index and manager state in memory) completes on its first poll, so
+    /// it is polled once before any timer is armed: a timer per lookup is a measurable share
+    /// of the hot path's cost (load-tests/RESULTS.md). Only a lookup that has to wait (a CRM
+    /// fetch, a remote store) gets the deadline timer, armed from the lookup's start.
     pub async fn lookup(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
         let started = Instant::now();
-        let decision = match tokio::time::timeout(self.config.deadline, self.resolve(request)).await
-        {
-            Ok(decision) => decision,
-            Err(_) => LookupDecision::nobody(LookupReason::Timeout),
+        let mut resolve = std::pin::pin!(self.resolve(request));
+        let decision = match futures::poll!(resolve.as_mut()) {
+            std::task::Poll::Ready(decision) => decision,
+            std::task::Poll::Pending => {
+                let deadline = tokio::time::Instant::from_std(started) + self.config.deadline;
+                match tokio::time::timeout_at(deadline, resolve).await {
+                    Ok(decision) => decision,
+                    Err(_) => LookupDecision::nobody(LookupReason::Timeout),
+                }
+            }
         };
         self.metrics
             .lookup_latency
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .lookup_outcomes
-            .get_or_create(&ReasonLabel {
-                reason: decision.reason.as_str(),
-            })
-            .inc();
+        self.metrics.lookup_outcome(decision.reason).inc();
         decision
     }
 
@@ -226,6 +235,13 @@ impl LookupService {
             let mut inflight = self.inflight.lock().expect("inflight lock poisoned");
             match inflight.get(&phone) {
                 Some(rx) => rx.clone(),
+                None if inflight.len() >= self.config.max_crm_fetches => {
+                    tracing::warn!(
+                        in_flight = inflight.len(),
+                        "Too many CRM owner lookups in flight; answering nobody without asking."
+                    );
+                    return None;
+                }
                 None => {
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(phone.clone(), rx.clone());

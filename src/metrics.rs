@@ -1,6 +1,7 @@
 //! Prometheus metrics (SPEC §8), one registry per [`crate::startup::Application`] so that
 //! several apps in one test process never share counters.
 
+use crate::domain::lookup::LookupReason;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -48,6 +49,8 @@ pub struct Metrics {
     pub lookup_outcomes: Family<ReasonLabel, Counter>,
     /// CRM requests made by the lookup (misses of the owner index).
     pub lookup_crm_fetches: Counter,
+    /// `lookup_outcomes` counters resolved once per reason: no label lookup per request.
+    lookup_outcome_counters: Vec<(LookupReason, Counter)>,
     /// Webhook acknowledgement latency (durable store included), seconds.
     pub webhook_ack_latency: Histogram,
     /// Webhooks by outcome (`accepted`, `duplicate`, `unauthorized`, `malformed`).
@@ -138,8 +141,20 @@ impl Metrics {
             "Time spent waiting for a CRM rate limiter",
             limiter_wait.clone(),
         );
+        let lookup_outcome_counters = LookupReason::ALL
+            .iter()
+            .map(|&reason| {
+                let counter = lookup_outcomes
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.as_str(),
+                    })
+                    .clone();
+                (reason, counter)
+            })
+            .collect();
         Metrics {
             registry,
+            lookup_outcome_counters,
             lookup_latency,
             lookup_outcomes,
             lookup_crm_fetches,
@@ -151,6 +166,15 @@ impl Metrics {
             crm_latency,
             limiter_wait,
         }
+    }
+
+    /// The `lookup_outcomes` counter of `reason`.
+    pub fn lookup_outcome(&self, reason: LookupReason) -> &Counter {
+        self.lookup_outcome_counters
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map(|(_, c)| c)
+            .expect("every LookupReason has a counter")
     }
 
     /// The Prometheus text exposition.

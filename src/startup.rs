@@ -111,6 +111,7 @@ impl Application {
                 policy: settings.lookup.policy,
                 owner_ttl: settings.lookup.owner_ttl(),
                 negative_ttl: settings.lookup.negative_ttl(),
+                max_crm_fetches: settings.lookup.max_crm_fetches,
             },
             metrics.clone(),
             rules.clone(),

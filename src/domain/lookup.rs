@@ -81,6 +81,20 @@ pub enum LookupReason {
 }
 
 impl LookupReason {
+    /// Every reason, for metrics that pre-create one series per reason.
+    pub const ALL: [LookupReason; 10] = [
+        LookupReason::Owner,
+        LookupReason::LastTalked,
+        LookupReason::Rule,
+        LookupReason::None,
+        LookupReason::OwnerUnavailable,
+        LookupReason::UnknownManager,
+        LookupReason::IgnoreOwner,
+        LookupReason::NotANumber,
+        LookupReason::Timeout,
+        LookupReason::Unavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LookupReason::Owner => "owner",

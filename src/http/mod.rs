@@ -64,6 +64,13 @@ struct PublicGuard {
     limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
 }
 
+impl PublicGuard {
+    /// Whether the guard has anything to check; an idle guard is not layered at all.
+    fn is_active(&self) -> bool {
+        !self.allowlist.is_empty() || self.limiter.is_some()
+    }
+}
+
 async fn guard_public(State(guard): State<PublicGuard>, request: Request, next: Next) -> Response {
     let ip = request
         .extensions()
@@ -99,11 +106,14 @@ pub fn router(state: AppState) -> Router {
         limiter: NonZeroU32::new(server.per_ip_rps)
             .map(|rps| Arc::new(RateLimiter::keyed(Quota::per_second(rps)))),
     };
-    let public = Router::new()
-        .route(
-            "/ringostat/route",
-            get(routes::route::route).post(routes::route::route),
-        )
+    let body_limit = server.body_limit_bytes;
+    let timeout = TimeoutLayer::with_status_code(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_millis(server.request_timeout_ms),
+    );
+    // The lookup has its own, much shorter deadline (lookup.deadline_ms) and no timer on its
+    // common path, so the request timeout is layered onto the other routes only.
+    let mut public = Router::new()
         .route(
             "/ringostat/webhook",
             get(routes::webhook::webhook).post(routes::webhook::webhook),
@@ -112,7 +122,14 @@ pub fn router(state: AppState) -> Router {
             "/retailcrm/user-status",
             get(routes::user_status::user_status).post(routes::user_status::user_status),
         )
-        .route_layer(middleware::from_fn_with_state(guard, guard_public));
+        .route_layer(timeout)
+        .route(
+            "/ringostat/route",
+            get(routes::route::route).post(routes::route::route),
+        );
+    if guard.is_active() {
+        public = public.route_layer(middleware::from_fn_with_state(guard, guard_public));
+    }
     let admin = Router::new()
         .route("/admin/calls", get(routes::admin::call_log))
         .route("/admin/queue", get(routes::admin::queue))
@@ -137,21 +154,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             routes::admin::require_admin,
-        ));
-    let body_limit = server.body_limit_bytes;
-    let timeout = Duration::from_millis(server.request_timeout_ms);
-    Router::new()
-        .merge(public)
-        .merge(admin)
+        ))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
+        .route_layer(timeout);
+    Router::new()
+        .merge(public)
+        .merge(admin)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
