@@ -25,6 +25,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("too many requests")]
     RateLimited,
+    #[error("request body too large")]
+    TooLarge,
     #[error("the feature is not configured: {0}")]
     NotConfigured(&'static str),
     #[error(transparent)]
@@ -63,6 +65,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(what) => (
                 StatusCode::NOT_FOUND,
                 json!({"code": "not_found", "detail": format!("{what} not found")}),
+            ),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"code": "too_large", "detail": "the request body is over server.body_limit_bytes"}),
             ),
             ApiError::RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -112,7 +112,10 @@ pub fn router(state: AppState) -> Router {
         Duration::from_millis(server.request_timeout_ms),
     );
     // The lookup has its own, much shorter deadline (lookup.deadline_ms) and no timer on its
-    // common path, so the request timeout is layered onto the other routes only.
+    // common path, and its own latency histogram and outcome counters: the request timeout
+    // and the trace layer (each a measurable share of its cost, load-tests/RESULTS.md) are
+    // layered onto the other routes only.
+    let trace = TraceLayer::new_for_http().make_span_with(request_span);
     let mut public = Router::new()
         .route(
             "/ringostat/webhook",
@@ -123,6 +126,7 @@ pub fn router(state: AppState) -> Router {
             get(routes::user_status::user_status).post(routes::user_status::user_status),
         )
         .route_layer(timeout)
+        .route_layer(trace.clone())
         .route(
             "/ringostat/route",
             get(routes::route::route).post(routes::route::route),
@@ -158,12 +162,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
-        .route_layer(timeout);
+        .route_layer(timeout)
+        .route_layer(trace);
     Router::new()
         .merge(public)
         .merge(admin)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }

@@ -3,9 +3,8 @@
 
 use axum::{
     Json,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, Uri, header},
+    extract::{Request, State},
+    http::header,
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value, json};
@@ -20,13 +19,13 @@ use crate::{
 /// Accepted names of the caller field, in order of preference.
 pub const CALLER_FIELDS: &[&str] = &["caller", "caller_number", "userfield", "phone"];
 
-pub async fn route(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let payload = payload::read(uri.query(), &headers, &body)?;
+/// Takes the request whole (no `Uri`/`HeaderMap` copies): this is the hot path.
+pub async fn route(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, state.settings.server.body_limit_bytes)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    let payload = payload::read(parts.uri.query(), &parts.headers, &body)?;
     let format = match payload.text("format") {
         Some(f) => match f.as_str() {
             "text" => LookupFormat::Text,
