@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashSet},
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -188,6 +188,9 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     if on("lookup") {
         rows.extend(lookup_warm(opts, &gen_rt, &mut notes)?);
     }
+    if on("rules") {
+        rows.push(lookup_rules_cost(opts, &gen_rt, &mut notes)?);
+    }
     if on("hung") {
         rows.extend(lookup_hung_crm(opts, &gen_rt, &mut notes)?);
     }
@@ -232,6 +235,37 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
 // === Lookup, warm index ===
 
 fn warm_callgate(dir: &Path) -> anyhow::Result<Callgate> {
+    warm_callgate_with(dir, None)
+}
+
+/// 200 rules none of which matches the load's callers (+38050…), half of them on `dst` (so
+/// every lookup normalizes its `dst`), the rest on caller prefix, UTM campaign, site and a
+/// time window — the worst case for the matcher: every rule is evaluated.
+fn write_rules(dir: &Path) -> anyhow::Result<PathBuf> {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules)?;
+    let mut text = String::from("timezone = \"Europe/Kyiv\"\n");
+    for i in 0..RULES {
+        text.push_str(&format!("\n[[rule]]\nname = \"rule {i}\"\n"));
+        match i % 4 {
+            0 | 1 => text.push_str(&format!("dst = \"+3804455{i:05}\"\norder_status = \"cancel-other\"\n")),
+            2 => text.push_str(&format!(
+                "caller_prefix = \"+38067{:03}\"\nutm_campaign = \"c{i}\"\nforward_to = \"mgr_1\"\n",
+                i % 1000
+            )),
+            _ => text.push_str(&format!(
+                "site = \"site{i}\"\nweekdays = \"mon-fri\"\nhours = \"09:00-18:00\"\nlookup_policy = \"owner\"\n"
+            )),
+        }
+    }
+    std::fs::write(rules.join("200-rules.toml"), text)?;
+    Ok(rules)
+}
+
+/// Number of rules in the rules-cost scenario (the issue: "200 rules cost the lookup under 10%").
+const RULES: usize = 200;
+
+fn warm_callgate_with(dir: &Path, rules: Option<PathBuf>) -> anyhow::Result<Callgate> {
     // Fill the owner index through the embedded store's bulk insert, then close it and let
     // callgate open the same file (as after a restart).
     {
@@ -252,8 +286,88 @@ fn warm_callgate(dir: &Path) -> anyhow::Result<Callgate> {
         })?;
         drop(store);
     }
-    let settings = servers::settings(dir, "[worker]\nenabled = false\n");
+    let mut settings = servers::settings(dir, "[worker]\nenabled = false\n");
+    if let Some(rules) = rules {
+        settings.rules.dir = rules;
+    }
     Callgate::start(settings)
+}
+
+/// The cost of 200 routing rules on the lookup: the same warm lookup with and without them,
+/// alternating, medians (target: under 10%, i.e. ≥ 0.9× the throughput without rules).
+fn lookup_rules_cost(
+    opts: &Options,
+    gen_rt: &Runtime,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Row> {
+    let plain_dir = tempfile::tempdir()?;
+    let rules_dir = tempfile::tempdir()?;
+    let plain = warm_callgate(plain_dir.path())?;
+    let rules = write_rules(rules_dir.path())?;
+    let ruled = warm_callgate_with(rules_dir.path(), Some(rules))?;
+    // Both get the same requests, with a dst, so the `dst` rules normalize it.
+    let count = WARM_OWNERS;
+    let paths: Vec<String> = (0..count)
+        .map(|i| {
+            format!(
+                "/ringostat/route?caller=38050{:07}&dst=380441112233&utm_campaign=summer",
+                (i * 7919) % count
+            )
+        })
+        .collect();
+    let paths = Arc::new(paths);
+    let lookups: RequestFactory =
+        Arc::new(move |n| generator::get(&paths[(n % paths.len() as u64) as usize]));
+    let closed = |addr: SocketAddr| {
+        gen_rt.block_on(generator::closed_loop(
+            addr,
+            CONNECTIONS,
+            WARMUP,
+            opts.secs,
+            None,
+            LOOKUP_TIMEOUT,
+            lookups.clone(),
+        ))
+    };
+    let (mut with, mut without, mut failed) = (vec![], vec![], 0);
+    for rep in 0..opts.reps {
+        let (w, wo) = if rep % 2 == 0 {
+            let w = closed(ruled.addr);
+            (w, closed(plain.addr))
+        } else {
+            let wo = closed(plain.addr);
+            (closed(ruled.addr), wo)
+        };
+        note!(
+            "rules rep {rep}: with {RULES} rules {:.0}/s p99 {:.2} ms; without {:.0}/s p99 {:.2} ms",
+            w.rps(),
+            w.ms(0.99),
+            wo.rps(),
+            wo.ms(0.99)
+        );
+        failed += w.failed() + wo.failed();
+        with.push(w.rps());
+        without.push(wo.rps());
+    }
+    ruled.stop();
+    plain.stop();
+    let (w, wo) = (median(with), median(without));
+    let ratio = w / wo;
+    notes.push(format!(
+        "Rules cost: two callgates on identical warm indexes, one with {RULES} non-matching rules (half on `dst`, so each lookup normalizes its `dst`; the rest on caller prefix + UTM campaign, or site + weekday/time window in Europe/Kyiv), \
+         the same `GET /ringostat/route?caller=…&dst=…&utm_campaign=…` requests, {CONNECTIONS} connections closed loop, {} alternating runs, medians.",
+        opts.reps
+    ));
+    Ok(row(
+        "Lookup with 200 routing rules (throughput ratio to no rules)",
+        "cost < 10% (≥ 0.9×)",
+        format!(
+            "{ratio:.2}× ({} vs {} req/s); failed {failed}",
+            fmt_rate(w),
+            fmt_rate(wo)
+        ),
+        Verdict::of(ratio >= 0.9 && failed == 0),
+    ))
 }
 
 fn lookup_warm(
