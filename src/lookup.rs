@@ -9,7 +9,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -52,6 +52,9 @@ enum RuleOutcome {
     Policy(LookupPolicy),
 }
 
+/// Most distinct `dst` values whose normalization the lookup remembers.
+const TRACKING_NUMBER_CACHE: usize = 1024;
+
 /// The index lookup's result for one number.
 type FetchResult = Option<OwnerEntry>;
 
@@ -78,6 +81,8 @@ pub struct LookupService {
     rules: Arc<RuleBook>,
     /// In-flight CRM fetches by number; a waiter subscribes instead of asking again.
     inflight: Mutex<HashMap<PhoneNumber, watch::Receiver<Option<FetchResult>>>>,
+    /// Normalized `dst` values seen by lookups (see [`LookupService::tracking_number`]).
+    tracking_numbers: RwLock<HashMap<String, Option<PhoneNumber>>>,
 }
 
 impl LookupService {
@@ -99,6 +104,7 @@ impl LookupService {
             metrics,
             rules,
             inflight: Mutex::new(HashMap::new()),
+            tracking_numbers: RwLock::new(HashMap::new()),
         })
     }
 
@@ -142,7 +148,7 @@ impl LookupService {
             return RuleOutcome::Policy(self.config.policy);
         }
         let dst = match &request.dst {
-            Some(raw) if rules.needs_dst() => self.normalizer.parse(raw).ok().map(|p| p.number),
+            Some(raw) if rules.needs_dst() => self.tracking_number(raw),
             _ => None,
         };
         let mut ctx =
@@ -168,6 +174,29 @@ impl LookupService {
                 reason: LookupReason::Rule,
             }),
         }
+    }
+
+    /// The normalized `dst` of a lookup. A shop has a handful of tracking numbers and every
+    /// lookup repeats one of them, so their normalizations are remembered (bounded: an
+    /// unbounded set of distinct values could otherwise grow the map without limit).
+    fn tracking_number(&self, raw: &str) -> Option<PhoneNumber> {
+        if let Some(known) = self
+            .tracking_numbers
+            .read()
+            .expect("tracking number cache poisoned")
+            .get(raw)
+        {
+            return known.clone();
+        }
+        let parsed = self.normalizer.parse(raw).ok().map(|p| p.number);
+        let mut cache = self
+            .tracking_numbers
+            .write()
+            .expect("tracking number cache poisoned");
+        if cache.len() < TRACKING_NUMBER_CACHE {
+            cache.insert(raw.to_owned(), parsed.clone());
+        }
+        parsed
     }
 
     async fn resolve(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
