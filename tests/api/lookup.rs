@@ -200,7 +200,10 @@ async fn with_the_crm_hung_every_lookup_answers_nobody_within_the_deadline() {
             elapsed < deadline + Duration::from_millis(150),
             "answered after {elapsed:?}"
         );
-        assert!(elapsed >= deadline, "gave up early after {elapsed:?}");
+        assert!(
+            elapsed >= deadline - callgate::lookup::DEADLINE_MARGIN,
+            "gave up early after {elapsed:?}"
+        );
     }
     crm.clear_faults();
 }
