@@ -54,8 +54,8 @@ enum RuleOutcome {
 
 /// The lookup gives up this much before `lookup.deadline_ms`: tokio's timer has 1 ms
 /// granularity and a wake-up on a busy runtime lands a few ms late, and the answer must still
-/// leave within the deadline (load-tests/RESULTS.md measured 306 ms for 300 without it).
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
+/// leave within the deadline (load-tests/RESULTS.md: 306 ms for 300 without a margin, 305.4 ms with 3 ms).
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(10);
 
 /// Most distinct `dst` values whose normalization the lookup remembers.
 const TRACKING_NUMBER_CACHE: usize = 1024;
