@@ -16,7 +16,7 @@ use crate::{
         retailcrm::{RetailCrm, RetailCrmConfig},
         sandbox::SandboxCrm,
     },
-    http::{AppState, router},
+    http::{AppContext, AppState, router},
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
     rules::RuleBook,
@@ -123,7 +123,7 @@ impl Application {
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let aliases = Arc::new(settings.ringostat.fields.clone());
         let wakeup = Arc::new(Notify::new());
-        let state = AppState {
+        let state = AppState::new(AppContext {
             settings: Arc::new(settings),
             store,
             crm,
@@ -135,7 +135,7 @@ impl Application {
             aliases: aliases.clone(),
             worker_wakeup: wakeup.clone(),
             rules: rules.clone(),
-        };
+        });
         let worker = Worker::new(
             state.store.clone(),
             state.crm.clone(),
