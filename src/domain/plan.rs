@@ -456,8 +456,9 @@ pub enum TaskPurpose {
 /// [`key`](Action::key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Find the customer by number, create it if absent (the worker re-checks under a
-    /// per-number lock, and the `externalId` `callgate-<e164 digits>` catches a retry).
+    /// Create the customer of a number the CRM does not know (the worker gathers the facts
+    /// and runs the plan under a per-number lock; the `externalId`
+    /// `callgate-<e164 digits>` finds a create that crashed before it was recorded).
     EnsureCustomer(NewCustomer),
     CreateOrder(OrderDraft),
     CreateTask {

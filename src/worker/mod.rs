@@ -547,26 +547,16 @@ impl Worker {
         };
         match action {
             Action::EnsureCustomer(new) => {
-                // Under the number's lock: find it (any format) or by our externalId
-                // (a create that crashed before its record), else create it.
-                let phone = new.phones.first();
-                let existing = match phone {
-                    Some(p) => self
-                        .crm
-                        .find_customers_by_phone(p)
-                        .await?
-                        .into_iter()
-                        .next(),
-                    None => None,
-                };
-                let existing = match existing {
-                    Some(c) => Some((c.id, c.manager_id)),
-                    None if resumed => self
-                        .crm
+                // The facts were gathered under this number's lock, so "no customer" still
+                // holds; only a create that crashed before its record needs a look by our
+                // externalId first.
+                let existing = if resumed {
+                    self.crm
                         .customer_by_external_id(&new.external_id, site)
                         .await?
-                        .map(|c| (c.id, c.manager_id)),
-                    None => None,
+                        .map(|c| (c.id, c.manager_id))
+                } else {
+                    None
                 };
                 let (id, manager) = match existing {
                     Some(found) => found,
