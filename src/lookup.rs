@@ -271,7 +271,9 @@ impl LookupService {
             match inflight.get(&phone) {
                 Some(rx) => rx.clone(),
                 None if inflight.len() >= self.config.max_crm_fetches => {
-                    tracing::warn!(
+                    // Debug, not warn: with a hung CRM this is every miss, hundreds a second;
+                    // the `unavailable` lookup outcome counts them.
+                    tracing::debug!(
                         in_flight = inflight.len(),
                         "Too many CRM owner lookups in flight; answering nobody without asking."
                     );
