@@ -16,7 +16,7 @@ use crate::{
         retailcrm::{RetailCrm, RetailCrmConfig},
         sandbox::SandboxCrm,
     },
-    http::{AppContext, AppState, router},
+    http::{AppContext, AppState, gateway::MakeGateway, public_guard_configured, router},
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
     rules::RuleBook,
@@ -197,7 +197,8 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
     /// (bounded by `server.shutdown_grace_secs`). Queued work stays in the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let fast_lookup = !public_guard_configured(&self.state.settings);
+        let app = MakeGateway::new(router(self.state.clone()), self.state.clone(), fast_lookup);
         let token = self.shutdown.clone();
         let worker = self.state.settings.worker.enabled.then(|| {
             let concurrency = self.state.settings.worker.concurrency;

@@ -5,6 +5,7 @@
 //! request timeout.
 
 pub mod error;
+pub mod gateway;
 pub mod payload;
 pub mod routes;
 
@@ -82,13 +83,6 @@ struct PublicGuard {
     limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
 }
 
-impl PublicGuard {
-    /// Whether the guard has anything to check; an idle guard is not layered at all.
-    fn is_active(&self) -> bool {
-        !self.allowlist.is_empty() || self.limiter.is_some()
-    }
-}
-
 async fn guard_public(State(guard): State<PublicGuard>, request: Request, next: Next) -> Response {
     let ip = request
         .extensions()
@@ -113,6 +107,12 @@ fn request_span(request: &Request) -> tracing::Span {
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     tracing::debug_span!("request", method = %request.method(), path)
+}
+
+/// Whether the public guard (IP allow-list, per-source limit) has anything to check; when it
+/// has not, the lookup may be answered before the router ([`gateway`]).
+pub fn public_guard_configured(settings: &Settings) -> bool {
+    !settings.server.ip_allowlist.is_empty() || settings.server.per_ip_rps > 0
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
@@ -149,7 +149,8 @@ pub fn router(state: AppState) -> Router {
             "/ringostat/route",
             get(routes::route::route).post(routes::route::route),
         );
-    if guard.is_active() {
+    // An idle guard is not layered at all.
+    if public_guard_configured(&state.settings) {
         public = public.route_layer(middleware::from_fn_with_state(guard, guard_public));
     }
     let admin = Router::new()

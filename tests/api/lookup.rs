@@ -345,3 +345,19 @@ async fn a_source_over_its_rate_limit_gets_429_and_a_foreign_address_403() {
     assert_eq!(r.status(), 403);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "forbidden");
 }
+
+#[tokio::test]
+async fn a_lookup_body_over_the_limit_is_refused_on_the_fast_path_too() {
+    let app = spawn_app("").await;
+    let big = "x".repeat(70 * 1024);
+    let r = app
+        .client
+        .post(app.url("/ringostat/route"))
+        .form(&[("caller", "0981234567"), ("padding", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "too_large");
+}
