@@ -37,26 +37,13 @@ pub const SHORT: Duration = Duration::from_millis(50);
 pub const LONG: Duration = Duration::from_secs(3600);
 /// How long [`eventually`] polls before declaring the backend broken.
 pub const PATIENCE: Duration = Duration::from_secs(5);
-/// Pause between two polls of [`eventually`].
-const POLL_EVERY: Duration = Duration::from_millis(5);
-
 /// Polls `probe` until it yields `Some`, for at most [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {PATIENCE:?}: {what}"
-        );
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+    crate::testing::eventually(PATIENCE, what, probe).await
 }
 
 fn phone(e164: &str) -> PhoneNumber {
@@ -670,39 +657,6 @@ pub async fn quarantine_lists_newest_first(store: Arc<dyn Store>) {
 
 pub async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
-}
-
-/// Runs every check in turn, each on a fresh store from `fresh` (the macro below gives one
-/// test per check instead, which reports better).
-pub async fn run_all<G, F, Fut>(fresh: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = (G, Arc<dyn Store>)>,
-{
-    macro_rules! run {
-        ($($check:ident),* $(,)?) => {$({
-            let (_guard, store) = fresh().await;
-            $check(store).await;
-        })*};
-    }
-    run!(
-        kv_set_get_delete,
-        kv_ttl_expires,
-        kv_scan_prefix_in_key_order_with_limit,
-        set_if_absent_race_has_one_winner,
-        next_id_counts_from_one_per_sequence,
-        owner_entries_positive_negative_and_ttl,
-        manager_states_roundtrip,
-        call_log_newest_first_filters_and_last_talked,
-        queue_is_fifo_and_complete_removes,
-        queue_keeps_group_order,
-        expired_lease_redelivers,
-        reschedule_delays_and_counts_attempts,
-        dead_letters_and_replay,
-        enqueue_dedupes,
-        quarantine_lists_newest_first,
-        ping_answers,
-    );
 }
 
 /// Expands to one `#[tokio::test]` per contract check. `$fresh` is an async fn returning

@@ -1,8 +1,9 @@
 //! `spawn_app()` and friends: a real callgate on a random port with a fresh embedded store in
 //! a temporary directory, optionally wired to a fake retailCRM over real HTTP.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
+pub use callgate::testing::eventually;
 use callgate::{
     config::Settings,
     http::AppState,
@@ -189,24 +190,5 @@ impl TestApp {
             .send()
             .await
             .expect("user-status request")
-    }
-}
-
-/// Polls `check` until it returns `Some`, at most `within`; panics with `what` otherwise.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
