@@ -444,12 +444,14 @@ fn lookup_warm(
             (open(callgate.addr, &lookups), h)
         };
         note!(
-            "open rep {rep}: callgate p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}; hello p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}",
+            "open rep {rep}: callgate {:.0}/s p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}; hello {:.0}/s p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}",
+            c.rps(),
             c.ms(0.5),
             c.ms(0.99),
             c.max_ms(),
             c.service.value_at_quantile(0.99) as f64 / 1000.0,
             c.failed(),
+            h.rps(),
             h.ms(0.5),
             h.ms(0.99),
             h.max_ms(),
@@ -481,7 +483,7 @@ fn lookup_warm(
         "Lookup: {WARM_OWNERS} owners bulk-loaded into the embedded store (managers 1..={MANAGERS}, sandbox CRM, policy owner_if_available, worker off); \
          `GET /ringostat/route?caller=38050XXXXXXX` spread over all of them (text answer `mgr_N`). Hello: bare hyper http1 `200 hello`. \
          {} repetitions alternating callgate/hello, {WARMUP:?} warm-up + {:?} measured each; medians. Generator: in-repo `loadgen` (hyper client connections, one per task, keep-alive) on its own runtime; \
-         open loop at {OPEN_RATE} req/s over {CONNECTIONS} connections, latency from the intended send time (coordinated omission corrected).",
+         open loop at {OPEN_RATE} req/s over {CONNECTIONS} connections, paced by a high-resolution timer thread (tokio's timer ticks in whole milliseconds), latency from the intended send time (coordinated omission corrected).",
         opts.reps, opts.secs
     ));
     Ok(vec![
