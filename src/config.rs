@@ -75,6 +75,8 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     /// Hard cap on handling one request.
     pub request_timeout_ms: u64,
+    /// Bound on reading a request's headers, also the keep-alive idle bound (0 = none).
+    pub header_read_timeout_ms: u64,
     /// Grace period on shutdown.
     pub shutdown_grace_secs: u64,
     /// Per-source-IP limit on public endpoints (0 = off).

@@ -16,7 +16,7 @@ use crate::{
         retailcrm::{RetailCrm, RetailCrmConfig},
         sandbox::SandboxCrm,
     },
-    http::{AppContext, AppState, gateway::MakeGateway, public_guard_configured, router},
+    http::{AppContext, AppState, server},
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
     rules::RuleBook,
@@ -197,8 +197,6 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then lets in-flight requests finish
     /// (bounded by `server.shutdown_grace_secs`). Queued work stays in the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let fast_lookup = !public_guard_configured(&self.state.settings);
-        let app = MakeGateway::new(router(self.state.clone()), self.state.clone(), fast_lookup);
         let token = self.shutdown.clone();
         let worker = self.state.settings.worker.enabled.then(|| {
             let concurrency = self.state.settings.worker.concurrency;
@@ -208,12 +206,10 @@ impl Application {
                     .run_until_stopped(concurrency, token.clone()),
             )
         });
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .into_future();
+        let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
-            result = &mut server => result.context("HTTP server failed.")?,
+            () = &mut server => {}
             () = token.cancelled() => {
                 if tokio::time::timeout(self.grace, &mut server).await.is_err() {
                     tracing::warn!(grace = ?self.grace, "In-flight requests did not finish within the grace period.");

@@ -5,9 +5,9 @@
 //! request timeout.
 
 pub mod error;
-pub mod gateway;
 pub mod payload;
 pub mod routes;
+pub mod server;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -110,13 +110,13 @@ fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// Whether the public guard (IP allow-list, per-source limit) has anything to check; when it
-/// has not, the lookup may be answered before the router ([`gateway`]).
+/// has not, the lookup may be answered before the router ([`server`]).
 pub fn public_guard_configured(settings: &Settings) -> bool {
     !settings.server.ip_allowlist.is_empty() || settings.server.per_ip_rps > 0
 }
 
-/// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
-/// the allow-list and the per-source limit can see client addresses.
+/// Builds the router ([`server::serve`] serves it, putting each connection's client address
+/// into the request as `ConnectInfo` for the allow-list and the per-source limit).
 pub fn router(state: AppState) -> Router {
     let server = &state.settings.server;
     let guard = PublicGuard {

@@ -50,6 +50,7 @@ pub struct TestApp {
     pub crm: Option<FakeRetailCrm>,
     pub worker: Arc<Worker>,
     token: CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: TempDir,
 }
 
@@ -114,7 +115,7 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
     let state = app.state().clone();
     let worker = app.worker();
     let token = app.shutdown_token();
-    tokio::spawn(app.run_until_stopped());
+    let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
         address,
         client: reqwest::Client::new(),
@@ -122,6 +123,7 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
         crm,
         worker,
         token,
+        running,
         _dir: dir,
     }
 }
@@ -130,6 +132,13 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
 pub const MANUAL_WORKER: &str = "[worker]\nenabled = false\nretry_base_ms = 1\nretry_max_ms = 5\n[crm]\nsenior_manager_id = 1\n";
 
 impl TestApp {
+    /// Starts a graceful shutdown (as SIGTERM does) and returns the running application, which
+    /// ends when its in-flight requests and worker have finished.
+    pub fn stop(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        self.token.cancel();
+        self.running.take().expect("the app is running")
+    }
+
     /// `POST /ringostat/webhook?token=…` with a JSON body.
     pub async fn post_webhook(&self, body: &serde_json::Value) -> reqwest::Response {
         self.client

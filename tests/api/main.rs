@@ -5,6 +5,7 @@ mod calls;
 mod helpers;
 mod lookup;
 mod rules;
+mod server;
 mod shared_redis;
 
 #[path = "../support/redis.rs"]

@@ -1,0 +1,129 @@
+//! The HTTP/1.1 server: accepts connections, serves each with hyper, and answers the pre-call
+//! lookup — the hot path, SPEC §10 — before the router when no public guard is configured.
+//!
+//! callgate speaks HTTP/1.1 only: Ringostat and retailCRM call it over HTTP/1.1 (TLS, where
+//! used, ends at a proxy in front). Serving with hyper's http1 connection directly, rather than
+//! `axum::serve` (protocol sniffing for HTTP/2 and upgrade support on every connection), is
+//! the same stack the same-run "hello" baseline of load-tests/ uses; RESULTS.md has the
+//! figures. Every connection gets `TCP_NODELAY` (an answer is one small write; it must not wait
+//! for the client's delayed ACK); `server.header_read_timeout_ms` optionally bounds reading a
+//! request's headers (off by default: it arms a timer per request, RESULTS.md).
+//!
+//! The fast path calls the very handler the router has for `/ringostat/route`
+//! ([`routes::route::route`]), so behaviour is identical; it only skips the router's
+//! per-request work (route matching, method dispatch, boxed layers). With an allow-list or a
+//! per-source limit configured, every request goes through the router and its guard.
+
+use std::{convert::Infallible, io, net::SocketAddr, pin::Pin, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, State},
+    http::{Method, Request},
+    response::{IntoResponse, Response},
+};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use super::{AppState, public_guard_configured, router, routes};
+
+/// The lookup's path.
+const ROUTE_PATH: &str = "/ringostat/route";
+
+/// Serves `listener` until `shutdown` is cancelled, then stops accepting and waits for the
+/// open connections to finish their in-flight requests (the caller bounds that wait).
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+    let fast_lookup = !public_guard_configured(&state.settings);
+    let router = router(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    let header_read_timeout = state.settings.server.header_read_timeout_ms;
+    if header_read_timeout > 0 {
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(header_read_timeout));
+    }
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: accepting again at once would spin.
+                tracing::error!(error = %e, "Accepting a connection failed; retrying in 1 s.");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set.");
+        }
+        let service = Gateway {
+            router: router.clone(),
+            state: state.clone(),
+            fast_lookup,
+            remote,
+        };
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "Connection ended with an error.");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Errors of one connection, not of the listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One connection's service.
+struct Gateway {
+    router: Router,
+    state: AppState,
+    fast_lookup: bool,
+    remote: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Gateway {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(self.remote));
+        if self.fast_lookup
+            && request.uri().path() == ROUTE_PATH
+            && matches!(*request.method(), Method::GET | Method::POST)
+        {
+            let state = self.state.clone();
+            return Box::pin(async move {
+                Ok(routes::route::route(State(state), request)
+                    .await
+                    .into_response())
+            });
+        }
+        let mut router = self.router.clone();
+        Box::pin(async move { router.call(request).await })
+    }
+}
