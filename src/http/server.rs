@@ -9,20 +9,22 @@
 //! for the client's delayed ACK); `server.header_read_timeout_ms` optionally bounds reading a
 //! request's headers (off by default: it arms a timer per request, RESULTS.md).
 //!
-//! The fast path calls the very handler the router has for `/ringostat/route`
-//! ([`routes::route::route`]), so behaviour is identical; it only skips the router's
-//! per-request work (route matching, method dispatch, boxed layers). With an allow-list or a
-//! per-source limit configured, every request goes through the router and its guard.
+//! The fast path reads the body and calls [`routes::route::answer`], which the router's
+//! `/ringostat/route` handler calls too, so behaviour is identical; it only skips the router's
+//! per-request work (route matching, method dispatch, boxed layers and bodies, the client
+//! address extension). With an allow-list or a per-source limit configured, every request goes
+//! through the router and its guard.
 
 use std::{convert::Infallible, io, net::SocketAddr, pin::Pin, time::Duration};
 
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, State},
+    extract::ConnectInfo,
     http::{Method, Request},
     response::{IntoResponse, Response},
 };
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -32,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::{AppState, public_guard_configured, router, routes};
+use super::{AppState, error::ApiError, public_guard_configured, router, routes};
 
 /// The lookup's path.
 const ROUTE_PATH: &str = "/ringostat/route";
@@ -110,19 +112,23 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnectInfo(self.remote));
         if self.fast_lookup
             && request.uri().path() == ROUTE_PATH
             && matches!(*request.method(), Method::GET | Method::POST)
         {
             let state = self.state.clone();
             return Box::pin(async move {
-                Ok(routes::route::route(State(state), request)
-                    .await
-                    .into_response())
+                let (parts, body) = request.into_parts();
+                let limit = state.settings.server.body_limit_bytes;
+                let answer = match Limited::new(body, limit).collect().await {
+                    Ok(body) => routes::route::answer(&state, &parts, &body.to_bytes()).await,
+                    Err(_) => Err(ApiError::TooLarge),
+                };
+                Ok(answer.into_response())
             });
         }
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(self.remote));
         let mut router = self.router.clone();
         Box::pin(async move { router.call(request).await })
     }

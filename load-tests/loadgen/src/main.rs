@@ -1,7 +1,7 @@
 //! callgate's load-test harness (SPEC §10), run by `load-tests/run`.
 //!
 //! ```text
-//! loadgen suite [reps=3] [secs=5] [quick] [only=NAME]   the scenarios; prints a markdown report
+//! loadgen suite [reps=5] [secs=5] [quick] [only=NAME]   the scenarios; prints a markdown report
 //! loadgen owners-rss load|open DIR [COUNT]  one RSS probe (a fresh process per probe)
 //! ```
 //!

@@ -45,7 +45,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            reps: 3,
+            reps: 5,
             secs: Duration::from_secs(5),
             quick: false,
             only: None,

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     extract::{Request, State},
-    http::header,
+    http::{header, request::Parts},
     response::{IntoResponse, Response},
 };
 use serde_json::{Map, Value, json};
@@ -25,7 +25,13 @@ pub async fn route(State(state): State<AppState>, request: Request) -> Result<Re
     let body = axum::body::to_bytes(body, state.settings.server.body_limit_bytes)
         .await
         .map_err(|_| ApiError::TooLarge)?;
-    let payload = payload::read(parts.uri.query(), &parts.headers, &body)?;
+    answer(&state, &parts, &body).await
+}
+
+/// The lookup for a request whose body has been read ([`crate::http::server`] calls this
+/// directly on its fast path, reading the body without axum's boxing).
+pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Response, ApiError> {
+    let payload = payload::read(parts.uri.query(), &parts.headers, body)?;
     let format = match payload.text("format") {
         Some(f) => match f.as_str() {
             "text" => LookupFormat::Text,
