@@ -530,6 +530,36 @@ pub async fn reschedule_delays_and_counts_attempts(store: Arc<dyn Store>) {
     ));
 }
 
+pub async fn postpone_delays_without_counting_an_attempt(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, "d:p", "g", b"p").await;
+    assert_eq!(claim(&*store, LONG).await, Some(id));
+    store
+        .reschedule(id, Duration::ZERO, "503")
+        .await
+        .expect("reschedule");
+    assert_eq!(claim(&*store, LONG).await, Some(id));
+    store
+        .postpone(id, Duration::from_millis(200))
+        .await
+        .expect("postpone");
+    assert_eq!(claim(&*store, LONG).await, None, "not before its delay");
+    let task = eventually("a postponed task becomes due", || async {
+        store.claim_next(LONG).await.expect("claim")
+    })
+    .await;
+    assert_eq!(task.id, id);
+    assert_eq!(task.attempt, 1, "postponing is not an attempt");
+    assert_eq!(
+        task.last_error.as_deref(),
+        Some("503"),
+        "the last error stays"
+    );
+    assert!(matches!(
+        store.postpone(u64::MAX, SHORT).await,
+        Err(StoreError::NoSuchTask(_))
+    ));
+}
+
 pub async fn dead_letters_and_replay(store: Arc<dyn Store>) {
     let id = enqueue(&*store, "d:dl", "g", b"payload").await;
     assert_eq!(claim(&*store, LONG).await, Some(id));
@@ -677,6 +707,7 @@ macro_rules! store_contract_tests {
             queue_keeps_group_order,
             expired_lease_redelivers,
             reschedule_delays_and_counts_attempts,
+            postpone_delays_without_counting_an_attempt,
             dead_letters_and_replay,
             enqueue_dedupes,
             quarantine_lists_newest_first,

@@ -545,10 +545,11 @@ enum Op {
     Complete {
         id: u64,
     },
+    /// With an error: a failed attempt (counted); without: postponed.
     Reschedule {
         id: u64,
         delay: Duration,
-        error: String,
+        error: Option<String>,
     },
     DeadLetter {
         id: u64,
@@ -851,10 +852,13 @@ impl<'txn> Tables<'txn> {
                 let Some(mut task) = self.task(id)? else {
                     return Ok(Err(StoreError::NoSuchTask(id)));
                 };
-                task.attempt = task.attempt.saturating_add(1);
+                // No error: postponed, not failed.
+                if let Some(error) = error {
+                    task.attempt = task.attempt.saturating_add(1);
+                    task.last_error = Some(error);
+                }
                 task.not_before_ms =
                     now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-                task.last_error = Some(error);
                 self.put_task(id, &task)?;
                 effects.push(Effect::TaskDelayed {
                     id,
@@ -1538,7 +1542,17 @@ impl Store for EmbeddedStore {
         self.write(Op::Reschedule {
             id,
             delay,
-            error: error.to_owned(),
+            error: Some(error.to_owned()),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError> {
+        self.write(Op::Reschedule {
+            id,
+            delay,
+            error: None,
         })
         .await
         .map(|_| ())

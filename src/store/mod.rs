@@ -187,6 +187,9 @@ pub trait Store: Send + Sync {
     async fn complete(&self, id: u64) -> Result<(), StoreError>;
     /// Failed, retry later: the task becomes due again after `delay`, attempt + 1.
     async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError>;
+    /// Not a failure (the task had to wait for something, e.g. its number's lock): the task
+    /// becomes due again after `delay`; its attempt count and last error stay as they were.
+    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError>;
     /// Failed for good: moves the task to the dead letters.
     async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError>;
     /// Makes every waiting task due now (operator's "retry now").

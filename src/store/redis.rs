@@ -358,7 +358,9 @@ schedule(g, now_ms())
 return 1
 "#;
 
-/// ARGV: prefix, id, delay ms, error. Returns 1, or -1 for an unknown task.
+/// ARGV: prefix, id, delay ms[, error]. With an error: a failed attempt (counted, error
+/// kept); without: postponed (attempt and last error unchanged). Returns 1, or -1 for an
+/// unknown task.
 const RESCHEDULE_LUA: &str = r#"
 local id = ARGV[2]
 local tk = k_task(id)
@@ -366,8 +368,11 @@ local g = redis.call('HGET', tk, 'group')
 if not g then return -1 end
 local now = now_ms()
 deactivate(id, g)
-redis.call('HINCRBY', tk, 'attempt', 1)
-redis.call('HSET', tk, 'nb', now + tonumber(ARGV[3]), 'err', ARGV[4])
+if ARGV[4] then
+  redis.call('HINCRBY', tk, 'attempt', 1)
+  redis.call('HSET', tk, 'err', ARGV[4])
+end
+redis.call('HSET', tk, 'nb', now + tonumber(ARGV[3]))
 schedule(g, now)
 return 1
 "#;
@@ -647,6 +652,26 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// [`Store::reschedule`] (with an error) and [`Store::postpone`] (without): one script.
+    async fn delay_task(
+        &self,
+        id: u64,
+        delay: Duration,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let task = id.to_string();
+        let delay_ms = u64::try_from(delay.as_millis())
+            .unwrap_or(u64::MAX)
+            .to_string();
+        let mut args = vec![task.as_bytes(), delay_ms.as_bytes()];
+        args.extend(error.map(str::as_bytes));
+        let found: i64 = self.run(&self.scripts.reschedule, &[], &args).await?;
+        if found < 0 {
+            return Err(StoreError::NoSuchTask(id));
+        }
+        Ok(())
+    }
+
     /// Connects (the connection manager reconnects by itself later), makes sure the queue's
     /// stream and consumer group exist, and forgets long-idle consumers (see
     /// [`CONSUMER_FORGET_AFTER`]).
@@ -1010,24 +1035,11 @@ impl Store for RedisStore {
     }
 
     async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError> {
-        let delay = u64::try_from(delay.as_millis())
-            .unwrap_or(u64::MAX)
-            .to_string();
-        let found: i64 = self
-            .run(
-                &self.scripts.reschedule,
-                &[],
-                &[
-                    id.to_string().as_bytes(),
-                    delay.as_bytes(),
-                    error.as_bytes(),
-                ],
-            )
-            .await?;
-        if found < 0 {
-            return Err(StoreError::NoSuchTask(id));
-        }
-        Ok(())
+        self.delay_task(id, delay, Some(error)).await
+    }
+
+    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError> {
+        self.delay_task(id, delay, None).await
     }
 
     async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError> {

@@ -243,11 +243,7 @@ impl Worker {
             Err(ProcessError::Busy) => {
                 // Not a failure of the task: another event of the same number is in progress.
                 self.store
-                    .reschedule(
-                        task.id,
-                        Duration::from_millis(200),
-                        "waiting for the number's lock",
-                    )
+                    .postpone(task.id, Duration::from_millis(200))
                     .await?;
                 ExecutionOutcome::TaskRetried
             }
