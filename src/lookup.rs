@@ -17,6 +17,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::{
+    config::Site,
     crm::Crm,
     domain::{
         lookup::{CallerFacts, LookupDecision, LookupPolicy, LookupReason, decide},
@@ -73,6 +74,9 @@ pub struct LookupConfig {
     /// Most CRM owner fetches in flight at once; a miss beyond it answers nobody at once
     /// instead of piling up requests on a slow or hung CRM.
     pub max_crm_fetches: usize,
+    /// `[[sites]]`: a lookup that names no `site` gets the one whose tracking numbers hold
+    /// its `dst` (for rules on `site`).
+    pub sites: Vec<Site>,
 }
 
 pub struct LookupService {
@@ -153,12 +157,21 @@ impl LookupService {
         if rules.is_empty() {
             return RuleOutcome::Policy(self.config.policy);
         }
+        let site_from_dst =
+            request.site.is_none() && rules.needs_site() && !self.config.sites.is_empty();
         let dst = match &request.dst {
-            Some(raw) if rules.needs_dst() => self.tracking_number(raw),
+            Some(raw) if rules.needs_dst() || site_from_dst => self.tracking_number(raw),
             _ => None,
         };
-        let mut ctx =
-            MatchContext::for_lookup(caller, dst.as_ref(), request.site.as_deref(), Utc::now());
+        let site = request.site.as_deref().or_else(|| {
+            let dst = dst.as_ref().filter(|_| site_from_dst)?;
+            self.config
+                .sites
+                .iter()
+                .find(|s| s.tracking_numbers.contains(dst))
+                .map(|s| s.code.as_str())
+        });
+        let mut ctx = MatchContext::for_lookup(caller, dst.as_ref(), site, Utc::now());
         ctx.utm_source = request.utm_source.as_deref();
         ctx.utm_medium = request.utm_medium.as_deref();
         ctx.utm_campaign = request.utm_campaign.as_deref();

@@ -112,6 +112,7 @@ impl Application {
                 owner_ttl: settings.lookup.owner_ttl(),
                 negative_ttl: settings.lookup.negative_ttl(),
                 max_crm_fetches: settings.lookup.max_crm_fetches,
+                sites: validated.sites.clone(),
             },
             metrics.clone(),
             rules.clone(),

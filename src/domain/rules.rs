@@ -42,7 +42,8 @@
 //! uses `lookup.policy`).
 //!
 //! A matcher that needs a field the context lacks does not match. The lookup context has
-//! the caller, `dst`, `site`, UTM tags when the request carries them, call type `in` and the
+//! the caller, `dst`, `site` (the request's, else the `[[sites]]` entry whose tracking
+//! numbers hold `dst`), UTM tags when the request carries them, call type `in` and the
 //! current time; it has no disposition and does not know whether a customer exists, so
 //! rules with `disposition` or `customer_exists` never match a lookup. An event lacks `dst`
 //! for outgoing calls (there is no tracking number) and UTM tags that were not sent.
@@ -477,6 +478,60 @@ pub struct Rules {
     files: usize,
     /// Some rule matches on `dst`: only then is it worth normalizing a lookup's `dst`.
     needs_dst: bool,
+    /// Some rule matches on `site`: a lookup without one derives it from `dst`.
+    needs_site: bool,
+    index: DstIndex,
+}
+
+/// Which rules can match a call's `dst`. A shop writes many rules per tracking number; a rule
+/// with a `dst` matcher is only a candidate for the numbers it lists, so a call is tested
+/// against those and the rules without a `dst` matcher, in file order, and skips the rest.
+#[derive(Debug, Clone, Default)]
+struct DstIndex {
+    /// Positions of the rules listing each number, ascending.
+    by_dst: std::collections::HashMap<u64, Vec<usize>>,
+    /// Positions of the rules without a `dst` matcher, ascending.
+    any_dst: Vec<usize>,
+}
+
+impl DstIndex {
+    fn new(rules: &[Rule]) -> Self {
+        let mut index = DstIndex::default();
+        for (position, rule) in rules.iter().enumerate() {
+            let dst = rule.matchers.iter().find_map(|m| match m {
+                Matcher::Dst(numbers) => Some(numbers),
+                _ => None,
+            });
+            match dst {
+                None => index.any_dst.push(position),
+                Some(numbers) => {
+                    for &n in numbers {
+                        let listed = index.by_dst.entry(n).or_default();
+                        if listed.last() != Some(&position) {
+                            listed.push(position);
+                        }
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// Positions of the rules that may match `dst`, ascending.
+    fn candidates(&self, dst: Option<u64>) -> impl Iterator<Item = usize> + '_ {
+        let listed = dst
+            .and_then(|d| self.by_dst.get(&d))
+            .map_or(&[][..], Vec::as_slice);
+        let (mut any, mut listed) = (
+            self.any_dst.iter().copied().peekable(),
+            listed.iter().copied().peekable(),
+        );
+        std::iter::from_fn(move || match (any.peek(), listed.peek()) {
+            (Some(&a), Some(&l)) if l < a => listed.next(),
+            (Some(_), _) => any.next(),
+            (None, _) => listed.next(),
+        })
+    }
 }
 
 /// Why one rule did or did not match, for `explain`.
@@ -524,13 +579,23 @@ impl Rules {
         self.needs_dst
     }
 
+    /// Whether any rule has a `site` matcher (a lookup that names no site may then derive it
+    /// from its `dst` through `[[sites]]`).
+    pub fn needs_site(&self) -> bool {
+        self.needs_site
+    }
+
     pub fn get(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
     }
 
-    /// The first (top) rule that matches.
+    /// The first (top) rule that matches (only the candidates for the call's `dst` are
+    /// tested: [`DstIndex`]).
     pub fn first_match(&self, ctx: &MatchContext<'_>) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matches(ctx))
+        self.index
+            .candidates(ctx.dst)
+            .map(|position| &self.rules[position])
+            .find(|r| r.matches(ctx))
     }
 
     /// Every rule from the top to the first match, with why each one above it did not match.
@@ -767,13 +832,15 @@ pub fn compile(files: &[(String, String)], opts: &CompileOptions<'_>) -> Result<
         }
     }
     if errors.is_empty() {
-        let needs_dst = rules
-            .iter()
-            .any(|r| r.matchers.iter().any(|m| matches!(m, Matcher::Dst(_))));
+        let any = |f: fn(&Matcher) -> bool| rules.iter().any(|r| r.matchers.iter().any(f));
+        let needs_dst = any(|m| matches!(m, Matcher::Dst(_)));
+        let needs_site = any(|m| matches!(m, Matcher::Site(_)));
         Ok(Rules {
+            index: DstIndex::new(&rules),
             rules,
             files: files.len(),
             needs_dst,
+            needs_site,
         })
     } else {
         Err(RulesError(errors))
@@ -1195,6 +1262,68 @@ mod tests {
             b.extend(e);
         }
         event(base, None)
+    }
+
+    #[test]
+    fn the_dst_index_fires_the_same_rule_as_testing_every_rule_in_order() {
+        // Rules on dst (one number listed twice, two rules sharing a number) interleaved
+        // with rules on other fields, so the first match can come from either list.
+        let rules = rules(
+            r#"
+[[rule]]
+name = "a: dst 01"
+dst = ["+380441110001", "+380441110001"]
+caller_prefix = "+38067"
+create_order = false
+[[rule]]
+name = "b: caller 067"
+caller_prefix = "+38067"
+create_order = false
+[[rule]]
+name = "c: dst 02"
+dst = "+380441110002"
+create_order = false
+[[rule]]
+name = "d: campaign"
+utm_campaign = "vip"
+create_order = false
+[[rule]]
+name = "e: dst 01 or 03"
+dst = ["+380441110001", "+380441110003"]
+create_order = false
+[[rule]]
+name = "f: everything"
+create_order = false
+"#,
+        );
+        let n = |s: &str| PhoneNumber::from_e164(s).unwrap();
+        let callers = [n("+380671234567"), n("+380981234567")];
+        let dsts = [
+            None,
+            Some(n("+380441110001")),
+            Some(n("+380441110002")),
+            Some(n("+380441110003")),
+            Some(n("+380449999999")),
+        ];
+        let mut fired_names = std::collections::BTreeSet::new();
+        for caller in &callers {
+            for dst in &dsts {
+                for campaign in [None, Some("vip")] {
+                    let mut ctx = lookup_ctx(caller, dst.as_ref());
+                    ctx.utm_campaign = campaign;
+                    let linear = rules.all().iter().find(|r| r.matches(&ctx));
+                    let indexed = rules.first_match(&ctx);
+                    assert_eq!(
+                        indexed.map(|r| &r.name),
+                        linear.map(|r| &r.name),
+                        "caller {caller:?}, dst {dst:?}, campaign {campaign:?}"
+                    );
+                    fired_names.extend(indexed.map(|r| r.name.clone()));
+                }
+            }
+        }
+        // Every rule fired for some call, so the comparison covered both lists.
+        assert_eq!(fired_names.len(), 6, "{fired_names:?}");
     }
 
     // --- errors, each with file:line ---

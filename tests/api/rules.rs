@@ -127,6 +127,40 @@ async fn a_vip_lookup_answers_the_rules_destination_with_reason_rule() {
 }
 
 #[tokio::test]
+async fn a_lookup_without_a_site_gets_it_from_dst_through_sites() {
+    let dir = TempDir::new().expect("temp dir");
+    std::fs::write(
+        dir.path().join("10-shop1.toml"),
+        "[[rule]]\nname = \"shop1 calls to the senior\"\nsite = \"shop1\"\nforward_to = \"shop_senior\"\n",
+    )
+    .unwrap();
+    let app = spawn_app(&rules_toml(&dir)).await;
+    let route = |query: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.get_route(query).await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+
+    // shop1's tracking number, written as Ringostat may send it: the site is shop1.
+    let body = route("caller=0981234567&dst=0441112233&format=json").await;
+    assert_eq!(
+        body,
+        json!({"destination": "shop_senior", "manager_id": 1, "reason": "rule"})
+    );
+    // An explicit site wins over dst.
+    let body = route("caller=0981234567&dst=0441112233&site=other&format=json").await;
+    assert_eq!(body["reason"], "none", "{body}");
+    // Another line, or no dst: no site, the rule does not match.
+    let body = route("caller=0981234567&dst=0445556677&format=json").await;
+    assert_eq!(body["reason"], "none", "{body}");
+    let body = route("caller=0981234567&format=json").await;
+    assert_eq!(body["reason"], "none", "{body}");
+}
+
+#[tokio::test]
 async fn a_bad_reload_keeps_the_old_rules_and_says_where_the_error_is() {
     // Arrange: the VIP rule runs.
     let dir = rules_dir(&["20-vip-campaign.toml"]);

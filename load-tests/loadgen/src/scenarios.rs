@@ -286,7 +286,12 @@ fn warm_callgate_with(dir: &Path, rules: Option<PathBuf>) -> anyhow::Result<Call
         })?;
         drop(store);
     }
-    let mut settings = servers::settings(dir, "[worker]\nenabled = false\n");
+    // The shop's tracking number is a site's, so a lookup with rules on `site` derives its
+    // site from `dst` (the requests name none).
+    let mut settings = servers::settings(
+        dir,
+        "[worker]\nenabled = false\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n",
+    );
     if let Some(rules) = rules {
         settings.rules.dir = rules;
     }
@@ -354,7 +359,7 @@ fn lookup_rules_cost(
     let (w, wo) = (median(with), median(without));
     let ratio = w / wo;
     notes.push(format!(
-        "Rules cost: two callgates on identical warm indexes, one with {RULES} non-matching rules (half on `dst`, so each lookup normalizes its `dst`; the rest on caller prefix + UTM campaign, or site + weekday/time window in Europe/Kyiv), \
+        "Rules cost: two callgates on identical warm indexes, one with {RULES} non-matching rules (half on `dst`, so each lookup normalizes its `dst`; the rest on caller prefix + UTM campaign, or site + weekday/time window in Europe/Kyiv; the site is derived from `dst` through `[[sites]]`), \
          the same `GET /ringostat/route?caller=…&dst=…&utm_campaign=…` requests, {CONNECTIONS} connections closed loop, {} alternating runs, medians.",
         opts.reps
     ));
