@@ -476,8 +476,6 @@ impl Rule {
 pub struct Rules {
     rules: Vec<Rule>,
     files: usize,
-    /// Some rule matches on `dst`: only then is it worth normalizing a lookup's `dst`.
-    needs_dst: bool,
     /// Some rule matches on `site`: a lookup without one derives it from `dst`.
     needs_site: bool,
     index: DstIndex,
@@ -576,7 +574,7 @@ impl Rules {
 
     /// Whether any rule has a `dst` matcher (a lookup may skip normalizing `dst` otherwise).
     pub fn needs_dst(&self) -> bool {
-        self.needs_dst
+        !self.index.by_dst.is_empty()
     }
 
     /// Whether any rule has a `site` matcher (a lookup that names no site may then derive it
@@ -832,14 +830,13 @@ pub fn compile(files: &[(String, String)], opts: &CompileOptions<'_>) -> Result<
         }
     }
     if errors.is_empty() {
-        let any = |f: fn(&Matcher) -> bool| rules.iter().any(|r| r.matchers.iter().any(f));
-        let needs_dst = any(|m| matches!(m, Matcher::Dst(_)));
-        let needs_site = any(|m| matches!(m, Matcher::Site(_)));
+        let needs_site = rules
+            .iter()
+            .any(|r| r.matchers.iter().any(|m| matches!(m, Matcher::Site(_))));
         Ok(Rules {
             index: DstIndex::new(&rules),
             rules,
             files: files.len(),
-            needs_dst,
             needs_site,
         })
     } else {
