@@ -1022,7 +1022,8 @@ impl<'a> Planner<'a> {
         self.notify_owner(owner, link);
     }
 
-    /// S8: an incoming call to a number that is none of ours, whatever else happened.
+    /// S8: an incoming call to a number that is none of ours, whatever else happened. (The
+    /// plan asks every time; the worker makes the task once a day per tracking number.)
     fn check_tracking_number(&mut self) {
         let Some(tracking) = &self.event.tracking_number else {
             return;

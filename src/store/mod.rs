@@ -40,6 +40,9 @@ pub mod keys {
     pub const CALLBACK: &str = "callback:";
     /// `legs:<call id>`: what the legs of one call did so far (answered, who talked).
     pub const CALL_LEGS: &str = "legs:";
+    /// `tracking-check:<e164>`: the event whose S8 task asked to check this unknown tracking
+    /// number (one reminder per number per day, however many calls it gets).
+    pub const TRACKING_CHECK: &str = "tracking-check:";
     /// `sandbox:…`: records of the sandbox CRM.
     pub const SANDBOX: &str = "sandbox:";
 }

@@ -36,7 +36,7 @@ use crate::{
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
-            Resolved, RuleActions, UnresolvedRef, plan, resolve_parties,
+            Resolved, RuleActions, TaskPurpose, UnresolvedRef, plan, resolve_parties,
         },
         rules::{MatchContext, Rules},
     },
@@ -51,6 +51,8 @@ use retry::RetrySchedule;
 pub const ACTION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 /// How long one worker may hold a number's lock.
 pub const NUMBER_LOCK_TTL: Duration = Duration::from_secs(60);
+/// At most one S8 "check this number" task per unknown tracking number this often.
+pub const TRACKING_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How long a worker waits for a number's lock before putting the task back.
 pub const NUMBER_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How long the order status reference is cached.
@@ -519,6 +521,28 @@ impl Worker {
             .unwrap_or_else(|| format!("manager {id}"))
     }
 
+    /// Whether this event makes the S8 task of its tracking number: the first event to ask
+    /// within [`TRACKING_CHECK_EVERY`] does (and keeps the claim when it is re-run after a
+    /// crash); calls after it to the same number do not repeat the task.
+    async fn claim_tracking_check(
+        &self,
+        event: &CallEvent,
+        event_key: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(tracking) = &event.tracking_number else {
+            return Ok(true);
+        };
+        let key = format!("{}{}", keys::TRACKING_CHECK, tracking.e164());
+        if self
+            .store
+            .set_raw_if_absent(&key, event_key.as_bytes(), Some(TRACKING_CHECK_EVERY))
+            .await?
+        {
+            return Ok(true);
+        }
+        Ok(self.store.get_raw(&key).await?.as_deref() == Some(event_key.as_bytes()))
+    }
+
     async fn execute(
         &self,
         event: &CallEvent,
@@ -586,6 +610,15 @@ impl Worker {
                 };
                 resolved.order = Some(id);
                 record.order = Some(id);
+            }
+            Action::CreateTask {
+                purpose: TaskPurpose::CheckTracking,
+                task,
+            } if !self.claim_tracking_check(event, event_key).await? => {
+                tracing::debug!(
+                    performer = task.performer_id.0,
+                    "This tracking number's check task was made within a day; not again."
+                );
             }
             Action::CreateTask { task, .. } => {
                 let new = task.resolve(resolved)?;

@@ -649,6 +649,22 @@ async fn s8_a_call_to_an_unknown_tracking_number_asks_the_senior_manager_to_chec
         1,
         "the call itself is handled as usual"
     );
+
+    // More calls to the same number the same day: handled, but the senior is not asked again.
+    for id in ["trk-2", "trk-3"] {
+        let mut event = after_call(id, "0501234567", "ANSWERED", 1028);
+        event["dst"] = json!("0445556677");
+        app.post_webhook(&event).await;
+    }
+    app.run_worker_until_idle().await;
+    assert_eq!(tasks_of(&app, 1).len(), 1, "{:#?}", tasks_of(&app, 1));
+    assert_eq!(tasks_of(&app, 28).len(), 3);
+    // Another unknown number gets its own reminder.
+    let mut event = after_call("trk-4", "0501234567", "ANSWERED", 1028);
+    event["dst"] = json!("380445556600");
+    app.post_webhook(&event).await;
+    app.run_worker_until_idle().await;
+    assert_eq!(tasks_of(&app, 1).len(), 2);
 }
 
 #[tokio::test]
