@@ -53,6 +53,7 @@ use std::{
     path::Path,
     sync::{
         Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, Sender},
     },
     thread::JoinHandle,
@@ -290,6 +291,10 @@ struct OwnerMirror {
     /// Interned manager ids: few managers, many numbers.
     managers: Vec<ManagerId>,
     manager_index: HashMap<ManagerId, u32>,
+    /// No entry expires before this (ms; `u64::MAX`: none expires): until then the purge
+    /// skips the scan of the whole map. Updated by puts (under the write lock) and by the
+    /// purge's scan (under the read lock, hence atomic).
+    earliest_expiry: AtomicU64,
 }
 
 impl OwnerMirror {
@@ -300,6 +305,7 @@ impl OwnerMirror {
             }),
             managers: Vec::new(),
             manager_index: HashMap::new(),
+            earliest_expiry: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -335,6 +341,10 @@ impl OwnerMirror {
                 }
             }
         };
+        if expires_ms != NEVER {
+            self.earliest_expiry
+                .fetch_min(expires_ms, Ordering::Relaxed);
+        }
         self.map.insert(
             U64Halves::new(key),
             PackedOwner {
@@ -345,14 +355,37 @@ impl OwnerMirror {
         );
     }
 
-    /// Keys of expired entries, at most `limit`.
+    /// Keys of expired entries, at most `limit`. Scans the map only when some entry may have
+    /// expired, and learns from the scan when the next one will.
     fn expired(&self, now: u64, limit: usize) -> Vec<u64> {
-        self.map
-            .iter()
-            .filter(|(_, v)| !is_live(v.expires_ms.get(), now))
-            .map(|(k, _)| k.get())
-            .take(limit)
-            .collect()
+        if self.earliest_expiry.load(Ordering::Relaxed) > now {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        let mut earliest_live = u64::MAX;
+        for (k, v) in &self.map {
+            let expires = v.expires_ms.get();
+            if is_live(expires, now) {
+                if expires != NEVER {
+                    earliest_live = earliest_live.min(expires);
+                }
+            } else if expired.len() < limit {
+                expired.push(k.get());
+            } else {
+                // More than one purge's worth: the next purge scans again.
+                earliest_live = now;
+                break;
+            }
+        }
+        // The caller holds the read lock, so no put runs meanwhile. The expired entries are
+        // about to be deleted; if that fails, the purge calls `rescan`.
+        self.earliest_expiry.store(earliest_live, Ordering::Relaxed);
+        expired
+    }
+
+    /// Makes the next purge scan the whole map.
+    fn rescan(&self) {
+        self.earliest_expiry.store(0, Ordering::Relaxed);
     }
 }
 
@@ -1100,12 +1133,25 @@ fn run_purge(shared: &Shared) -> Result<(), StoreError> {
         .read()
         .expect("owner mirror poisoned")
         .expired(now, PURGE_LIMIT);
-    let mut txn = shared.db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    let result = purge_rows(shared, now, &expired_owners);
+    match result {
+        Ok(()) => shared.apply_effects(vec![Effect::OwnersPurged(expired_owners)]),
+        Err(_) => shared
+            .owners
+            .read()
+            .expect("owner mirror poisoned")
+            .rescan(),
+    }
+    result
+}
+
+/// Deletes due KV rows and `expired_owners` in one durable transaction; writes nothing (no
+/// fsync) when there is nothing to delete, the common case.
+fn purge_rows(shared: &Shared, now: u64, expired_owners: &[u64]) -> Result<(), StoreError> {
+    let mut due = Vec::new();
     {
-        let mut kv = txn.open_table(KV)?;
-        let mut kv_expiry = txn.open_table(KV_EXPIRY)?;
-        let mut due = Vec::new();
+        let txn = shared.db.begin_read()?;
+        let kv_expiry = txn.open_table(KV_EXPIRY)?;
         for row in kv_expiry.range::<(u64, &str)>(..(now + 1, ""))? {
             let (k, _) = row?;
             let (at, key) = k.value();
@@ -1114,20 +1160,29 @@ fn run_purge(shared: &Shared) -> Result<(), StoreError> {
                 break;
             }
         }
+    }
+    if due.is_empty() && expired_owners.is_empty() {
+        return Ok(());
+    }
+    let mut txn = shared.db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut kv = txn.open_table(KV)?;
+        let mut kv_expiry = txn.open_table(KV_EXPIRY)?;
         for (at, key) in &due {
             kv_expiry.remove((*at, key.as_str()))?;
+            // Renewed since the read above: its expiry moved, and it stays.
             let current = kv.get(key.as_str())?.map(|v| v.value().1);
             if current == Some(*at) {
                 kv.remove(key.as_str())?;
             }
         }
         let mut owners = txn.open_table(OWNERS)?;
-        for &key in &expired_owners {
+        for &key in expired_owners {
             owners.remove(key)?;
         }
     }
     txn.commit()?;
-    shared.apply_effects(vec![Effect::OwnersPurged(expired_owners)]);
     Ok(())
 }
 
@@ -1667,6 +1722,30 @@ mod tests {
     #[test]
     fn owner_mirror_entries_are_compact() {
         assert_eq!(std::mem::size_of::<(U64Halves, PackedOwner)>(), 28);
+    }
+
+    #[test]
+    fn the_owner_mirror_scans_for_expired_entries_only_when_one_can_have_expired() {
+        let mut mirror = OwnerMirror::new();
+        mirror.put(1, None, None, 1_000);
+        mirror.put(2, None, None, NEVER);
+        mirror.put(3, None, None, 5_000);
+        assert!(mirror.expired(999, 10).is_empty());
+        assert_eq!(mirror.expired(1_000, 10), vec![1]);
+        // The scan learnt that nothing else expires before 5000. While entry 1 is still in
+        // the map (the purge deletes it after this), an earlier time finds nothing to scan.
+        assert!(mirror.expired(4_999, 10).is_empty());
+        // A put lowers the bound at once.
+        mirror.put(4, None, None, 2_000);
+        let mut found = mirror.expired(4_999, 10);
+        found.sort_unstable();
+        assert_eq!(found, vec![1, 4]);
+        // A failed purge asks for a rescan: the expired entries are found again.
+        mirror.rescan();
+        assert_eq!(mirror.expired(4_999, 10).len(), 2);
+        // More expired entries than one purge takes: the next purge scans again.
+        assert_eq!(mirror.expired(6_000, 1).len(), 1);
+        assert_eq!(mirror.expired(6_000, 10).len(), 3);
     }
 
     #[tokio::test]
