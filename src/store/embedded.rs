@@ -1171,7 +1171,7 @@ fn purge_rows(shared: &Shared, now: u64, expired_owners: &[u64]) -> Result<(), S
         let mut kv_expiry = txn.open_table(KV_EXPIRY)?;
         for (at, key) in &due {
             kv_expiry.remove((*at, key.as_str()))?;
-            // Renewed since the read above: its expiry moved, and it stays.
+            // A stale expiry entry (the key was set again with another expiry): it stays.
             let current = kv.get(key.as_str())?.map(|v| v.value().1);
             if current == Some(*at) {
                 kv.remove(key.as_str())?;
