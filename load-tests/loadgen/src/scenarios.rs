@@ -298,6 +298,18 @@ fn warm_callgate_with(dir: &Path, rules: Option<PathBuf>) -> anyhow::Result<Call
     Callgate::start(settings)
 }
 
+/// Runs `a` and `b` once each, `a` first in even repetitions and `b` first in odd ones, so
+/// drift on a shared machine hits both alike. Returns `(a's, b's)`.
+fn alternate<T>(rep: usize, a: impl FnOnce() -> T, b: impl FnOnce() -> T) -> (T, T) {
+    if rep.is_multiple_of(2) {
+        let a = a();
+        (a, b())
+    } else {
+        let b = b();
+        (a(), b)
+    }
+}
+
 /// The cost of 200 routing rules on the lookup: the same warm lookup with and without them,
 /// alternating, medians (target: under 10%, i.e. ≥ 0.9× the throughput without rules).
 fn lookup_rules_cost(
@@ -336,13 +348,7 @@ fn lookup_rules_cost(
     };
     let (mut with, mut without, mut failed) = (vec![], vec![], 0);
     for rep in 0..opts.reps {
-        let (w, wo) = if rep % 2 == 0 {
-            let w = closed(ruled.addr);
-            (w, closed(plain.addr))
-        } else {
-            let wo = closed(plain.addr);
-            (closed(ruled.addr), wo)
-        };
+        let (w, wo) = alternate(rep, || closed(ruled.addr), || closed(plain.addr));
         note!(
             "rules rep {rep}: with {RULES} rules {:.0}/s p99 {:.2} ms; without {:.0}/s p99 {:.2} ms",
             w.rps(),
@@ -420,14 +426,11 @@ fn lookup_warm(
     };
     let (mut c_closed, mut h_closed, mut c_open, mut h_open) = (vec![], vec![], vec![], vec![]);
     for rep in 0..opts.reps {
-        // Alternate which goes first, so drift on a shared machine hits both alike.
-        let (c, h) = if rep % 2 == 0 {
-            let c = closed(callgate.addr, &lookups);
-            (c, closed(hello.addr, &hello_req))
-        } else {
-            let h = closed(hello.addr, &hello_req);
-            (closed(callgate.addr, &lookups), h)
-        };
+        let (c, h) = alternate(
+            rep,
+            || closed(callgate.addr, &lookups),
+            || closed(hello.addr, &hello_req),
+        );
         note!(
             "closed rep {rep}: callgate {:.0}/s p50 {:.2} p99 {:.2} ms fail {}; hello {:.0}/s p50 {:.2} p99 {:.2} ms fail {}",
             c.rps(),
@@ -441,13 +444,11 @@ fn lookup_warm(
         );
         c_closed.push(c);
         h_closed.push(h);
-        let (c, h) = if rep % 2 == 0 {
-            let c = open(callgate.addr, &lookups);
-            (c, open(hello.addr, &hello_req))
-        } else {
-            let h = open(hello.addr, &hello_req);
-            (open(callgate.addr, &lookups), h)
-        };
+        let (c, h) = alternate(
+            rep,
+            || open(callgate.addr, &lookups),
+            || open(hello.addr, &hello_req),
+        );
         note!(
             "open rep {rep}: callgate {:.0}/s p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}; hello {:.0}/s p50 {:.2} p99 {:.2} max {:.2} ms (service p99 {:.2}) fail {}",
             c.rps(),
