@@ -433,7 +433,11 @@ fn classify(input: &str) -> Result<&str, PhoneNumberError> {
     };
     let mut sip = addr.len() != text.len();
     for scheme in ["sip:", "sips:"] {
-        if addr.len() >= scheme.len() && addr[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get`, not indexing: the text may be Cyrillic (`Скрытый номер`), and a byte offset
+        // inside a multi-byte character must read as "no scheme", not panic.
+        if let Some(head) = addr.get(..scheme.len())
+            && head.eq_ignore_ascii_case(scheme)
+        {
             addr = &addr[scheme.len()..];
             sip = true;
         }
@@ -660,6 +664,22 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(ua().parse(input), Err(expected), "{input:?}");
         }
+    }
+
+    #[test]
+    fn text_in_any_script_is_an_error_not_a_panic() {
+        // Byte offsets 4 and 5 (the `sip:`/`sips:` probes) fall inside Cyrillic letters.
+        for input in [
+            "Скрытый номер",
+            "Скр",
+            "Анонім",
+            "номер 098 123 45 67",
+            "日本語テキスト",
+            "é",
+        ] {
+            assert!(ua().parse(input).is_err(), "{input:?}");
+        }
+        assert!(ua().parse("<sips:Скрытый@pbx>").is_err());
     }
 
     #[test]
