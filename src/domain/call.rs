@@ -37,8 +37,8 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::crm_model::{CallResult, UtmSource};
 use super::phone_number::{PhoneNumber, PhoneNumberError};
-use crate::crm::{CallResult, UtmSource};
 
 /// Turns free-form text into a canonical number. The worker passes the configured
 /// normalizer, e.g. `&|s| normalizer.parse(s).map(|p| p.number)`.

@@ -42,15 +42,15 @@ use std::{collections::HashSet, fmt};
 use chrono::{Duration, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
+use super::crm_model::{
+    CallEventNotice, CallEventType, CallRecord, CallResult, CustomerId, NewCustomer, NewOrder,
+    NewTask, OrderId, TaskId, TaskLink, TaskUpdate, UtmSource,
+};
 use super::{
     call::{CallEvent, CallOutcome, Direction, EventMoment, strip_label},
     call_log::CallLogEntry,
     manager::{ManagerDirectory, ManagerId},
     phone_number::PhoneNumber,
-};
-use crate::crm::{
-    CallEventNotice, CallEventType, CallRecord, CallResult, CustomerId, NewCustomer, NewOrder,
-    NewTask, OrderId, TaskId, TaskLink, TaskUpdate, UtmSource,
 };
 
 /// retailCRM `orderMethod` of every order made from a call.
