@@ -22,6 +22,7 @@ use crate::domain::{
     manager::{Manager, ManagerDirectory, ManagerId},
     phone_number::{PhoneNormalizer, PhoneNumber},
     plan::{PlannerConfig, TaskTexts},
+    site::{Site, Sites},
 };
 
 /// The built-in defaults, every key commented.
@@ -293,20 +294,12 @@ pub struct SiteSettings {
     pub tracking_numbers: Vec<String>,
 }
 
-/// A site with its tracking numbers normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub code: String,
-    pub project_ids: Vec<String>,
-    pub tracking_numbers: Vec<PhoneNumber>,
-}
-
 /// What [`Settings::validate`] derives: parsed, cross-checked pieces.
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub normalizer: PhoneNormalizer,
     pub directory: ManagerDirectory,
-    pub sites: Vec<Site>,
+    pub sites: Sites,
     /// Own lines from `phone.own_numbers` (tracking numbers and manager phones are in
     /// `sites` / `directory`).
     pub own_numbers: Vec<PhoneNumber>,
@@ -457,11 +450,8 @@ impl Settings {
             return Err(invalid("crm.callback_window_min must be at least 1"));
         }
         let mut all_own: HashSet<PhoneNumber> = own_numbers.iter().cloned().collect();
-        all_own.extend(
-            sites
-                .iter()
-                .flat_map(|s| s.tracking_numbers.iter().cloned()),
-        );
+        let sites = Sites::new(sites);
+        all_own.extend(sites.tracking_numbers().cloned());
         all_own.extend(directory.all().iter().filter_map(|m| m.phone.clone()));
         let planner = PlannerConfig {
             create_on_incoming: self.crm.create_on_incoming,
@@ -469,6 +459,7 @@ impl Settings {
             senior_manager_id: self.crm.senior_manager(),
             callback_window_min: self.crm.callback_window_min,
             default_order_status: self.crm.default_order_status.clone(),
+            sites: sites.clone(),
             default_site: self.crm.default_site.clone(),
             own_numbers: all_own,
             texts: self.crm.task_texts.clone(),

@@ -234,8 +234,9 @@ pub fn explain_event(
         crm::{CustomerId, OrderId},
         domain::{
             call::CallEvent,
-            plan::{Action, CrmFacts, CustomerFacts, OrderFacts, plan, resolve_parties},
-            rules::MatchContext,
+            plan::{
+                Action, CrmFacts, CustomerFacts, OrderFacts, decide_explained, resolve_parties,
+            },
         },
     };
 
@@ -266,24 +267,6 @@ pub fn explain_event(
     let parties = resolve_parties(&event, &validated.directory);
     facts.answered_by = parties.answered_by;
     facts.client_is_manager = parties.client_is_manager;
-    facts.site = event
-        .project_id
-        .as_ref()
-        .and_then(|p| {
-            validated
-                .sites
-                .iter()
-                .find(|s| s.project_ids.iter().any(|id| id == p))
-        })
-        .or_else(|| {
-            event.tracking_number.as_ref().and_then(|n| {
-                validated
-                    .sites
-                    .iter()
-                    .find(|s| s.tracking_numbers.contains(n))
-            })
-        })
-        .map(|s| s.code.clone());
     let owner = owner
         .or(parties.answered_by)
         .or(validated.planner.senior_manager_id);
@@ -305,26 +288,16 @@ pub fn explain_event(
             },
         });
     }
-    let site = facts
-        .site
-        .clone()
-        .unwrap_or_else(|| validated.planner.default_site.clone());
-    let ctx = MatchContext::for_event(
-        &event,
-        Some(&site),
-        Some(customer_exists),
-        chrono::Utc::now(),
-    );
-    let explanation = rules.explain(&ctx);
-    let fired = explanation
-        .fired
-        .and_then(|i| rules.get(&explanation.verdicts[i].name));
-    let p = plan(
+    let (decision, explanation) = decide_explained(
         &event,
         &facts,
         &validated.planner,
-        fired.and_then(|r| r.planner_actions()),
+        rules,
+        chrono::Utc::now(),
     );
+    let fired = decision.matched_rule;
+    let p = decision.plan;
+    let site = &p.site;
     let client = match &event.client {
         Ok(n) => n.e164().to_owned(),
         Err(e) => format!(

@@ -144,7 +144,6 @@ impl Application {
             validated.normalizer.clone(),
             aliases,
             validated.planner.clone(),
-            validated.sites.clone(),
             state
                 .settings
                 .crm

@@ -9,3 +9,4 @@ pub mod manager;
 pub mod phone_number;
 pub mod plan;
 pub mod rules;
+pub mod site;
