@@ -19,6 +19,7 @@
 //!   capped exponential backoff and jitter; bad content (validation) is dead-lettered at once.
 
 pub mod retry;
+pub mod task;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -39,12 +40,12 @@ use crate::{
         },
         rules::Rules,
     },
-    http::routes::webhook::StoredWebhook,
     metrics::Metrics,
     rules::RuleBook,
     store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
 };
 use retry::RetrySchedule;
+use task::StoredWebhook;
 
 /// How long executed-action records and call-leg records are kept.
 pub const ACTION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
