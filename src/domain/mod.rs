@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod call_log;
+pub mod call_type;
 pub mod crm_model;
 pub mod lookup;
 pub mod manager;

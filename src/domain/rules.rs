@@ -17,8 +17,8 @@
 //!
 //! Matchers (each takes one value or a list; a list matches when any value does):
 //! `dst` (the tracking number dialled, normalized with `phone.default_region` when the rules
-//! are compiled), `site`, `call_type` (`in|out|callback|transitin|transitout`, exact),
-//! `disposition` (the groups `answered|missed|failed`, or one Ringostat status such as
+//! are compiled), `site`, `call_type` (`in|out|callback|transitin|transitout`, any spelling
+//! a webhook may send: [`crate::domain::call_type`]), `disposition` (the groups `answered|missed|failed`, or one Ringostat status such as
 //! `"NO ANSWER"`, `"VOICEMAIL"`), `caller_prefix` (a prefix of the client's E.164 number;
 //! spaces, dashes and parentheses are ignored, `380…` means `+380…`), `utm_source`,
 //! `utm_medium`, `utm_campaign` (ASCII case-insensitive), `customer_exists` (bool),
@@ -307,7 +307,7 @@ impl Matcher {
         match self {
             Matcher::Dst(n) => list(n.iter().map(|n| format!("+{n}")).collect()),
             Matcher::Site(v) | Matcher::CallerPrefix(v) | Matcher::Utm(_, v) => list(v.clone()),
-            Matcher::CallType(t) => list(t.iter().map(|t| call_type_name(*t).to_owned()).collect()),
+            Matcher::CallType(t) => list(t.iter().map(|t| t.as_str().to_owned()).collect()),
             Matcher::Disposition(s) => list(
                 s.iter()
                     .map(|s| match s {
@@ -340,7 +340,7 @@ impl Matcher {
         match self {
             Matcher::Dst(_) => ctx.dst.map(|n| format!("+{n}")),
             Matcher::Site(_) => ctx.site.map(str::to_owned),
-            Matcher::CallType(_) => ctx.call_type.map(|t| call_type_name(t).to_owned()),
+            Matcher::CallType(_) => ctx.call_type.map(|t| t.as_str().to_owned()),
             Matcher::Disposition(_) => ctx.outcome.map(|o| match ctx.disposition {
                 Some(k) => format!("{} ({k:?})", o.as_str()),
                 None => o.as_str().to_owned(),
@@ -353,16 +353,6 @@ impl Matcher {
                 .local(*tz)
                 .map(|(_, m)| format!("{:02}:{:02}", m / 60, m % 60)),
         }
-    }
-}
-
-fn call_type_name(t: CallType) -> &'static str {
-    match t {
-        CallType::In => "in",
-        CallType::Out => "out",
-        CallType::Callback => "callback",
-        CallType::TransitIn => "transitin",
-        CallType::TransitOut => "transitout",
     }
 }
 
@@ -925,16 +915,13 @@ fn compile_rule(
     {
         let mut types = Vec::new();
         for raw in list {
-            match raw.trim().to_ascii_lowercase().as_str() {
-                "in" => types.push(CallType::In),
-                "out" => types.push(CallType::Out),
-                "callback" => types.push(CallType::Callback),
-                "transitin" => types.push(CallType::TransitIn),
-                "transitout" => types.push(CallType::TransitOut),
-                _ => fx.err(
+            match CallType::parse(raw) {
+                Some(t) => types.push(t),
+                None => fx.err(
                     v.span(),
                     format!(
-                        "rule {n:?}: unknown call_type {raw:?}: expected in, out, callback, transitin or transitout"
+                        "rule {n:?}: unknown call_type {raw:?}: expected {}",
+                        CallType::EXPECTED
                     ),
                 ),
             }
@@ -1537,6 +1524,25 @@ assign_to = 27
         let no_utm = call(json!({"disposition": "NO ANSWER"}));
         let ctx = MatchContext::for_event(&no_utm, Some("shop1"), Some(true), now);
         assert_eq!(fired(&r, &ctx), None, "no UTM tags");
+    }
+
+    #[test]
+    fn rules_accept_every_call_type_a_webhook_accepts_and_match_it() {
+        // `transit_in` was accepted from webhooks but refused in rules.
+        let now = at(2024, 7, 31, 12, 0);
+        let spellings = CallType::SPELLINGS.iter().map(|(s, _)| *s);
+        for spelling in spellings.chain(["transit_in", "TransitOut", " Incoming "]) {
+            let webhook = call(json!({ "call_type": spelling }));
+            let r = rules(&format!(
+                "[[rule]]\nname = \"typed\"\ncall_type = {spelling:?}\nignore = true\n"
+            ));
+            let ctx = MatchContext::for_event(&webhook, Some("shop1"), Some(true), now);
+            assert_eq!(fired(&r, &ctx), Some("typed"), "{spelling:?}");
+        }
+        let transit = call(json!({ "call_type": "transitin" }));
+        let r = rules("[[rule]]\nname = \"out\"\ncall_type = \"out\"\nignore = true\n");
+        let ctx = MatchContext::for_event(&transit, Some("shop1"), Some(true), now);
+        assert_eq!(fired(&r, &ctx), None, "transitin is not out");
     }
 
     #[test]
