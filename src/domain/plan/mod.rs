@@ -1,18 +1,25 @@
 //! The action planner (SPEC §4, scenarios S1–S14): what a call event should change in the
 //! CRM.
 //!
-//! [`plan`] is a pure function of the event, the CRM facts the worker gathered, the
-//! configuration and the matched routing rule's actions. It returns a [`Plan`]: an ordered
-//! list of [`Action`]s for the worker to execute, and the call-log entry to record.
+//! [`decide`] is the one pipeline the worker and `rules explain` share: the call's site
+//! (`[[sites]]` by `project_id`, else by `dst`, else `crm.default_site`), the first matching
+//! routing rule, then [`plan`]. [`plan`] is a pure function of the event, the CRM facts the
+//! worker gathered, the configuration and the matched rule's actions. It returns a [`Plan`]:
+//! an ordered list of [`Action`]s for the worker to execute, and the call-log entry to
+//! record (its order date included: the worker stores it as planned).
+//!
+//! Files: `config` (what the planner takes from the configuration and the rule), `facts`
+//! (what the worker gathers), `actions` (what a plan asks of the CRM), `planner` (S1–S14),
+//! `decide` (site → rule → plan), `tests` (one test per scenario, `s1_…` to `s14_…`).
 //!
 //! # Who resolves what
 //! The worker gathers [`CrmFacts`] before planning: the customers and orders of the client
 //! number (orders already classified open/closed through `crm.closed_status_groups`), the
-//! site (from `[[sites]]` by `project_id`/`dst`), the open call-back task of the caller
-//! (callgate's store, `callback:<e164>`), what other legs of the same call did, and the
-//! managers on both sides. The last one is resolved with [`resolve_parties`], a pure helper
-//! over the [`ManagerDirectory`], so the planner itself never sees the directory and its
-//! tests state plainly "answered by Tatiana".
+//! open call-back task of the caller (callgate's store, `callback:<e164>`), what other legs
+//! of the same call did, and the managers on both sides. The last one is resolved with
+//! [`resolve_parties`], a pure helper over the
+//! [`ManagerDirectory`](crate::domain::manager::ManagerDirectory), so the planner itself
+//! never sees the directory and its tests state plainly "answered by Tatiana".
 //!
 //! # References between actions
 //! Actions are executed in order. A later action may need the id of something an earlier

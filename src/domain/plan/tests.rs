@@ -1178,3 +1178,113 @@ fn task_texts_come_from_the_configured_templates() {
     };
     assert_eq!(task.text, format!("Передзвонити {NEW_CALLER} (1)"));
 }
+
+// === decide: site → rule → plan ===
+
+fn two_sites() -> PlannerConfig {
+    use crate::domain::site::{Site, Sites};
+    PlannerConfig {
+        sites: Sites::new(vec![
+            Site {
+                code: "shop-a".to_owned(),
+                project_ids: vec!["100".to_owned()],
+                tracking_numbers: vec![n(SHOP_LINE)],
+            },
+            Site {
+                code: "shop-b".to_owned(),
+                project_ids: vec!["200".to_owned()],
+                tracking_numbers: Vec::new(),
+            },
+        ]),
+        ..cfg()
+    }
+}
+
+fn site_rules() -> crate::domain::rules::Rules {
+    use crate::domain::{phone_number::PhoneNormalizer, rules};
+    let normalizer = PhoneNormalizer::new("UA").unwrap();
+    let text = "[[rule]]\nname = \"site b\"\nsite = \"shop-b\"\norder_status = \"cancel\"\n\
+                [[rule]]\nname = \"known callers\"\ncustomer_exists = true\nignore = true\n";
+    rules::compile(
+        &[("r.toml".to_owned(), text.to_owned())],
+        &rules::CompileOptions {
+            normalizer: &normalizer,
+            known_managers: &[],
+        },
+    )
+    .unwrap()
+}
+
+fn noon() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_naive_utc_and_offset(at(12, 0), chrono::Utc)
+}
+
+#[test]
+fn decide_tells_the_site_once_and_matches_the_rules_against_it() {
+    let (cfg, rules) = (two_sites(), site_rules());
+    // Project 200 is shop-b although the tracking number is shop-a's: the project wins.
+    let by_project = event(json!({"project_id": "200"}), None);
+    let d = decide(
+        &by_project,
+        &answered_by(TATIANA, "Tatiana"),
+        &cfg,
+        &rules,
+        noon(),
+    );
+    assert_eq!(d.matched_rule.map(|r| r.name.as_str()), Some("site b"));
+    assert_eq!(d.plan.site, "shop-b");
+    assert_eq!(
+        d.plan.actions[1],
+        new_order(NEW_CALLER, CustomerRef::Created, TATIANA, "cancel")
+    );
+
+    let by_number = event(json!({}), None);
+    let d = decide(
+        &by_number,
+        &answered_by(TATIANA, "Tatiana"),
+        &cfg,
+        &rules,
+        noon(),
+    );
+    assert_eq!(d.matched_rule.map(|r| r.name.as_str()), None);
+    assert_eq!(d.plan.site, "shop-a");
+    assert_eq!(
+        d.plan,
+        plan(&by_number, &answered_by(TATIANA, "Tatiana"), &cfg, None)
+    );
+
+    let unknown_line = event(json!({"dst": UNKNOWN_LINE.trim_start_matches('+')}), None);
+    let d = decide(
+        &unknown_line,
+        &answered_by(TATIANA, "Tatiana"),
+        &cfg,
+        &rules,
+        noon(),
+    );
+    assert_eq!(d.plan.site, "shop", "crm.default_site");
+}
+
+#[test]
+fn decide_sees_whether_the_customer_exists_and_explain_agrees_with_it() {
+    let (cfg, rules) = (two_sites(), site_rules());
+    let known = with_customer(
+        answered_by(TATIANA, "Tatiana"),
+        customer(5, ALINA, Vec::new()),
+    );
+    let e = event(json!({}), None);
+    let (d, explanation) = decide_explained(&e, &known, &cfg, &rules, noon());
+    assert_eq!(
+        d.matched_rule.map(|r| r.name.as_str()),
+        Some("known callers")
+    );
+    assert!(d.plan.actions.is_empty(), "ignored: {:?}", d.plan.actions);
+    let fired = explanation
+        .fired
+        .map(|i| explanation.verdicts[i].name.as_str());
+    assert_eq!(fired, Some("known callers"));
+    assert_eq!(explanation.verdicts[0].misses.len(), 1, "site b: the site");
+
+    let (d, explanation) = decide_explained(&e, &nobody(), &cfg, &rules, noon());
+    assert!(d.matched_rule.is_none());
+    assert_eq!(explanation.fired, None);
+}
