@@ -221,7 +221,8 @@ pub struct ExplainReport {
 /// touching the CRM. The CRM facts are simulated: no customer unless `"customer_exists":
 /// true`, which stands for one customer owned by `"customer_owner"` (else the manager who
 /// answered, else `crm.senior_manager_id`), with one open order when `"open_order": true`
-/// (else no order). The site comes from `[[sites]]` as in the worker; the clock is now.
+/// (else no order). Site, rule and plan come from [`crate::domain::plan::decide`], the
+/// worker's own pipeline; the clock is now.
 pub fn explain_event(
     payload: &serde_json::Map<String, serde_json::Value>,
     settings: &crate::config::Settings,

@@ -1,5 +1,7 @@
-//! The worker (SPEC §4, §6): takes stored call events from the queue, gathers CRM facts,
-//! asks the pure planner for a plan, and executes it against the CRM idempotently.
+//! The worker (SPEC §4, §6): takes stored call events ([`task::StoredWebhook`]) from the
+//! queue, gathers CRM facts, asks the pure pipeline ([`decide`]: site, routing rule, plan)
+//! what to do, and executes the plan against the CRM idempotently. The call log entry is
+//! stored as planned.
 //!
 //! Guarantees and how they are kept:
 //! - **Nothing lost**: a task leaves the queue only when its plan is fully applied
