@@ -29,6 +29,13 @@ enum Command {
     /// Run the gateway (HTTP endpoints and the worker).
     Serve,
     /// Print the E.164 form of a phone number, or why it is not one.
+    Normalize {
+        /// The number as typed (quote it when it has spaces).
+        number: String,
+        /// Default region for numbers without a country code (default: phone.default_region).
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Dead letters of a running callgate (through its admin API).
     DeadLetters {
         #[command(subcommand)]
@@ -44,13 +51,6 @@ enum Command {
         /// Admin API base URL (default: from server.host and server.port).
         #[arg(long, global = true)]
         url: Option<String>,
-    },
-    Normalize {
-        /// The number as typed (quote it when it has spaces).
-        number: String,
-        /// Default region for numbers without a country code (default: phone.default_region).
-        #[arg(long)]
-        region: Option<String>,
     },
     /// Check routing rules, or explain which rule fires for an event (never touches the CRM).
     Rules {
@@ -87,6 +87,7 @@ enum RulesCommand {
 enum DeadLetterAction {
     /// Print the dead letters (newest first) as JSON.
     List {
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -95,6 +96,7 @@ enum DeadLetterAction {
         /// The dead letter's id.
         #[arg(required_unless_present = "all")]
         id: Option<u64>,
+        /// Replay every dead letter.
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
@@ -104,6 +106,7 @@ enum DeadLetterAction {
 enum QuarantineAction {
     /// Print the quarantined payloads (newest first) as JSON.
     List {
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
