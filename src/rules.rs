@@ -225,8 +225,7 @@ pub struct ExplainReport {
 /// worker's own pipeline; the clock is now.
 pub fn explain_event(
     payload: &serde_json::Map<String, serde_json::Value>,
-    settings: &crate::config::Settings,
-    validated: &crate::config::Validated,
+    config: &crate::config::Config,
     rules: &Rules,
 ) -> Result<ExplainReport, crate::domain::call::PayloadError> {
     use serde_json::Value;
@@ -255,22 +254,22 @@ pub fn explain_event(
         .remove("customer_owner")
         .and_then(|v| v.as_u64())
         .map(ManagerId);
-    let normalize = |raw: &str| validated.normalizer.parse(raw).map(|p| p.number);
+    let normalize = |raw: &str| config.normalizer.parse(raw).map(|p| p.number);
     let event = CallEvent::parse(
         &fields,
-        &settings.ringostat.fields,
+        &config.ringostat.fields,
         hint.as_deref(),
         &normalize,
     )?;
 
     let now = chrono::Local::now().naive_local();
     let mut facts = CrmFacts::new_number(now);
-    let parties = resolve_parties(&event, &validated.directory);
+    let parties = resolve_parties(&event, &config.directory);
     facts.answered_by = parties.answered_by;
     facts.client_is_manager = parties.client_is_manager;
     let owner = owner
         .or(parties.answered_by)
-        .or(validated.planner.senior_manager_id);
+        .or(config.planner.senior_manager_id);
     if customer_exists {
         facts.customers.push(CustomerFacts {
             id: CustomerId(1),
@@ -289,13 +288,8 @@ pub fn explain_event(
             },
         });
     }
-    let (decision, explanation) = decide_explained(
-        &event,
-        &facts,
-        &validated.planner,
-        rules,
-        chrono::Utc::now(),
-    );
+    let (decision, explanation) =
+        decide_explained(&event, &facts, &config.planner, rules, chrono::Utc::now());
     let fired = decision.matched_rule;
     let p = decision.plan;
     let site = &p.site;
