@@ -15,7 +15,10 @@ use callgate::{
         manager::{ManagerId, ManagerState, ManagerStatus},
         phone_number::PhoneNumber,
     },
-    store::{EnqueueOutcome, OwnerEntry, Store, embedded::EmbeddedStore},
+    store::{
+        EnqueueOutcome, KeyValue, ManagerStates, OwnerEntry, OwnerIndex, Queue, Store,
+        embedded::EmbeddedStore,
+    },
 };
 use tempfile::TempDir;
 

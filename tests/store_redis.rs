@@ -17,7 +17,7 @@ use std::{
 };
 
 use callgate::store::{
-    EnqueueOutcome, Store,
+    EnqueueOutcome, Queue, Store,
     contract::{LONG, SHORT, eventually},
     redis::RedisStore,
 };

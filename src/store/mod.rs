@@ -1,23 +1,29 @@
-//! The storage port: owner index, manager states, call log, idempotency keys, the durable
-//! event queue with its dead letters and quarantine, and plain key/value records (sandbox
-//! CRM, action dedupe keys).
+//! The storage port, split by concern (svix style): [`Queue`] (the durable event queue with
+//! its dead letters and the quarantine), [`OwnerIndex`], [`CallLog`], [`ManagerStates`] and
+//! [`KeyValue`] (raw records with TTLs: idempotency keys, locks, the sandbox CRM). [`Store`]
+//! is every part at once and is implemented for anything implementing them all, so the app
+//! holds one `Arc<dyn Store>`; a caller holding a concrete backend imports the part traits
+//! it calls.
+//!
+//! Keys of the raw key/value space are built by the functions of [`keys`], never by hand;
+//! typed JSON records go through [`KeyValueExt`] (`get_json`, `set_json`,
+//! `set_json_if_absent`, `scan_json`), written once for every backend. Errors keep their cause
+//! ([`StoreError`]'s backend variants carry the redb, Redis, serde or I/O error as `source`).
 //!
 //! Backends: [`embedded::EmbeddedStore`] (one redb file, fsync'd group commits, durable across
 //! `kill -9`) and, for several instances, [`redis::RedisStore`] (Redis Streams with a consumer
 //! group for the queue). Every backend passes the contract suite in `store::contract` (run
-//! from `tests/`).
-//!
-//! Keys of the raw key/value space are namespaced by [`keys`]; backends add the configured
-//! `store.key_prefix` where the medium is shared.
+//! from `tests/`); backends add the configured `store.key_prefix` where the medium is shared.
 
 pub mod contract;
 pub mod embedded;
+pub mod keys;
 pub mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     crm::CustomerId,
@@ -27,25 +33,6 @@ use crate::{
         phone_number::PhoneNumber,
     },
 };
-
-/// Namespaces of the raw key/value space. One place, so two features never collide.
-pub mod keys {
-    /// `dedupe:<source>:<event key>`: an accepted webhook delivery.
-    pub const EVENT_DEDUPE: &str = "dedupe:";
-    /// `action:<event key>:<action key>`: an executed CRM action and its result.
-    pub const ACTION: &str = "action:";
-    /// `lock:<name>`: a short-lived mutual exclusion (per-number customer creation).
-    pub const LOCK: &str = "lock:";
-    /// `callback:<e164>`: the open call-back task of a caller within its window (S14).
-    pub const CALLBACK: &str = "callback:";
-    /// `legs:<call id>`: what the legs of one call did so far (answered, who talked).
-    pub const CALL_LEGS: &str = "legs:";
-    /// `tracking-check:<e164>`: the event whose S8 task asked to check this unknown tracking
-    /// number (one reminder per number per day, however many calls it gets).
-    pub const TRACKING_CHECK: &str = "tracking-check:";
-    /// `sandbox:…`: records of the sandbox CRM.
-    pub const SANDBOX: &str = "sandbox:";
-}
 
 /// Who owns a number, as far as callgate knows. `customer_id: None` is a negative entry:
 /// "the CRM had no customer for this number" (kept with a shorter TTL).
@@ -80,7 +67,7 @@ pub struct QueuedTask {
     pub last_error: Option<String>,
 }
 
-/// Result of [`Store::enqueue`].
+/// Result of [`Queue::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     /// Durably stored under this id.
@@ -107,23 +94,75 @@ pub struct QuarantineEntry {
     pub raw: String,
 }
 
+/// Why a store operation failed. Backend errors keep their cause ([`std::error::Error::source`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store backend failed: {0}")]
-    Backend(String),
-    #[error("stored record {key} is corrupt: {detail}")]
-    Corrupt { key: String, detail: String },
+    /// The embedded store's database failed.
+    #[error("redb: {0}")]
+    Redb(#[source] redb::Error),
+    /// The Redis server failed or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[source] ::redis::RedisError),
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored record cannot be read back.
+    #[error("stored record {key} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The embedded store's writer thread could not start.
+    #[error("cannot start the store's writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    /// The embedded store's writer thread has stopped (the store is shutting down or broken).
+    #[error("the store's writer thread has stopped")]
+    WriterGone,
+    /// A blocking read could not run to its end.
+    #[error("store read task failed: {0}")]
+    ReadTask(#[source] tokio::task::JoinError),
+    /// The write transaction this request was part of failed as a whole.
+    #[error("the store's commit failed: {0}")]
+    Commit(#[source] std::sync::Arc<StoreError>),
+    /// The embedded store's writer answered a request with a reply of another kind (a bug).
+    #[error("the store's writer gave an unexpected reply")]
+    UnexpectedReply,
     #[error("no queued task {0}")]
     NoSuchTask(u64),
 }
 
-/// The storage port. Object-safe, used as `Arc<dyn Store>`.
+impl StoreError {
+    /// A record that cannot be decoded, with the decoder's error as its cause.
+    pub fn corrupt(
+        key: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Corrupt {
+            key: key.into(),
+            source: cause.into(),
+        }
+    }
+
+    /// A value that cannot be encoded.
+    pub fn encode(what: impl Into<String>, source: serde_json::Error) -> Self {
+        StoreError::Encode {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Raw key/value records with optional TTLs (idempotency keys, locks, the sandbox CRM), and
+/// the store's reachability check.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait KeyValue: Send + Sync {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
-
-    // --- raw key/value with optional TTL -------------------------------------------------
     async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn set_raw(
         &self,
@@ -147,8 +186,64 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Next value of a named counter, starting at 1.
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError>;
+}
 
-    // --- owner index (hot path) ----------------------------------------------------------
+/// Typed JSON records on top of [`KeyValue`], written once for every backend and caller.
+/// A record that does not decode is [`StoreError::Corrupt`] naming its key.
+#[async_trait]
+pub trait KeyValueExt: KeyValue {
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.get_raw(key).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(key, e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::encode(key, e))?;
+        self.set_raw(key, &bytes, ttl).await
+    }
+
+    /// [`KeyValue::set_raw_if_absent`] of a JSON value.
+    async fn set_json_if_absent<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::encode(key, e))?;
+        self.set_raw_if_absent(key, &bytes, ttl).await
+    }
+
+    /// [`KeyValue::scan_prefix`], each value decoded.
+    async fn scan_json<T: DeserializeOwned + Send>(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.scan_prefix(prefix, limit)
+            .await?
+            .into_iter()
+            .map(|(k, v)| match serde_json::from_slice(&v) {
+                Ok(value) => Ok((k, value)),
+                Err(e) => Err(StoreError::corrupt(k, e)),
+            })
+            .collect()
+    }
+}
+
+impl<S: KeyValue + ?Sized> KeyValueExt for S {}
+
+/// Who owns a number (the lookup's hot path).
+#[async_trait]
+pub trait OwnerIndex: Send + Sync {
     async fn get_owner(&self, phone: &PhoneNumber) -> Result<Option<OwnerEntry>, StoreError>;
     async fn put_owner(
         &self,
@@ -156,13 +251,19 @@ pub trait Store: Send + Sync {
         entry: OwnerEntry,
         ttl: Duration,
     ) -> Result<(), StoreError>;
+}
 
-    // --- manager states (hot path) -------------------------------------------------------
+/// Managers' statuses as retailCRM last reported them (the lookup's hot path).
+#[async_trait]
+pub trait ManagerStates: Send + Sync {
     async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError>;
     async fn set_manager_state(&self, id: ManagerId, state: ManagerState)
     -> Result<(), StoreError>;
+}
 
-    // --- call log ------------------------------------------------------------------------
+/// Finished calls, and who last talked to each number.
+#[async_trait]
+pub trait CallLog: Send + Sync {
     /// Appends a finished call; also remembers who last talked to the caller.
     async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError>;
     /// The manager who last talked to this number (for `last_talked`).
@@ -173,8 +274,11 @@ pub trait Store: Send + Sync {
         filter: &CallLogFilter,
         limit: usize,
     ) -> Result<Vec<CallLogEntry>, StoreError>;
+}
 
-    // --- durable queue -------------------------------------------------------------------
+/// The durable event queue with its dead letters, and the quarantine of unreadable payloads.
+#[async_trait]
+pub trait Queue: Send + Sync {
     /// Stores a task durably (fsync'd / acknowledged by Redis) unless `dedupe_key` was seen
     /// within `dedupe_ttl`. Only after `Accepted` may a webhook be answered 200.
     async fn enqueue(
@@ -214,6 +318,13 @@ pub trait Store: Send + Sync {
     ) -> Result<u64, StoreError>;
     async fn list_quarantine(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StoreError>;
 }
+
+/// The whole storage port: every part above. Object-safe, used as `Arc<dyn Store>`;
+/// implemented for anything that implements all the parts, so a backend implements the
+/// parts and a caller imports the part traits whose methods it calls.
+pub trait Store: KeyValue + OwnerIndex + ManagerStates + CallLog + Queue {}
+
+impl<S: KeyValue + OwnerIndex + ManagerStates + CallLog + Queue + ?Sized> Store for S {}
 
 /// Milliseconds since the Unix epoch, the store's clock.
 pub fn now_ms() -> u64 {

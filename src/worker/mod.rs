@@ -23,7 +23,7 @@ pub mod retry;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{Local, NaiveDateTime};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ use crate::{
     config::Site,
     crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
     domain::{
-        call::{CallEvent, FieldAliases},
+        call::{CallEvent, FieldAliases, PayloadError},
         manager::{ManagerDirectory, ManagerId},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
@@ -43,7 +43,7 @@ use crate::{
     http::routes::webhook::StoredWebhook,
     metrics::Metrics,
     rules::RuleBook,
-    store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
+    store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
 };
 use retry::RetrySchedule;
 
@@ -82,8 +82,10 @@ enum ProcessError {
     Crm(#[from] CrmError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the stored event cannot be decoded: {0}")]
+    Undecodable(#[source] serde_json::Error),
     #[error("the stored event cannot be read: {0}")]
-    Unreadable(String),
+    Unreadable(#[source] PayloadError),
     #[error(transparent)]
     Plan(#[from] UnresolvedRef),
     #[error("another worker holds the lock of this number")]
@@ -257,7 +259,11 @@ impl Worker {
                     .await?;
                 ExecutionOutcome::TaskRetried
             }
-            Err(e @ (ProcessError::Unreadable(_) | ProcessError::Plan(_))) => {
+            Err(
+                e @ (ProcessError::Undecodable(_)
+                | ProcessError::Unreadable(_)
+                | ProcessError::Plan(_)),
+            ) => {
                 tracing::error!(task = task.id, error = %e, "Task cannot be processed; parked as a dead letter.");
                 self.store.dead_letter(task.id, &e.to_string()).await?;
                 ExecutionOutcome::TaskDeadLettered
@@ -278,8 +284,8 @@ impl Worker {
     }
 
     fn parse(&self, task: &QueuedTask) -> Result<CallEvent, ProcessError> {
-        let stored: StoredWebhook = serde_json::from_slice(&task.payload)
-            .map_err(|e| ProcessError::Unreadable(e.to_string()))?;
+        let stored: StoredWebhook =
+            serde_json::from_slice(&task.payload).map_err(ProcessError::Undecodable)?;
         let normalize = |raw: &str| self.normalizer.parse(raw).map(|p| p.number);
         CallEvent::parse(
             &stored.fields,
@@ -287,7 +293,7 @@ impl Worker {
             stored.event.as_deref(),
             &normalize,
         )
-        .map_err(|e| ProcessError::Unreadable(e.to_string()))
+        .map_err(ProcessError::Unreadable)
     }
 
     async fn process(&self, task: &QueuedTask) -> Result<(), ProcessError> {
@@ -307,7 +313,7 @@ impl Worker {
 
     /// Takes `lock:number:<e164>`, waiting up to [`NUMBER_LOCK_WAIT`].
     async fn lock_number(&self, phone: &PhoneNumber) -> Result<String, ProcessError> {
-        let key = format!("{}number:{}", keys::LOCK, phone.e164());
+        let key = keys::number_lock(phone);
         let deadline = tokio::time::Instant::now() + NUMBER_LOCK_WAIT;
         loop {
             if self
@@ -335,7 +341,7 @@ impl Worker {
                 .await?;
         }
         if let Some(entry) = &plan.log {
-            let key = format!("{}{event_key}:log", keys::ACTION);
+            let key = keys::action_log(&event_key);
             if self.store.get_raw(&key).await?.is_none() {
                 let mut entry = entry.clone();
                 if let Some(order) = resolved.order.or_else(|| {
@@ -360,15 +366,15 @@ impl Worker {
         if event.moment.is_finished()
             && event.outcome() == crate::domain::call::CallOutcome::Answered
         {
-            let key = format!("{}{}", keys::CALL_LEGS, event.call_id);
-            let mut legs: LegsRecord = self.get_json(&key).await?.unwrap_or_default();
+            let key = keys::call_legs(&event.call_id);
+            let mut legs: LegsRecord = self.store.get_json(&key).await?.unwrap_or_default();
             legs.answered = true;
             if let Some(m) = facts.answered_by
                 && !legs.talkers.contains(&m)
             {
                 legs.talkers.push(m);
             }
-            self.set_json(&key, &legs, Some(ACTION_TTL)).await?;
+            self.store.set_json(&key, &legs, Some(ACTION_TTL)).await?;
         }
         Ok(())
     }
@@ -391,30 +397,6 @@ impl Worker {
         let rule = rules.first_match(&ctx)?;
         tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
         rule.planner_actions().cloned()
-    }
-
-    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        match self.store.get_raw(key).await? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        key: key.to_owned(),
-                        detail: e.to_string(),
-                    })
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn set_json<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.store.set_raw(key, &bytes, ttl).await
     }
 
     async fn status_groups(&self) -> Result<StatusGroups, CrmError> {
@@ -452,7 +434,8 @@ impl Worker {
         facts.answered_by_name = parties.answered_by.map(|id| self.manager_name(id));
         facts.client_is_manager = parties.client_is_manager;
         let legs: LegsRecord = self
-            .get_json(&format!("{}{}", keys::CALL_LEGS, event.call_id))
+            .store
+            .get_json(&keys::call_legs(&event.call_id))
             .await?
             .unwrap_or_default();
         facts.other_legs = OtherLegs {
@@ -470,7 +453,8 @@ impl Worker {
             return Ok(facts);
         }
         if let Some(cb) = self
-            .get_json::<CallbackRecord>(&format!("{}{}", keys::CALLBACK, phone.e164()))
+            .store
+            .get_json::<CallbackRecord>(&keys::callback(phone))
             .await?
         {
             facts.open_callback = Some(OpenCallback {
@@ -532,7 +516,7 @@ impl Worker {
         let Some(tracking) = &event.tracking_number else {
             return Ok(true);
         };
-        let key = format!("{}{}", keys::TRACKING_CHECK, tracking.e164());
+        let key = keys::tracking_check(tracking);
         if self
             .store
             .set_raw_if_absent(&key, event_key.as_bytes(), Some(TRACKING_CHECK_EVERY))
@@ -551,8 +535,8 @@ impl Worker {
         action: &Action,
         resolved: &mut Resolved,
     ) -> Result<(), ProcessError> {
-        let key = format!("{}{event_key}:{}", keys::ACTION, action.key());
-        let previous: Option<ActionRecord> = self.get_json(&key).await?;
+        let key = keys::action(event_key, &action.key());
+        let previous: Option<ActionRecord> = self.store.get_json(&key).await?;
         if let Some(record) = previous.filter(|r| r.done) {
             resolved.customer = record.customer.or(resolved.customer);
             resolved.order = record.order.or(resolved.order);
@@ -560,7 +544,9 @@ impl Worker {
         }
         let resumed = previous.is_some();
         let started = ActionRecord::default();
-        self.set_json(&key, &started, Some(ACTION_TTL)).await?;
+        self.store
+            .set_json(&key, &started, Some(ACTION_TTL))
+            .await?;
         let mut record = ActionRecord {
             done: true,
             ..ActionRecord::default()
@@ -648,12 +634,9 @@ impl Worker {
                     };
                     let window =
                         Duration::from_secs(u64::from(self.planner.callback_window_min) * 60);
-                    self.set_json(
-                        &format!("{}{}", keys::CALLBACK, phone.e164()),
-                        &cb,
-                        Some(window),
-                    )
-                    .await?;
+                    self.store
+                        .set_json(&keys::callback(phone), &cb, Some(window))
+                        .await?;
                 }
                 record.task = Some(id);
             }
@@ -668,9 +651,7 @@ impl Worker {
                 };
                 self.crm.edit_task(*task_id, &update).await?;
                 if let Ok(phone) = &event.client {
-                    self.store
-                        .delete(&format!("{}{}", keys::CALLBACK, phone.e164()))
-                        .await?;
+                    self.store.delete(&keys::callback(phone)).await?;
                 }
                 record.task = Some(*task_id);
             }
@@ -679,7 +660,7 @@ impl Worker {
                 self.crm.upload_calls(std::slice::from_ref(call)).await?;
             }
         }
-        self.set_json(&key, &record, Some(ACTION_TTL)).await?;
+        self.store.set_json(&key, &record, Some(ACTION_TTL)).await?;
         Ok(())
     }
 }

@@ -136,7 +136,7 @@ pub async fn webhook(
         received_at_ms: crate::store::now_ms(),
     };
     let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let dedupe_key = format!("{}ringostat:{}", keys::EVENT_DEDUPE, event.dedupe_key());
+    let dedupe_key = keys::event_dedupe("ringostat", &event.dedupe_key());
     let result = state
         .store
         .enqueue(&dedupe_key, DEDUPE_TTL, &event.call_id, &bytes)
