@@ -399,6 +399,11 @@ impl Settings {
         if self.store.kind == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path must not be empty"));
         }
+        if self.worker.lease_secs < 3 {
+            return Err(invalid(
+                "worker.lease_secs must be at least 3 (renewed every third of it)",
+            ));
+        }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency must be at least 1"));
         }

@@ -65,6 +65,28 @@ pub struct QueuedTask {
     pub attempt: u32,
     pub enqueued_at_ms: u64,
     pub last_error: Option<String>,
+    /// The token of the claim that handed this task out (0 in listings): proves the lease.
+    #[serde(default)]
+    pub lease_token: u64,
+}
+
+impl QueuedTask {
+    /// The lease this claim holds, for [`Queue::complete`] and friends.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.lease_token,
+        }
+    }
+}
+
+/// A claim's hold on a task: its id and the token that claim received. Every later claim of
+/// the task (after this lease ran out) gets a new token, so a worker that lost its lease
+/// cannot complete, reschedule, postpone or dead-letter the task any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: u64,
+    pub token: u64,
 }
 
 /// Result of [`Queue::enqueue`].
@@ -132,8 +154,10 @@ pub enum StoreError {
     /// The embedded store's writer answered a request with a reply of another kind (a bug).
     #[error("the store's writer gave an unexpected reply")]
     UnexpectedReply,
-    #[error("no queued task {0}")]
-    NoSuchTask(u64),
+    /// The lease of this operation is no longer held (it ran out, another claim took the
+    /// task over, or the task is gone): nothing was changed.
+    #[error("the lease on task {0} is no longer held")]
+    LeaseLost(u64),
 }
 
 impl StoreError {
@@ -186,6 +210,16 @@ pub trait KeyValue: Send + Sync {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Next value of a named counter, starting at 1.
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError>;
+    /// Deletes `key` only while it holds `value` (an owner token); `true` when deleted.
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Gives `key` a new TTL only while it holds `value` (renews an owned lock); `true` when
+    /// renewed, `false` when the key is gone or held by someone else.
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Typed JSON records on top of [`KeyValue`], written once for every backend and caller.
@@ -288,17 +322,27 @@ pub trait Queue: Send + Sync {
         group: &str,
         payload: &[u8],
     ) -> Result<EnqueueOutcome, StoreError>;
-    /// Leases the oldest due task whose group has no earlier unfinished task.
+    /// Leases the oldest due task whose group has no earlier unfinished task, for `lease`;
+    /// the task carries the lease's token ([`QueuedTask::lease`]).
     async fn claim_next(&self, lease: Duration) -> Result<Option<QueuedTask>, StoreError>;
-    /// Done: removes the task.
-    async fn complete(&self, id: u64) -> Result<(), StoreError>;
+    /// Extends a held lease to `duration` from now (the worker's heartbeat);
+    /// [`StoreError::LeaseLost`] if it is no longer held.
+    async fn renew_lease(&self, lease: Lease, duration: Duration) -> Result<(), StoreError>;
+    /// Done: removes the task. [`StoreError::LeaseLost`] (nothing changed) unless `lease` is
+    /// still held; so are the three below.
+    async fn complete(&self, lease: Lease) -> Result<(), StoreError>;
     /// Failed, retry later: the task becomes due again after `delay`, attempt + 1.
-    async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError>;
+    async fn reschedule(
+        &self,
+        lease: Lease,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), StoreError>;
     /// Not a failure (the task had to wait for something, e.g. its number's lock): the task
     /// becomes due again after `delay`; its attempt count and last error stay as they were.
-    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError>;
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), StoreError>;
     /// Failed for good: moves the task to the dead letters.
-    async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError>;
+    async fn dead_letter(&self, lease: Lease, reason: &str) -> Result<(), StoreError>;
     /// Makes every waiting task due now (operator's "retry now").
     async fn retry_all_now(&self) -> Result<u64, StoreError>;
     /// Tasks waiting or leased.

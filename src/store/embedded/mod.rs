@@ -28,10 +28,10 @@
 //! (events of one call are handed out one at a time, in id order) and splits those heads into
 //! due, delayed (`not_before` in the future) and leased. `claim_next` is thus `O(log n)` in
 //! memory plus one point read for the payload, also with 10,000 queued tasks. A lease that
-//! expires makes its task claimable again (the worker crashed or hung). `complete` is
-//! idempotent; `complete`/`reschedule`/`dead_letter` carry no lease token, so a worker whose
-//! lease ran out still acts on the task (callers must pick leases longer than a task's worst
-//! run, as svix warns about its pending timeout).
+//! expires makes its task claimable again (the worker crashed or hung). Each claim gets a
+//! new lease token; `renew_lease` (the worker's heartbeat), `complete`, `reschedule`,
+//! `postpone` and `dead_letter` check it (in the writer, pinning the lease while the batch
+//! commits) and answer `LeaseLost`, changing nothing, once the lease is no longer held.
 //!
 //! **Reads.** Point reads (`get_raw`, `last_talked`, the payload of a claim) open a redb read
 //! transaction on the calling task: microseconds, no fsync, never blocked by the writer.
@@ -74,7 +74,7 @@ use self::{
     writer::{Op, Reply, Request, Shared, Tables, TaskRecord, dead_letter_from_row, writer_loop},
 };
 use super::{
-    CallLog, DeadLetter, EnqueueOutcome, KeyValue, ManagerStates, OwnerEntry, OwnerIndex,
+    CallLog, DeadLetter, EnqueueOutcome, KeyValue, Lease, ManagerStates, OwnerEntry, OwnerIndex,
     QuarantineEntry, Queue, QueuedTask, StoreError, now_ms,
 };
 use crate::domain::{
@@ -441,6 +441,32 @@ impl KeyValue for EmbeddedStore {
         .await
     }
 
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        expect_bool(
+            self.write(Op::DeleteIfEquals {
+                key: key.to_owned(),
+                value: value.to_vec(),
+            })
+            .await?,
+        )
+    }
+
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        expect_bool(
+            self.write(Op::ExpireIfEquals {
+                key: key.to_owned(),
+                value: value.to_vec(),
+                expires_ms: expiry_ms(now_ms(), Some(ttl)),
+            })
+            .await?,
+        )
+    }
+
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
         expect_u64(
             self.write(Op::NextId {
@@ -588,7 +614,7 @@ impl Queue for EmbeddedStore {
                 .lock()
                 .expect("queue index poisoned")
                 .claim(now_ms(), Instant::now(), lease);
-            let Some(id) = claimed else {
+            let Some((id, token)) = claimed else {
                 return Ok(None);
             };
             let task = self.read(|txn| {
@@ -596,7 +622,11 @@ impl Queue for EmbeddedStore {
                 Ok(table.get(id)?.map(|v| TaskRecord::from_row(v.value())))
             })?;
             match task {
-                Some(task) => return Ok(Some(task.into_task(id))),
+                Some(task) => {
+                    let mut task = task.into_task(id);
+                    task.lease_token = token;
+                    return Ok(Some(task));
+                }
                 // Completed or dead-lettered between the claim and the read: drop it from
                 // the index (its removal effect may still be on its way) and claim again.
                 None => self
@@ -609,13 +639,38 @@ impl Queue for EmbeddedStore {
         }
     }
 
-    async fn complete(&self, id: u64) -> Result<(), StoreError> {
-        self.write(Op::Complete { id }).await.map(|_| ())
+    async fn renew_lease(&self, lease: Lease, duration: Duration) -> Result<(), StoreError> {
+        let renewed = self
+            .shared
+            .queue
+            .lock()
+            .expect("queue index poisoned")
+            .renew(lease.id, lease.token, Instant::now(), duration);
+        if renewed {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(lease.id))
+        }
     }
 
-    async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError> {
+    async fn complete(&self, lease: Lease) -> Result<(), StoreError> {
+        self.write(Op::Complete {
+            id: lease.id,
+            token: lease.token,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn reschedule(
+        &self,
+        lease: Lease,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), StoreError> {
         self.write(Op::Reschedule {
-            id,
+            id: lease.id,
+            token: lease.token,
             delay,
             error: Some(error.to_owned()),
         })
@@ -623,9 +678,10 @@ impl Queue for EmbeddedStore {
         .map(|_| ())
     }
 
-    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError> {
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), StoreError> {
         self.write(Op::Reschedule {
-            id,
+            id: lease.id,
+            token: lease.token,
             delay,
             error: None,
         })
@@ -633,9 +689,10 @@ impl Queue for EmbeddedStore {
         .map(|_| ())
     }
 
-    async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError> {
+    async fn dead_letter(&self, lease: Lease, reason: &str) -> Result<(), StoreError> {
         self.write(Op::DeadLetter {
-            id,
+            id: lease.id,
+            token: lease.token,
             reason: reason.to_owned(),
         })
         .await

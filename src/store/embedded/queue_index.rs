@@ -32,7 +32,10 @@ pub(super) struct QueueIndex {
     pub(super) ready: BTreeSet<u64>,
     pub(super) delayed: BTreeSet<(u64, u64)>,
     pub(super) leases: BTreeSet<(Instant, u64)>,
-    pub(super) lease_of: HashMap<u64, Instant>,
+    /// Deadline and token of every lease.
+    pub(super) lease_of: HashMap<u64, (Instant, u64)>,
+    /// The last lease token handed out.
+    pub(super) last_token: u64,
 }
 
 impl QueueIndex {
@@ -83,7 +86,7 @@ impl QueueIndex {
     }
 
     pub(super) fn release_lease(&mut self, id: u64, group: &str) {
-        if let Some(at) = self.lease_of.remove(&id) {
+        if let Some((at, _)) = self.lease_of.remove(&id) {
             self.leases.remove(&(at, id));
         }
         if let Some(g) = self.groups.get_mut(group)
@@ -126,8 +129,34 @@ impl QueueIndex {
         self.schedule(&group, now);
     }
 
+    /// Whether the lease `token` on task `id` is still held at `now`.
+    pub(super) fn holds(&self, id: u64, token: u64, now: Instant) -> bool {
+        self.lease_of
+            .get(&id)
+            .is_some_and(|&(until, t)| t == token && until > now)
+    }
+
+    /// Extends a held lease to `now + lease`; `false` if it is not held.
+    pub(super) fn renew(&mut self, id: u64, token: u64, now: Instant, lease: Duration) -> bool {
+        if !self.holds(id, token, now) {
+            return false;
+        }
+        if let Some((until, _)) = self.lease_of.get_mut(&id) {
+            self.leases.remove(&(*until, id));
+            *until = now + lease;
+            self.leases.insert((*until, id));
+        }
+        true
+    }
+
     /// Leases the oldest due head, after promoting due delays and expiring old leases.
-    pub(super) fn claim(&mut self, now_ms: u64, now: Instant, lease: Duration) -> Option<u64> {
+    /// Returns the task id and the lease's token.
+    pub(super) fn claim(
+        &mut self,
+        now_ms: u64,
+        now: Instant,
+        lease: Duration,
+    ) -> Option<(u64, u64)> {
         while let Some(&(nb, id)) = self.delayed.first() {
             if nb > now_ms {
                 break;
@@ -153,9 +182,10 @@ impl QueueIndex {
         if let Some(g) = self.groups.get_mut(&group) {
             g.leased = Some(id);
         }
+        self.last_token += 1;
         self.leases.insert((until, id));
-        self.lease_of.insert(id, until);
-        Some(id)
+        self.lease_of.insert(id, (until, self.last_token));
+        Some((id, self.last_token))
     }
 }
 
@@ -171,12 +201,20 @@ mod tests {
         q.insert(2, "a", 0, 10);
         q.insert(3, "b", 0, 10);
         let lease = Duration::from_secs(30);
-        assert_eq!(q.claim(10, t, lease), Some(1));
-        assert_eq!(q.claim(10, t, lease), Some(3));
-        assert_eq!(q.claim(10, t, lease), None);
+        let id = |c: Option<(u64, u64)>| c.map(|(id, _)| id);
+        assert_eq!(id(q.claim(10, t, lease)), Some(1));
+        assert_eq!(id(q.claim(10, t, lease)), Some(3));
+        assert_eq!(id(q.claim(10, t, lease)), None);
         q.remove(1, 10);
-        assert_eq!(q.claim(10, t, lease), Some(2));
-        // Lease expiry re-delivers.
-        assert_eq!(q.claim(10, t + lease, lease), Some(2));
+        let (two, first_token) = q.claim(10, t, lease).expect("task 2");
+        assert_eq!(two, 2);
+        // Lease expiry re-delivers, under a new token; the old one no longer holds.
+        let (again, token) = q.claim(10, t + lease, lease).expect("task 2 again");
+        assert_eq!(again, 2);
+        assert_ne!(token, first_token);
+        assert!(!q.holds(2, first_token, t + lease));
+        assert!(q.holds(2, token, t + lease));
+        assert!(q.renew(2, token, t + lease * 2 - Duration::from_millis(1), lease));
+        assert!(q.holds(2, token, t + lease * 2));
     }
 }

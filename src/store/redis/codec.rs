@@ -41,6 +41,7 @@ pub(super) fn task_from(t: TaskTuple) -> QueuedTask {
         attempt,
         enqueued_at_ms,
         last_error,
+        lease_token: 0,
     }
 }
 

@@ -20,7 +20,8 @@
 //! | [`LAST_TALKED`] | HASH | E.164 → `"<call date ms>:<manager id>"` |
 //! | [`QUARANTINE`] / [`QUARANTINE_ENTRIES`] / [`QUARANTINE_SEQ`] | ZSET / HASH / STRING | ids by id; id → JSON; id counter |
 //! | [`Q_SEQ`] | STRING | task id counter |
-//! | [`Q_TASK`]`<id>` | HASH | one unfinished task: `group payload attempt enq nb err state sid` |
+//! | [`Q_LEASE_SEQ`] | STRING | lease token counter |
+//! | [`Q_TASK`]`<id>` | HASH | one unfinished task: `group payload attempt enq nb err state sid lease` |
 //! | [`Q_TASKS`] | ZSET | every unfinished task id (score = id): depth and listing |
 //! | [`Q_GROUP`]`<group>` | ZSET | unfinished task ids of one group (score = id); the first is the head |
 //! | [`Q_ACTIVE`] | HASH | group → its one *active* task (ready, leased or delayed) |
@@ -131,7 +132,7 @@ use self::{
     scripts::Scripts,
 };
 use super::{
-    CallLog, DeadLetter, EnqueueOutcome, KeyValue, ManagerStates, OwnerEntry, OwnerIndex,
+    CallLog, DeadLetter, EnqueueOutcome, KeyValue, Lease, ManagerStates, OwnerEntry, OwnerIndex,
     QuarantineEntry, Queue, QueuedTask, StoreError, now_ms,
 };
 use crate::domain::{
@@ -177,6 +178,8 @@ pub const Q_SEQ: &str = "q:seq";
 /// (enqueued at, ms), `nb` (not before, ms), `err` (last error, absent if none), `state`
 /// (`waiting` | `ready` | `leased` | `delayed`), `sid` (its stream entry when ready/leased).
 pub const Q_TASK: &str = "q:task:";
+/// `q:lease:seq` STRING: lease token counter (each claim's token is new).
+pub const Q_LEASE_SEQ: &str = "q:lease:seq";
 /// `q:tasks` ZSET: every unfinished task id, score = id.
 pub const Q_TASKS: &str = "q:tasks";
 /// `q:group:<group>` ZSET: the unfinished task ids of one group, score = id; the first is
@@ -218,6 +221,15 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connecting (and reconnecting) gives up after this long per attempt.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Maps a queue script's answer: -2 is a lease no longer held.
+fn held(answer: i64, lease: Lease) -> Result<(), StoreError> {
+    if answer == -2 {
+        Err(StoreError::LeaseLost(lease.id))
+    } else {
+        Ok(())
+    }
+}
+
 // --- the store ---------------------------------------------------------------------------
 
 /// The shared Redis store. See the module docs. Cheap to clone: the connection manager is
@@ -245,21 +257,34 @@ impl RedisStore {
     /// [`Store::reschedule`] (with an error) and [`Store::postpone`] (without): one script.
     async fn delay_task(
         &self,
-        id: u64,
+        lease: Lease,
         delay: Duration,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let task = id.to_string();
+        let task = lease.id.to_string();
+        let token = lease.token.to_string();
         let delay_ms = u64::try_from(delay.as_millis())
             .unwrap_or(u64::MAX)
             .to_string();
-        let mut args = vec![task.as_bytes(), delay_ms.as_bytes()];
+        let mut args = vec![task.as_bytes(), token.as_bytes(), delay_ms.as_bytes()];
         args.extend(error.map(str::as_bytes));
-        let found: i64 = self.run(&self.scripts.reschedule, &[], &args).await?;
-        if found < 0 {
-            return Err(StoreError::NoSuchTask(id));
-        }
-        Ok(())
+        let done: i64 = self.run(&self.scripts.reschedule, &[], &args).await?;
+        held(done, lease)
+    }
+
+    /// Runs a queue script taking `id, token, extra…` that answers -2 for a lost lease.
+    async fn with_lease(
+        &self,
+        script: &Script,
+        lease: Lease,
+        extra: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        let task = lease.id.to_string();
+        let token = lease.token.to_string();
+        let mut args = vec![task.as_bytes(), token.as_bytes()];
+        args.extend_from_slice(extra);
+        let done: i64 = self.run(script, &[], &args).await?;
+        held(done, lease)
     }
 
     /// Connects (the connection manager reconnects by itself later), makes sure the queue's
@@ -461,6 +486,34 @@ impl KeyValue for RedisStore {
         Ok(out)
     }
 
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let deleted: i64 = self
+            .run(
+                &self.scripts.delete_if_equals,
+                &[&self.kv_key(key)],
+                &[value],
+            )
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ms = ttl_ms(ttl).unwrap_or(1).to_string();
+        let renewed: i64 = self
+            .run(
+                &self.scripts.expire_if_equals,
+                &[&self.kv_key(key)],
+                &[value, ms.as_bytes()],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
         self.conn()
             .incr(format!("{}{SEQ}{sequence}", self.prefix), 1u64)
@@ -635,42 +688,47 @@ impl Queue for RedisStore {
 
     async fn claim_next(&self, lease: Duration) -> Result<Option<QueuedTask>, StoreError> {
         let lease = ttl_ms(lease).unwrap_or(0).to_string();
-        let task: Option<TaskTuple> = self
+        let task: Option<(u64, String, Vec<u8>, u32, u64, Option<String>, u64)> = self
             .run(
                 &self.scripts.claim,
                 &[],
                 &[lease.as_bytes(), self.consumer.as_bytes()],
             )
             .await?;
-        Ok(task.map(task_from))
+        Ok(task.map(
+            |(id, group, payload, attempt, enq, err, token)| QueuedTask {
+                lease_token: token,
+                ..task_from((id, group, payload, attempt, enq, err))
+            },
+        ))
     }
 
-    async fn complete(&self, id: u64) -> Result<(), StoreError> {
-        self.run::<i64>(&self.scripts.complete, &[], &[id.to_string().as_bytes()])
+    async fn renew_lease(&self, lease: Lease, duration: Duration) -> Result<(), StoreError> {
+        let ms = ttl_ms(duration).unwrap_or(1).to_string();
+        self.with_lease(&self.scripts.renew_lease, lease, &[ms.as_bytes()])
             .await
-            .map(|_| ())
     }
 
-    async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError> {
-        self.delay_task(id, delay, Some(error)).await
+    async fn complete(&self, lease: Lease) -> Result<(), StoreError> {
+        self.with_lease(&self.scripts.complete, lease, &[]).await
     }
 
-    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError> {
-        self.delay_task(id, delay, None).await
+    async fn reschedule(
+        &self,
+        lease: Lease,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.delay_task(lease, delay, Some(error)).await
     }
 
-    async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError> {
-        let found: i64 = self
-            .run(
-                &self.scripts.dead_letter,
-                &[],
-                &[id.to_string().as_bytes(), reason.as_bytes()],
-            )
-            .await?;
-        if found < 0 {
-            return Err(StoreError::NoSuchTask(id));
-        }
-        Ok(())
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), StoreError> {
+        self.delay_task(lease, delay, None).await
+    }
+
+    async fn dead_letter(&self, lease: Lease, reason: &str) -> Result<(), StoreError> {
+        self.with_lease(&self.scripts.dead_letter, lease, &[reason.as_bytes()])
+            .await
     }
 
     async fn retry_all_now(&self) -> Result<u64, StoreError> {

@@ -8,16 +8,18 @@ use redis::Script;
 
 use super::{
     CALL_LOG, CALL_LOG_ENTRIES, CALL_LOG_SEQ, LAST_TALKED, PROMOTE_BATCH, Q_ACTIVE,
-    Q_CONSUMER_GROUP, Q_DEAD, Q_DEAD_ENTRY, Q_DELAYED, Q_GROUP, Q_LEASES, Q_READY, Q_SEQ, Q_TASK,
-    Q_TASKS, QUARANTINE, QUARANTINE_ENTRIES, QUARANTINE_SEQ, SKIP_LIMIT, STALE_LEASE_LIMIT,
+    Q_CONSUMER_GROUP, Q_DEAD, Q_DEAD_ENTRY, Q_DELAYED, Q_GROUP, Q_LEASE_SEQ, Q_LEASES, Q_READY,
+    Q_SEQ, Q_TASK, Q_TASKS, QUARANTINE, QUARANTINE_ENTRIES, QUARANTINE_SEQ, SKIP_LIMIT,
+    STALE_LEASE_LIMIT,
 };
 
 const PRELUDE: &str = include_str!("scripts/prelude.lua");
 
 /// Replaces every `{{NAME}}` placeholder of a script source.
 fn render(source: &str) -> String {
-    let vars: [(&str, String); 20] = [
+    let vars: [(&str, String); 21] = [
         ("Q_SEQ", Q_SEQ.to_owned()),
+        ("Q_LEASE_SEQ", Q_LEASE_SEQ.to_owned()),
         ("Q_TASKS", Q_TASKS.to_owned()),
         ("Q_ACTIVE", Q_ACTIVE.to_owned()),
         ("Q_READY", Q_READY.to_owned()),
@@ -59,6 +61,7 @@ pub(super) struct Scripts {
     pub(super) prepare_group: Script,
     pub(super) enqueue: Script,
     pub(super) claim: Script,
+    pub(super) renew_lease: Script,
     pub(super) complete: Script,
     pub(super) reschedule: Script,
     pub(super) dead_letter: Script,
@@ -68,6 +71,8 @@ pub(super) struct Scripts {
     pub(super) list_dead: Script,
     pub(super) append_call_log: Script,
     pub(super) quarantine: Script,
+    pub(super) delete_if_equals: Script,
+    pub(super) expire_if_equals: Script,
 }
 
 impl Scripts {
@@ -76,6 +81,7 @@ impl Scripts {
             prepare_group: queue(include_str!("scripts/prepare_group.lua")),
             enqueue: queue(include_str!("scripts/enqueue.lua")),
             claim: queue(include_str!("scripts/claim.lua")),
+            renew_lease: queue(include_str!("scripts/renew_lease.lua")),
             complete: queue(include_str!("scripts/complete.lua")),
             reschedule: queue(include_str!("scripts/reschedule.lua")),
             dead_letter: queue(include_str!("scripts/dead_letter.lua")),
@@ -85,6 +91,8 @@ impl Scripts {
             list_dead: queue(include_str!("scripts/list_dead.lua")),
             append_call_log: plain(include_str!("scripts/append_call_log.lua")),
             quarantine: plain(include_str!("scripts/quarantine.lua")),
+            delete_if_equals: plain(include_str!("scripts/delete_if_equals.lua")),
+            expire_if_equals: plain(include_str!("scripts/expire_if_equals.lua")),
         }
     }
 }
@@ -109,6 +117,9 @@ mod tests {
             include_str!("scripts/list_dead.lua"),
             include_str!("scripts/append_call_log.lua"),
             include_str!("scripts/quarantine.lua"),
+            include_str!("scripts/renew_lease.lua"),
+            include_str!("scripts/delete_if_equals.lua"),
+            include_str!("scripts/expire_if_equals.lua"),
         ];
         for source in sources {
             let rendered = render(source);

@@ -1,5 +1,5 @@
 -- Claim. ARGV: prefix, lease ms, consumer name. Returns {id, group, payload, attempt, enq,
--- err} or nil. Order: (1) an expired lease is taken over (XCLAIM), else (2) due retries
+-- err, lease token} or nil; each lease gets a new token (see holds() in prelude.lua). Order: (1) an expired lease is taken over (XCLAIM), else (2) due retries
 -- join the stream and (3) the next undelivered stream entry is read through the consumer
 -- group and leased.
 -- Atomic because two instances claiming at once must never both lease one task, and a
@@ -10,9 +10,10 @@ local consumer = ARGV[3]
 local function lease_it(id)
   local tk = k_task(id)
   redis.call('ZADD', K_LEASES, now + lease, id)
-  redis.call('HSET', tk, 'state', 'leased')
+  local token = redis.call('INCR', K_LEASE_SEQ)
+  redis.call('HSET', tk, 'state', 'leased', 'lease', token)
   local f = redis.call('HMGET', tk, 'group', 'payload', 'attempt', 'enq', 'err')
-  return {id, f[1], f[2], f[3], f[4], f[5]}
+  return {id, f[1], f[2], f[3], f[4], f[5], token}
 end
 -- 1. A lease that ran out: this consumer takes the pending entry over.
 for _ = 1, {{STALE_LEASE_LIMIT}} do

@@ -9,6 +9,7 @@ local K_READY = P .. '{{Q_READY}}'
 local K_LEASES = P .. '{{Q_LEASES}}'
 local K_DELAYED = P .. '{{Q_DELAYED}}'
 local K_DEAD = P .. '{{Q_DEAD}}'
+local K_LEASE_SEQ = P .. '{{Q_LEASE_SEQ}}'
 local CG = '{{Q_CONSUMER_GROUP}}'
 local function k_task(id) return P .. '{{Q_TASK}}' .. id end
 local function k_group(g) return P .. '{{Q_GROUP}}' .. g end
@@ -33,6 +34,7 @@ local function deactivate(id, g)
   end
   redis.call('ZREM', K_LEASES, id)
   redis.call('ZREM', K_DELAYED, id)
+  redis.call('HDEL', tk, 'lease')
   if redis.call('EXISTS', tk) == 1 then redis.call('HSET', tk, 'state', 'waiting') end
   if redis.call('HGET', K_ACTIVE, g) == id then redis.call('HDEL', K_ACTIVE, g) end
 end
@@ -55,4 +57,14 @@ local function schedule(g, now)
     xadd(head)
   end
   redis.call('HSET', K_ACTIVE, g, head)
+end
+-- Whether the lease `token` on task `id` is still held at `now`: the task is leased under
+-- that token and its deadline has not passed (an expired lease is lost even before another
+-- claim takes the task over).
+local function holds(id, token, now)
+  local tk = k_task(id)
+  if redis.call('HGET', tk, 'state') ~= 'leased' then return false end
+  if redis.call('HGET', tk, 'lease') ~= token then return false end
+  local deadline = redis.call('ZSCORE', K_LEASES, id)
+  return deadline ~= false and deadline ~= nil and tonumber(deadline) > now
 end
