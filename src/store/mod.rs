@@ -12,9 +12,11 @@
 //!
 //! Backends: [`embedded::EmbeddedStore`] (one redb file, fsync'd group commits, durable across
 //! `kill -9`) and, for several instances, [`redis::RedisStore`] (Redis Streams with a consumer
-//! group for the queue). Every backend passes the contract suite in `store::contract` (run
-//! from `tests/`); backends add the configured `store.key_prefix` where the medium is shared.
+//! group for the queue). Every backend passes the contract suite in `store::contract` (the
+//! `testing` feature; run from `tests/`); backends add the configured `store.key_prefix`
+//! where the medium is shared.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod embedded;
 pub mod keys;
