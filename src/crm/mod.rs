@@ -339,7 +339,10 @@ impl CrmError {
 /// The CRM port. Object-safe, used as `Arc<dyn Crm>`.
 #[async_trait]
 pub trait Crm: Send + Sync {
-    /// `GET telephony/manager?phone=…&details=1&ignoreStatus=1`: who owns this caller.
+    /// `GET telephony/manager?phone=<national significant number>&details=1&ignoreStatus=1`:
+    /// who owns this caller. The answer's customer counts only when one of its stored phones
+    /// normalizes to `phone`; otherwise the customers are searched (as
+    /// [`Crm::find_customers_by_phone`]) and the most recent true match is taken.
     async fn responsible_manager(
         &self,
         phone: &PhoneNumber,

@@ -172,7 +172,16 @@ pub(super) struct ManagerAnswer {
     #[serde(default, deserialize_with = "object_or_empty")]
     pub manager: Option<ManagerRef>,
     #[serde(default, deserialize_with = "object_or_empty")]
-    pub customer: Option<EntityRef>,
+    pub customer: Option<ManagerCustomer>,
+}
+
+/// `customer` of `telephony/manager` with `details=1`: its id and phones as stored.
+#[derive(Debug, Deserialize)]
+pub(super) struct ManagerCustomer {
+    #[serde(default, deserialize_with = "opt_id")]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub phones: Vec<PhoneDto>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -377,12 +377,13 @@ impl Crm for RetailCrm {
         &self,
         phone: &PhoneNumber,
     ) -> Result<ResponsibleManager, CrmError> {
-        // International digits without `+`: a `+` in a query string is decoded as a space
-        // by anything that treats the query as form data, and the CRM's own phone search
-        // works on digits. The fixture's national `8800…` form would need a region here.
-        let digits = phone.e164().trim_start_matches('+').to_owned();
+        // The national significant number: the CRM's phone search may match the query's
+        // digits as a substring of the number as stored (PROTOCOLS §2.6), and only the NSN is
+        // in every typed form (`0981234567`, `(098) 123-45-67`, `+38 098 …`); the
+        // international digits miss a number stored nationally. A substring can also hit a
+        // longer number, so the answer's customer is checked locally.
         let query = [
-            ("phone", digits),
+            ("phone", national_significant_number(phone)),
             ("details", "1".to_owned()),
             ("ignoreStatus", "1".to_owned()),
         ];
@@ -395,10 +396,37 @@ impl Crm for RetailCrm {
             Some(m) => (m.id.map(ManagerId), m.code),
             None => (None, None),
         };
-        Ok(ResponsibleManager {
-            manager_id,
-            manager_code,
-            customer_id: answer.customer.and_then(|c| c.id).map(CustomerId),
+        let customer = answer.customer.filter(|c| c.id.is_some());
+        if customer.is_none() && manager_id.is_none() {
+            return Ok(ResponsibleManager::default());
+        }
+        let verified = customer.as_ref().is_some_and(|c| {
+            c.phones
+                .iter()
+                .filter_map(|p| p.number.as_deref())
+                .any(|raw| self.same_phone(raw, phone))
+        });
+        if verified {
+            return Ok(ResponsibleManager {
+                manager_id,
+                manager_code,
+                customer_id: customer.and_then(|c| c.id).map(CustomerId),
+            });
+        }
+        // The CRM's pick is another number containing these digits (or it came without the
+        // customer's phones): search the customers and keep only true matches, the most
+        // recently created first (SPEC §2).
+        tracing::debug!(
+            "telephony/manager answered a customer of another number; searching customers."
+        );
+        let found = self.find_customers_by_phone(phone).await?;
+        Ok(match found.into_iter().next() {
+            Some(c) => ResponsibleManager {
+                manager_id: c.manager_id,
+                manager_code: None,
+                customer_id: Some(c.id),
+            },
+            None => ResponsibleManager::default(),
         })
     }
 
