@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::{Answer, CrmState, NOT_VALID, error, input_error, now, ok, parse_exact};
+use super::{Answer, CrmState, NOT_VALID, error, id_eq, input_error, now, ok, parse_exact};
 use crate::testing::fake_retailcrm::ApiRequest;
 
 /// `limit` values of the history method.
@@ -230,7 +230,7 @@ pub(crate) fn customers_history(st: &CrmState, req: &ApiRequest) -> Answer {
         .iter()
         .filter(|r| since.is_none_or(|s| r["id"].as_u64().is_some_and(|id| id > s)))
         .filter(|r| start.is_none_or(|s| r["createdAt"].as_str().is_some_and(|c| c >= s)))
-        .filter(|r| customer.is_none_or(|c| r["customer"]["id"].to_string() == c))
+        .filter(|r| customer.is_none_or(|c| id_eq(&r["customer"]["id"], c)))
         .collect();
     let total = matching.len();
     let history: Vec<Value> = matching
