@@ -5,6 +5,7 @@ pub mod call;
 pub mod call_log;
 pub mod lookup;
 pub mod manager;
+pub mod mirror;
 pub mod phone_number;
 pub mod plan;
 pub mod rules;
