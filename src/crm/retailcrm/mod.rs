@@ -34,13 +34,15 @@ use serde_json::Value;
 use url::Url;
 
 use self::dto::{
-    CallDto, CallEventDto, Created, CustomerAnswer, CustomerDto, CustomersPage, IdRef,
+    CallDto, CallEventDto, Created, CustomerAnswer, CustomerDto, CustomersPage, HistoryAnswer,
+    HistoryDto, IdRef,
     ManagerAnswer, ModuleEditAnswer, NewCustomerDto, NewOrderDto, NewPhoneDto, OrderAnswer,
     OrderDto, OrdersPage, Pagination, SourceDto, StatusesAnswer, TaskDto, UploadAnswer, UsersPage,
 };
 use super::{
     CallEventNotice, CallEventType, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser,
-    CustomerId, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId,
+    CustomerId, CustomerSnapshot, CustomersPage as CustomersPageOut, HistoryChange, HistoryCursor,
+    HistoryPage, HistoryRecord, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId,
     TaskLink, TaskUpdate, UploadOutcome,
 };
 use crate::domain::{
@@ -706,6 +708,58 @@ impl Crm for RetailCrm {
             .filter_map(|(key, s)| Some((s.code.unwrap_or(key), s.group?)))
             .collect())
     }
+
+    #[tracing::instrument(skip_all, fields(method = "customers", page))]
+    async fn customers_page(&self, page: u32, limit: u32) -> Result<CustomersPageOut, CrmError> {
+        let query = [("limit", limit.to_string()), ("page", page.to_string())];
+        let answer = self.get(&["customers"], &query).await?.parse::<CustomersPage>()?;
+        Ok(CustomersPageOut {
+            customers: answer.customers.into_iter().map(snapshot_from_dto).collect(),
+            total_count: answer.pagination.as_ref().and_then(|p| p.total_count),
+            total_pages: answer.pagination.and_then(|p| p.total_page_count),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(method = "customers/get"))]
+    async fn customer_by_id(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, CrmError> {
+        let query = [("by", "id".to_owned())];
+        match self.get(&["customers", &id.to_string()], &query).await {
+            Ok(a) => Ok(a.parse::<CustomerAnswer>()?.customer.map(snapshot_from_dto)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(method = "customers/history"))]
+    async fn customers_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage, CrmError> {
+        // Never `page` with `filter[sinceId]`: retailCRM refuses it with 400 (§2.10).
+        let filter = match cursor {
+            HistoryCursor::AfterId(id) => ("filter[sinceId]", id.to_string()),
+            HistoryCursor::Since(at) => ("filter[startDate]", at.clone()),
+        };
+        let query = [filter, ("limit", limit.to_string())];
+        let answer = self
+            .get(&["customers", "history"], &query)
+            .await?
+            .parse::<HistoryAnswer>()?;
+        let received = answer.history.len();
+        let last_id = answer.history.iter().map(|r| r.id).max();
+        let records = answer
+            .history
+            .into_iter()
+            .filter_map(history_record_from_dto)
+            .collect();
+        Ok(HistoryPage {
+            records,
+            last_id,
+            received,
+            generated_at: answer.generated_at,
+        })
+    }
 }
 
 impl RetailCrm {
@@ -891,6 +945,63 @@ fn national_significant_number(phone: &PhoneNumber) -> String {
         Ok(n) => n.get_national_significant_number(),
         Err(_) => phone.e164().trim_start_matches('+').to_owned(),
     }
+}
+
+fn snapshot_from_dto(c: CustomerDto) -> CustomerSnapshot {
+    CustomerSnapshot {
+        id: CustomerId(c.id),
+        manager: c.manager_id.map(ManagerId),
+        phones: c.phones.into_iter().filter_map(|p| p.number).collect(),
+        created_at: c.created_at,
+    }
+}
+
+/// An id given as a number or a numeric string.
+fn json_id(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A phone value of a `phones` record: the number itself (a string, or a number).
+fn json_phone(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        // Some accounts may send `{"number": …}`; accept it too.
+        Value::Object(o) => o.get("number").and_then(json_phone),
+        _ => None,
+    }
+}
+
+/// The domain's view of a history record; `None` when it names no customer.
+fn history_record_from_dto(r: HistoryDto) -> Option<HistoryRecord> {
+    let customer = CustomerId(json_id(&r.customer["id"])?);
+    let change = if r.created == Some(true) {
+        let dto = serde_json::from_value::<CustomerDto>(r.customer).ok()?;
+        HistoryChange::Created(snapshot_from_dto(dto))
+    } else if r.deleted == Some(true) {
+        HistoryChange::Deleted {
+            combined_to: json_id(&r.combined_to["id"]).map(CustomerId),
+        }
+    } else {
+        match r.field.as_deref() {
+            Some("manager") => HistoryChange::Manager(json_id(&r.new_value["id"]).map(ManagerId)),
+            Some("phones") => HistoryChange::Phone {
+                old: json_phone(&r.old_value),
+                new: json_phone(&r.new_value),
+            },
+            _ => HistoryChange::Other,
+        }
+    };
+    Some(HistoryRecord {
+        id: r.id,
+        created_at: r.created_at,
+        customer,
+        change,
+    })
 }
 
 fn customer_from_dto(c: CustomerDto) -> CrmCustomer {
