@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use crate::domain::plan::{CreateOnIncoming, CreateOnOutgoing};
 use crate::domain::{
     call::FieldAliases,
-    lookup::LookupPolicy,
+    lookup::{LookupPolicy, OnMiss},
     manager::{Manager, ManagerDirectory, ManagerId},
     phone_number::{PhoneNormalizer, PhoneNumber},
     plan::{PlannerConfig, TaskTexts},
@@ -56,6 +56,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub rules: RulesSettings,
     pub telemetry: TelemetrySettings,
+    pub sync: SyncSettings,
     /// `[[managers]]`.
     #[serde(default)]
     pub managers: Vec<ManagerSettings>,
@@ -120,6 +121,35 @@ pub struct LookupSettings {
     pub negative_ttl_secs: u64,
     /// Most CRM owner fetches in flight at once.
     pub max_crm_fetches: usize,
+    /// After the owner mirror's first import, a number it does not have: `nobody` or
+    /// `ask_crm`.
+    pub on_miss: OnMiss,
+}
+
+/// `[sync]`: the owner mirror (flow F, SPEC §3.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Import the CRM's customers and follow its history and users.
+    pub enabled: bool,
+    /// `customers/history` poll interval.
+    pub history_interval_secs: u64,
+    /// `users` poll interval.
+    pub users_interval_secs: u64,
+    /// Poll lease time on the Redis store (another instance takes over after it).
+    pub lease_secs: u64,
+}
+
+impl SyncSettings {
+    pub fn history_interval(&self) -> Duration {
+        Duration::from_secs(self.history_interval_secs)
+    }
+    pub fn users_interval(&self) -> Duration {
+        Duration::from_secs(self.users_interval_secs)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
 }
 
 impl LookupSettings {
@@ -360,6 +390,14 @@ impl Settings {
         }
         if self.lookup.response_key.trim().is_empty() {
             return Err(invalid("lookup.response_key must not be empty"));
+        }
+        if self.sync.history_interval_secs == 0 || self.sync.users_interval_secs == 0 {
+            return Err(invalid(
+                "sync.history_interval_secs and sync.users_interval_secs must be positive",
+            ));
+        }
+        if self.sync.lease_secs < 3 {
+            return Err(invalid("sync.lease_secs must be at least 3"));
         }
         if self.server.body_limit_bytes < 1024 {
             return Err(invalid("server.body_limit_bytes must be at least 1024"));

@@ -6,7 +6,10 @@
 //!   call events, the action planner, routing rules. No I/O.
 //! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox).
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
-//! - [`lookup`]: the pre-call lookup service (owner index, single flight, deadline).
+//! - [`lookup`]: the pre-call lookup service (owner mirror, owner index, single flight,
+//!   deadline).
+//! - [`sync`]: flow F — the owner mirror's first import, `customers/history` and `users`
+//!   followed, the Redis poll lease and change stream.
 //! - [`http`]: the axum router and handlers.
 //! - [`rules`]: loading and reloading `routing-rules/` (the live rule set).
 //! - [`config`], [`telemetry`], [`metrics`]: operations.
@@ -23,6 +26,7 @@ pub mod metrics;
 pub mod rules;
 pub mod startup;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 /// Test doubles used by the test suite and the load tests (compiled always).
 pub mod testing;

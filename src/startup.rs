@@ -21,6 +21,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{Store, embedded::EmbeddedStore, redis::RedisStore},
+    sync::{SyncConfig, Syncer, mirror::SharedMirror, redis::RedisSyncBus},
     worker::{Worker, retry::RetrySchedule},
 };
 
@@ -101,9 +102,43 @@ impl Application {
             telephony_rps,
             metrics.clone(),
         ));
+        // The owner mirror (flow F): loaded from the store before the port is bound, so the
+        // first lookup already answers from it.
+        let syncer = if settings.sync.enabled {
+            let bus = match settings.store.kind {
+                StoreKind::Embedded => None,
+                StoreKind::Redis => Some(Arc::new(
+                    RedisSyncBus::connect(&settings.store.redis_url, &settings.store.key_prefix)
+                        .await
+                        .map_err(anyhow::Error::msg)
+                        .context("Failed to connect the owner mirror's Redis bus.")?,
+                )),
+            };
+            let syncer = Syncer::new(
+                crm.clone(),
+                store.clone(),
+                Arc::new(SharedMirror::new()),
+                validated.normalizer.clone(),
+                SyncConfig {
+                    history_interval: settings.sync.history_interval(),
+                    users_interval: settings.sync.users_interval(),
+                    lease: settings.sync.lease(),
+                },
+                metrics.clone(),
+                bus,
+            );
+            syncer
+                .load()
+                .await
+                .context("Failed to load the owner mirror from the store.")?;
+            Some(syncer)
+        } else {
+            None
+        };
         let lookup = LookupService::new(
             store.clone(),
             crm.clone(),
+            syncer.as_ref().map(|s| s.mirror().clone()),
             directory.clone(),
             validated.normalizer.clone(),
             LookupConfig {
@@ -113,6 +148,7 @@ impl Application {
                 negative_ttl: settings.lookup.negative_ttl(),
                 max_crm_fetches: settings.lookup.max_crm_fetches,
                 sites: validated.sites.clone(),
+                on_miss: settings.lookup.on_miss,
             },
             metrics.clone(),
             rules.clone(),
@@ -136,6 +172,7 @@ impl Application {
             aliases: aliases.clone(),
             worker_wakeup: wakeup.clone(),
             rules: rules.clone(),
+            sync: syncer.clone(),
         });
         let worker = Worker::new(
             state.store.clone(),
@@ -161,7 +198,11 @@ impl Application {
             state.metrics.clone(),
             wakeup,
         );
-        let worker = Arc::new(worker.with_rules(rules));
+        let mut worker = worker.with_rules(rules);
+        if let Some(syncer) = &syncer {
+            worker = worker.with_mirror(syncer.mirror().clone());
+        }
+        let worker = Arc::new(worker);
         Ok(Application {
             listener,
             worker,
@@ -207,6 +248,11 @@ impl Application {
                     .run_until_stopped(concurrency, token.clone()),
             )
         });
+        let sync = self
+            .state
+            .sync
+            .clone()
+            .map(|syncer| tokio::spawn(syncer.run_until_stopped(token.clone())));
         let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -219,6 +265,11 @@ impl Application {
         }
         // Whatever ended the server also stops the worker.
         token.cancel();
+        if let Some(sync) = sync
+            && tokio::time::timeout(self.grace, sync).await.is_err()
+        {
+            tracing::warn!("The owner mirror sync did not stop within the grace period.");
+        }
         if let Some(worker) = worker
             && tokio::time::timeout(self.grace, worker).await.is_err()
         {

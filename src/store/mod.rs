@@ -45,6 +45,9 @@ pub mod keys {
     pub const TRACKING_CHECK: &str = "tracking-check:";
     /// `sandbox:…`: records of the sandbox CRM.
     pub const SANDBOX: &str = "sandbox:";
+    /// `mirror:…`: the owner mirror (`mirror:c:<customer id>`) and its sync state
+    /// (`crate::sync`).
+    pub const MIRROR: &str = "mirror:";
 }
 
 /// Who owns a number, as far as callgate knows. `customer_id: None` is a negative entry:

@@ -33,6 +33,7 @@ use crate::{
     domain::{
         call::{CallEvent, FieldAliases},
         manager::{ManagerDirectory, ManagerId},
+        mirror::{MirrorChange, MirrorCustomer, PhoneKey},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
@@ -44,6 +45,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
+    sync::mirror::SharedMirror,
 };
 use retry::RetrySchedule;
 
@@ -133,6 +135,8 @@ pub struct Worker {
     pub wakeup: Arc<Notify>,
     /// Routing rules; the first match gives the planner its [`RuleActions`].
     pub rules: Arc<RuleBook>,
+    /// The owner mirror, when `[sync]` is on.
+    mirror: Option<Arc<SharedMirror>>,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
 }
 
@@ -173,6 +177,7 @@ impl Worker {
             metrics,
             wakeup,
             rules: Arc::new(RuleBook::fixed(Rules::default(), no_rules_normalizer)),
+            mirror: None,
             statuses: tokio::sync::Mutex::new(None),
         }
     }
@@ -180,6 +185,13 @@ impl Worker {
     /// Uses `rules` (the worker starts with none).
     pub fn with_rules(mut self, rules: Arc<RuleBook>) -> Self {
         self.rules = rules;
+        self
+    }
+
+    /// Customers the worker creates go into this owner mirror at once (the CRM's history
+    /// brings them to every other instance within a poll).
+    pub fn with_mirror(mut self, mirror: Arc<SharedMirror>) -> Self {
+        self.mirror = Some(mirror);
         self
     }
 
@@ -582,6 +594,15 @@ impl Worker {
                     Some(found) => found,
                     None => (self.crm.create_customer(site, new).await?, new.manager_id),
                 };
+                if let Some(mirror) = &self.mirror {
+                    let now = local_now().and_utc().timestamp();
+                    mirror.apply(&[MirrorChange::Upsert(MirrorCustomer {
+                        id,
+                        manager,
+                        phones: new.phones.iter().filter_map(PhoneKey::of).collect(),
+                        last_activity: now,
+                    })]);
+                }
                 for p in &new.phones {
                     let entry = OwnerEntry {
                         customer_id: Some(id),

@@ -51,7 +51,7 @@ pub struct TestApp {
     pub worker: Arc<Worker>,
     token: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    _dir: Arc<TempDir>,
 }
 
 impl Drop for TestApp {
@@ -67,6 +67,12 @@ pub fn test_settings(dir: &TempDir, extra: &str) -> Settings {
     );
     let mut settings = Settings::from_toml(&toml).expect("test settings parse");
     settings.server.port = 0;
+    // The owner mirror is off unless a test turns it on (`[sync] enabled = true` in
+    // `extra`): most tests seed the fake CRM after the app started and exercise the
+    // lookup's CRM fetch, the path taken before the mirror's first import.
+    if !extra.contains("[sync]") {
+        settings.sync.enabled = false;
+    }
     settings.store.path = dir.path().join("callgate.redb");
     settings
 }
@@ -106,7 +112,24 @@ pub fn redis_store_toml(redis_url: &str, key_prefix: &str) -> String {
     )
 }
 
-async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
+/// A second callgate on `crm` with the same store file as `other` (a restart after `other`
+/// stopped).
+pub async fn respawn_app_with_crm(other: &TestApp, crm: &FakeRetailCrm, extra: &str) -> TestApp {
+    let dir = other._dir.clone();
+    let mut settings = test_settings(&dir, extra);
+    settings.crm.kind = callgate::config::CrmKind::Retailcrm;
+    settings.crm.base_url = crm.base_url();
+    settings.crm.api_key = crm.api_key().into();
+    settings.crm.default_site = "shop1".to_owned();
+    start(settings, dir, Some(crm.clone())).await
+}
+
+async fn start(
+    settings: Settings,
+    dir: impl Into<Arc<TempDir>>,
+    crm: Option<FakeRetailCrm>,
+) -> TestApp {
+    let dir = dir.into();
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(callgate::config::LogFormat::Pretty);
     }

@@ -35,15 +35,15 @@ use url::Url;
 
 use self::dto::{
     CallDto, CallEventDto, Created, CustomerAnswer, CustomerDto, CustomersPage, HistoryAnswer,
-    HistoryDto, IdRef,
-    ManagerAnswer, ModuleEditAnswer, NewCustomerDto, NewOrderDto, NewPhoneDto, OrderAnswer,
-    OrderDto, OrdersPage, Pagination, SourceDto, StatusesAnswer, TaskDto, UploadAnswer, UsersPage,
+    HistoryDto, IdRef, ManagerAnswer, ModuleEditAnswer, NewCustomerDto, NewOrderDto, NewPhoneDto,
+    OrderAnswer, OrderDto, OrdersPage, Pagination, SourceDto, StatusesAnswer, TaskDto,
+    UploadAnswer, UsersPage,
 };
 use super::{
     CallEventNotice, CallEventType, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser,
     CustomerId, CustomerSnapshot, CustomersPage as CustomersPageOut, HistoryChange, HistoryCursor,
-    HistoryPage, HistoryRecord, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId,
-    TaskLink, TaskUpdate, UploadOutcome,
+    HistoryPage, HistoryRecord, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager,
+    StatusGroups, TaskId, TaskLink, TaskUpdate, UploadOutcome,
 };
 use crate::domain::{
     manager::ManagerId,
@@ -712,9 +712,16 @@ impl Crm for RetailCrm {
     #[tracing::instrument(skip_all, fields(method = "customers", page))]
     async fn customers_page(&self, page: u32, limit: u32) -> Result<CustomersPageOut, CrmError> {
         let query = [("limit", limit.to_string()), ("page", page.to_string())];
-        let answer = self.get(&["customers"], &query).await?.parse::<CustomersPage>()?;
+        let answer = self
+            .get(&["customers"], &query)
+            .await?
+            .parse::<CustomersPage>()?;
         Ok(CustomersPageOut {
-            customers: answer.customers.into_iter().map(snapshot_from_dto).collect(),
+            customers: answer
+                .customers
+                .into_iter()
+                .map(snapshot_from_dto)
+                .collect(),
             total_count: answer.pagination.as_ref().and_then(|p| p.total_count),
             total_pages: answer.pagination.and_then(|p| p.total_page_count),
         })
