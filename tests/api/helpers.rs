@@ -112,10 +112,8 @@ pub fn redis_store_toml(redis_url: &str, key_prefix: &str) -> String {
     )
 }
 
-/// A second callgate on `crm` with the same store file as `other` (a restart after `other`
-/// stopped).
-pub async fn respawn_app_with_crm(other: &TestApp, crm: &FakeRetailCrm, extra: &str) -> TestApp {
-    let dir = other._dir.clone();
+/// A callgate on `crm` with the store file in `dir` (a restart: see [`TestApp::dir`]).
+pub async fn respawn_app_with_crm(dir: Arc<TempDir>, crm: &FakeRetailCrm, extra: &str) -> TestApp {
     let mut settings = test_settings(&dir, extra);
     settings.crm.kind = callgate::config::CrmKind::Retailcrm;
     settings.crm.base_url = crm.base_url();
@@ -190,6 +188,20 @@ impl TestApp {
             }
         })
         .await
+    }
+
+    /// The directory of the store file, to start another app on it after this one stopped
+    /// (and was dropped: the embedded store is one process's file).
+    pub fn dir(&self) -> Arc<TempDir> {
+        self._dir.clone()
+    }
+
+    /// Stops gracefully, waits for the end, and releases the store.
+    pub async fn shut_down(mut self) {
+        self.stop()
+            .await
+            .expect("the app task ends")
+            .expect("the app stops cleanly");
     }
 
     pub fn fake(&self) -> &FakeRetailCrm {

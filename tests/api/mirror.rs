@@ -192,20 +192,27 @@ async fn an_import_cut_short_resumes_without_reading_its_finished_pages_again() 
         crm.add_customer(&[&format!("050{:07}", 1_000_000 + i)], Some(27));
     }
     let slow = format!("{SYNC}[crm]\nrate_limit_rps = 1\n");
-    let mut first = spawn_app_with_crm(&crm, &slow).await;
+    let first = spawn_app_with_crm(&crm, &slow).await;
     eventually(Duration::from_secs(20), "two pages imported", || async {
         (page_requests(&crm, "2") == 1).then_some(())
     })
     .await;
-    let progress = readyz(&first).await;
-    assert!(
-        progress.contains("importing 80% (200/250 customers)"),
-        "{progress}"
-    );
+    eventually(
+        Duration::from_secs(5),
+        "readyz shows the progress",
+        || async {
+            readyz(&first)
+                .await
+                .contains("mirror importing 80% (200/250 customers)")
+                .then_some(())
+        },
+    )
+    .await;
 
     // Act: stop it (the finished pages are stored), start again on the same store.
-    first.stop().await.unwrap().unwrap();
-    let second = respawn_app_with_crm(&first, &crm, SYNC).await;
+    let dir = first.dir();
+    first.shut_down().await;
+    let second = respawn_app_with_crm(dir.clone(), &crm, SYNC).await;
     wait_synced(&second).await;
 
     // Assert
@@ -228,8 +235,8 @@ async fn an_import_cut_short_resumes_without_reading_its_finished_pages_again() 
     // The restarted instance loaded the finished pages from the store, and reads nothing
     // again when restarted once more.
     let before = crm.request_count(CUSTOMERS);
-    drop(second);
-    let third = respawn_app_with_crm(&first, &crm, SYNC).await;
+    second.shut_down().await;
+    let third = respawn_app_with_crm(dir, &crm, SYNC).await;
     assert!(readyz(&third).await.contains("mirror synced"));
     assert_eq!(
         route(&third, "380501000100").await["destination"],
