@@ -3,20 +3,25 @@
 
 use std::time::{Duration, Instant};
 
-use callgate::testing::fake_retailcrm::FakeRetailCrm;
+use callgate::{
+    config::Settings, domain::lookup::LookupPolicy, testing::fake_retailcrm::FakeRetailCrm,
+};
 use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        ADMIN_TOKEN, TestApp, eventually, redis_store_toml, respawn_app_with_crm, spawn_app,
+        ADMIN_TOKEN, TestApp, eventually, mirror_on, redis_store, respawn_app_with_crm, spawn_app,
         spawn_app_with_crm, start_fake_crm,
     },
     lookup::SIX_FORMATS,
     redis_support::RedisKeys,
 };
 
-/// The mirror on, polling the history every second.
-const SYNC: &str = "[sync]\nenabled = true\nhistory_interval_secs = 1\nusers_interval_secs = 1\nlease_secs = 3\n[lookup]\npolicy = \"owner\"\n";
+/// The mirror on, polling the history every second; the owner whatever their status.
+fn sync(settings: &mut Settings) {
+    mirror_on(settings);
+    settings.lookup.policy = LookupPolicy::Owner;
+}
 const INTERVAL: Duration = Duration::from_secs(1);
 const CUSTOMERS: &str = "GET /api/v5/customers";
 const HISTORY: &str = "GET /api/v5/customers/history";
@@ -75,7 +80,7 @@ async fn after_the_import_every_stored_format_routes_from_the_mirror_without_ask
     for (i, (stored, _)) in SIX_FORMATS.iter().enumerate() {
         crm.add_customer(&[stored], Some(if i < 3 { 27 } else { 28 }));
     }
-    let app = spawn_app_with_crm(&crm, SYNC).await;
+    let app = spawn_app_with_crm(&crm, sync).await;
     wait_synced(&app).await;
 
     // Act + Assert
@@ -122,7 +127,7 @@ async fn changes_made_by_hand_in_the_crm_route_by_their_new_state_within_one_int
     let deleted = crm.add_customer(&["0672223344"], Some(28));
     let merged = crm.add_customer(&["0673334455"], Some(27));
     let survivor = crm.add_customer(&["0674445566"], Some(28));
-    let app = spawn_app_with_crm(&crm, SYNC).await;
+    let app = spawn_app_with_crm(&crm, sync).await;
     wait_synced(&app).await;
     assert_eq!(
         route(&app, "380981234567").await["destination"],
@@ -166,7 +171,7 @@ async fn changes_made_by_hand_in_the_crm_route_by_their_new_state_within_one_int
 async fn an_inactive_user_is_never_a_destination() {
     let crm = start_fake_crm().await;
     crm.add_customer(&["0981234567"], Some(28));
-    let app = spawn_app_with_crm(&crm, SYNC).await;
+    let app = spawn_app_with_crm(&crm, sync).await;
     wait_synced(&app).await;
     assert_eq!(
         route(&app, "380981234567").await["destination"],
@@ -191,8 +196,11 @@ async fn an_import_cut_short_resumes_without_reading_its_finished_pages_again() 
     for i in 0..250u64 {
         crm.add_customer(&[&format!("050{:07}", 1_000_000 + i)], Some(27));
     }
-    let slow = format!("{SYNC}[crm]\nrate_limit_rps = 1\n");
-    let first = spawn_app_with_crm(&crm, &slow).await;
+    let first = spawn_app_with_crm(&crm, |s| {
+        sync(s);
+        s.crm.rate_limit_rps = 1;
+    })
+    .await;
     eventually(Duration::from_secs(20), "two pages imported", || async {
         (page_requests(&crm, "2") == 1).then_some(())
     })
@@ -212,7 +220,7 @@ async fn an_import_cut_short_resumes_without_reading_its_finished_pages_again() 
     // Act: stop it (the finished pages are stored), start again on the same store.
     let dir = first.dir();
     first.shut_down().await;
-    let second = respawn_app_with_crm(dir.clone(), &crm, SYNC).await;
+    let second = respawn_app_with_crm(dir.clone(), &crm, sync).await;
     wait_synced(&second).await;
 
     // Assert
@@ -236,7 +244,7 @@ async fn an_import_cut_short_resumes_without_reading_its_finished_pages_again() 
     // again when restarted once more.
     let before = crm.request_count(CUSTOMERS);
     second.shut_down().await;
-    let third = respawn_app_with_crm(dir, &crm, SYNC).await;
+    let third = respawn_app_with_crm(dir, &crm, sync).await;
     assert!(readyz(&third).await.contains("mirror synced"));
     assert_eq!(
         route(&third, "380501000100").await["destination"],
@@ -251,9 +259,12 @@ async fn two_instances_on_one_redis_poll_the_crm_once_and_both_answer_a_change()
     let redis = RedisKeys::new();
     let crm = start_fake_crm().await;
     let id = crm.add_customer(&["0981234567"], Some(27));
-    let extra = format!("{SYNC}{}", redis_store_toml(&redis.url, &redis.prefix));
-    let a = spawn_app_with_crm(&crm, &extra).await;
-    let b = spawn_app_with_crm(&crm, &extra).await;
+    let on_redis = |s: &mut Settings| {
+        sync(s);
+        redis_store(s, &redis.url, &redis.prefix);
+    };
+    let a = spawn_app_with_crm(&crm, on_redis).await;
+    let b = spawn_app_with_crm(&crm, on_redis).await;
     wait_synced(&a).await;
     wait_synced(&b).await;
     assert_eq!(crm.request_count(CUSTOMERS), 1, "one instance imported");
@@ -285,7 +296,7 @@ async fn two_instances_on_one_redis_poll_the_crm_once_and_both_answer_a_change()
 #[tokio::test]
 async fn a_customer_added_to_the_sandbox_routes_at_the_next_lookup() {
     // Arrange: the sandbox CRM with the mirror on; the number is nobody first.
-    let app = spawn_app(SYNC).await;
+    let app = spawn_app(sync).await;
     wait_synced(&app).await;
     assert_eq!(
         route(&app, "380981234567").await["destination"],
