@@ -16,12 +16,10 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    crm_model::CustomerId,
     manager::ManagerId,
     phone_number::{PhoneNormalizer, PhoneNumber},
 };
-// The customer id type still lives with the CRM port; it moves to the domain with the
-// architecture refactor.
-use crate::crm::CustomerId;
 
 /// An E.164 number packed into a `u64`: digit count in the top byte, the digits' value below
 /// (≤ 15 digits < 2^50). Injective, also for leading zeros; 8 bytes instead of a `String`.
