@@ -34,6 +34,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::Store,
+    sync::Syncer,
 };
 use error::ApiError;
 
@@ -73,6 +74,8 @@ pub struct AppContext {
     pub worker_wakeup: Arc<Notify>,
     /// The live routing rules (`POST /admin/rules/reload` swaps them).
     pub rules: Arc<RuleBook>,
+    /// Flow F, when `[sync]` is on: the owner mirror's state for `/readyz` and `/metrics`.
+    pub sync: Option<Arc<Syncer>>,
 }
 
 /// Guards of the public endpoints.

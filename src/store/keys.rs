@@ -11,6 +11,7 @@
 //! | `legs:<call id>` | what the legs of one call did so far (answered, who talked) |
 //! | `tracking-check:<e164>` | the event whose S8 task asked to check this tracking number |
 //! | `sandbox:<kind><rest>` | records of the sandbox CRM |
+//! | `mirror:c:<customer id>`, `mirror:state`, `mirror:inactive` | the owner mirror and its sync state (`crate::sync`) |
 
 use crate::domain::phone_number::PhoneNumber;
 
@@ -26,6 +27,8 @@ const CALLBACK: &str = "callback:";
 const CALL_LEGS: &str = "legs:";
 /// Namespace of [`tracking_check`].
 const TRACKING_CHECK: &str = "tracking-check:";
+/// Namespace of the owner mirror ([`mirror_customer`], [`mirror_state`], [`mirror_inactive`]).
+const MIRROR: &str = "mirror:";
 /// Namespace of the sandbox CRM's records; [`sandbox`] builds keys under it.
 pub const SANDBOX: &str = "sandbox:";
 
@@ -69,6 +72,27 @@ pub fn tracking_check(tracking: &PhoneNumber) -> String {
 /// `kind`).
 pub fn sandbox(kind: &str, rest: impl std::fmt::Display) -> String {
     format!("{SANDBOX}{kind}{rest}")
+}
+
+/// `mirror:c:`: the prefix of every mirrored customer ([`mirror_customer`]).
+pub fn mirror_customers() -> String {
+    format!("{MIRROR}c:")
+}
+
+/// `mirror:c:<customer id, 20 digits>`: one mirrored customer (zero-padded so a prefix scan
+/// returns them in id order).
+pub fn mirror_customer(id: u64) -> String {
+    format!("{MIRROR}c:{id:020}")
+}
+
+/// `mirror:state`: the first import's progress and the history cursor.
+pub fn mirror_state() -> String {
+    format!("{MIRROR}state")
+}
+
+/// `mirror:inactive`: the users the CRM lists as inactive.
+pub fn mirror_inactive() -> String {
+    format!("{MIRROR}inactive")
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use crate::{
     domain::{
         call::{CallEvent, FieldAliases, PayloadError},
         manager::{ManagerDirectory, ManagerId},
+        mirror::{MirrorChange, MirrorCustomer, PhoneKey},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
@@ -46,6 +47,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
+    sync::mirror::SharedMirror,
 };
 use retry::RetrySchedule;
 use task::StoredWebhook;
@@ -139,6 +141,9 @@ pub struct WorkerDeps {
     pub wakeup: Arc<Notify>,
     /// Routing rules; the first match gives the planner its [`RuleActions`].
     pub rules: Arc<RuleBook>,
+    /// The owner mirror (`[sync]` on): customers the worker creates go into it at once; the
+    /// CRM's history brings them to every other instance within a poll.
+    pub mirror: Option<Arc<SharedMirror>>,
 }
 
 /// The worker's configuration, from the validated [`crate::config::Config`].
@@ -173,6 +178,7 @@ pub struct Worker {
     pub wakeup: Arc<Notify>,
     /// Routing rules; the first match gives the planner its actions ([`decide`]).
     pub rules: Arc<RuleBook>,
+    mirror: Option<Arc<SharedMirror>>,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
 }
 
@@ -189,6 +195,7 @@ impl Worker {
             metrics,
             wakeup,
             rules,
+            mirror,
         } = deps;
         let WorkerConfig {
             normalizer,
@@ -213,6 +220,7 @@ impl Worker {
             metrics,
             wakeup,
             rules,
+            mirror,
             statuses: tokio::sync::Mutex::new(None),
         }
     }
@@ -650,6 +658,14 @@ impl Worker {
                     Some(found) => found,
                     None => (self.crm.create_customer(site, new).await?, new.manager_id),
                 };
+                if let Some(mirror) = &self.mirror {
+                    mirror.apply(&[MirrorChange::Upsert(MirrorCustomer {
+                        id,
+                        manager,
+                        phones: new.phones.iter().filter_map(PhoneKey::of).collect(),
+                        last_activity: local_now().and_utc().timestamp(),
+                    })]);
+                }
                 for p in &new.phones {
                     let entry = OwnerEntry {
                         customer_id: Some(id),
