@@ -248,7 +248,7 @@ fn any_lookup_request_to_the_real_server_answers_200() {
     let shutdown = app.shutdown_token();
     let running = runtime.spawn(app.run_until_stopped());
     let client = reqwest::Client::new();
-    let mut runner = TestRunner::new(cases(60));
+    let mut runner = TestRunner::new(cases(40));
     let result = runner.run(&sent(), |sent| {
         let mut request = client.request(sent.method.clone(), format!("{base}{}", sent.uri));
         if let Some(ct) = &sent.content_type {

@@ -127,7 +127,7 @@ fn written(valid: Valid) -> impl Strategy<Value = (Valid, String, RegionCode)> {
 }
 
 proptest! {
-    #![proptest_config(cases(800))]
+    #![proptest_config(cases(500))]
 
     #[test]
     fn no_string_panics_the_parser_and_what_it_accepts_normalizes_to_itself(input in json::text()) {
@@ -149,7 +149,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(cases(400))]
+    #![proptest_config(cases(300))]
 
     #[test]
     fn every_way_of_writing_a_valid_number_gives_its_one_e164(
