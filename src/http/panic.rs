@@ -38,7 +38,7 @@ pub async fn capture_webhook(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, state.settings.server.body_limit_bytes).await {
+    let body = match axum::body::to_bytes(body, state.config.server.body_limit_bytes).await {
         Ok(body) => body,
         Err(_) => return ApiError::TooLarge.into_response(),
     };

@@ -7,9 +7,9 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::{
-    calls::{TRACKING, after_call},
+    calls::{after_call, tracking},
     helpers::{
-        MANUAL_WORKER, TestApp, WEBHOOK_TOKEN, spawn_app, spawn_app_with_crm, start_fake_crm,
+        TestApp, WEBHOOK_TOKEN, manual_worker, spawn_app, spawn_app_with_crm, start_fake_crm,
     },
 };
 
@@ -35,12 +35,12 @@ const NOT_NUMBERS: &[&str] = &[
 async fn lookup_app(through_router: bool) -> TestApp {
     let crm = start_fake_crm().await;
     crm.add_customer(&["0981234567"], Some(27));
-    let extra = if through_router {
-        "[server]\nper_ip_rps = 100000\n"
-    } else {
-        ""
-    };
-    spawn_app_with_crm(&crm, extra).await
+    spawn_app_with_crm(&crm, move |s| {
+        if through_router {
+            s.server.per_ip_rps = 100_000;
+        }
+    })
+    .await
 }
 
 /// Which way the lookup went, for assertion messages.
@@ -233,7 +233,7 @@ async fn a_panicking_lookup_answers_200_nobody_in_the_requested_format() {
 
 #[tokio::test]
 async fn a_panicking_webhook_answers_json_500_and_its_raw_payload_is_quarantined() {
-    let app = spawn_app("").await;
+    let app = spawn_app(|_| {}).await;
     let webhook = format!("/ringostat/webhook?token={WEBHOOK_TOKEN}&event=end");
 
     // JSON body.
@@ -288,7 +288,7 @@ async fn a_panicking_webhook_answers_json_500_and_its_raw_payload_is_quarantined
 
 #[tokio::test]
 async fn any_other_panicking_route_answers_json_500_and_the_server_lives_on() {
-    let app = spawn_app("").await;
+    let app = spawn_app(|_| {}).await;
     let r = app
         .client
         .get(app.url("/__test/panic"))
@@ -309,7 +309,11 @@ async fn any_other_panicking_route_answers_json_500_and_the_server_lives_on() {
 #[tokio::test]
 async fn a_webhook_whose_caller_is_not_a_number_is_accepted_logged_and_creates_no_customer() {
     let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{TRACKING}")).await;
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        tracking(s);
+    })
+    .await;
     for (i, caller) in NOT_NUMBERS.iter().enumerate() {
         let id = format!("hidden-{i}");
         // The four layouts of SPEC §4: JSON at the root, JSON nested under

@@ -9,7 +9,9 @@ use axum::{
     http::{HeaderMap, Method, Request, StatusCode, header::CONTENT_TYPE},
 };
 use callgate::{
-    config::Settings, domain::phone_number::PhoneNormalizer, http::routes::route::CALLER_FIELDS,
+    config::{Config, ManagerSettings, OneOrMany, Settings, SiteSettings},
+    domain::phone_number::PhoneNormalizer,
+    http::routes::route::CALLER_FIELDS,
     startup::Application,
 };
 use proptest::{prelude::*, test_runner::TestRunner};
@@ -194,8 +196,19 @@ fn app() -> (tokio::runtime::Runtime, Application, TempDir) {
     let dir = TempDir::new().expect("temp dir");
     std::fs::create_dir(dir.path().join("rules")).expect("rules dir");
     std::fs::write(dir.path().join("rules/10-props.toml"), RULES).expect("rules file");
-    let toml = "[[managers]]\ncrm_user_id = 27\nsip = [\"shop_alina\"]\n\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n";
-    let mut settings = Settings::from_toml(toml).expect("settings parse");
+    let mut settings = Settings::defaults().expect("defaults");
+    settings.managers.push(ManagerSettings {
+        crm_user_id: 27,
+        ringostat_staff_id: None,
+        sip: Some(OneOrMany::Many(vec!["shop_alina".to_owned()])),
+        code: None,
+        phone: None,
+    });
+    settings.sites.push(SiteSettings {
+        code: "shop1".to_owned(),
+        project_ids: Vec::new(),
+        tracking_numbers: vec!["+380441112233".to_owned()],
+    });
     settings.server.port = 0;
     settings.store.path = dir.path().join("callgate.redb");
     settings.rules.dir = dir.path().join("rules");
@@ -204,8 +217,9 @@ fn app() -> (tokio::runtime::Runtime, Application, TempDir) {
         .enable_all()
         .build()
         .expect("runtime");
+    let config = Config::try_from(settings).expect("settings validate");
     let app = runtime
-        .block_on(Application::build(settings))
+        .block_on(Application::build(config))
         .expect("app builds");
     (runtime, app, dir)
 }

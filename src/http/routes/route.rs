@@ -32,7 +32,7 @@ pub const CALLER_FIELDS: &[&str] = &["caller", "caller_number", "userfield", "ph
 /// Takes the request whole (no `Uri`/`HeaderMap` copies): this is the hot path.
 pub async fn route(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, state.settings.server.body_limit_bytes).await {
+    match axum::body::to_bytes(body, state.config.server.body_limit_bytes).await {
         Ok(body) => answer(&state, &parts, &body).await,
         Err(_) => ApiError::TooLarge.into_response(),
     }
@@ -52,7 +52,7 @@ pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
             tracing::error!("The lookup panicked; answering nobody.");
             let decision = LookupDecision::nobody(LookupReason::Unavailable);
             state.metrics.lookup_outcome(decision.reason).inc();
-            let default = state.settings.lookup.format;
+            let default = state.config.lookup.format;
             let (format, jsonrpc_id) = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let payload = read_leniently(parts, body);
                 (requested_format(&payload, default), payload.jsonrpc_id)
@@ -61,7 +61,7 @@ pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
             render(
                 &decision,
                 format,
-                &state.settings.lookup.response_key,
+                &state.config.lookup.response_key,
                 jsonrpc_id,
             )
         }
@@ -71,7 +71,7 @@ pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
 async fn lookup(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
     crate::http::panic::probe(&parts.headers);
     let payload = read_leniently(parts, body);
-    let format = requested_format(&payload, state.settings.lookup.format);
+    let format = requested_format(&payload, state.config.lookup.format);
     // No caller (or `null`, an array, an object) is no number: the lookup says so.
     let request = LookupRequest {
         caller: payload.first_text(CALLER_FIELDS).unwrap_or_default(),
@@ -85,7 +85,7 @@ async fn lookup(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
     render(
         &decision,
         format,
-        &state.settings.lookup.response_key,
+        &state.config.lookup.response_key,
         payload.jsonrpc_id,
     )
 }

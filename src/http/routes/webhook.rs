@@ -58,7 +58,7 @@ pub async fn webhook(
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     crate::http::panic::probe(&headers);
-    let expected = state.settings.ringostat.webhook_token.expose_secret();
+    let expected = state.config.ringostat.webhook_token.expose_secret();
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("ringostat.webhook_token"));
     }
