@@ -88,7 +88,7 @@ pub enum LookupReason {
     NotANumber,
     /// The CRM did not answer within the deadline.
     Timeout,
-    /// The CRM (or the store) failed.
+    /// The CRM (or the store) failed, or the lookup itself did (a panic answers nobody).
     Unavailable,
 }
 

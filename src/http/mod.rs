@@ -2,9 +2,10 @@
 //!
 //! Public endpoints (`/ringostat/*`, `/retailcrm/*`) sit behind the optional IP allow-list and
 //! the per-source rate limit; every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
-//! request timeout.
+//! request timeout. A panicking handler still answers (see [`panic`]).
 
 pub mod error;
+pub mod panic;
 pub mod payload;
 pub mod routes;
 pub mod server;
@@ -24,7 +25,10 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
-use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
 use crate::{
     config::Config,
@@ -139,7 +143,12 @@ pub fn router(state: AppState) -> Router {
     let mut public = Router::new()
         .route(
             "/ringostat/webhook",
-            get(routes::webhook::webhook).post(routes::webhook::webhook),
+            get(routes::webhook::webhook)
+                .post(routes::webhook::webhook)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    panic::capture_webhook,
+                )),
         )
         .route(
             "/retailcrm/user-status",
@@ -182,13 +191,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .route_layer(timeout)
-        .route_layer(trace);
+        .route("/metrics", get(routes::health::metrics));
+    #[cfg(feature = "panic-probe")]
+    let admin = admin.route("/__test/panic", get(panic::panicking_route));
+    let admin = admin.route_layer(timeout).route_layer(trace);
     Router::new()
         .merge(public)
         .merge(admin)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(CatchPanicLayer::custom(panic::internal_error))
 }

@@ -234,7 +234,7 @@ async fn a_burst_of_lookups_for_one_unknown_number_makes_one_crm_request() {
 }
 
 #[tokio::test]
-async fn a_caller_that_is_not_a_number_is_nobody_and_a_missing_caller_is_a_clear_400() {
+async fn a_caller_that_is_not_a_number_or_missing_is_nobody_and_an_unknown_format_is_the_default() {
     let crm = start_fake_crm().await;
     let app = spawn_app_with_crm(&crm, |_| {}).await;
     for caller in ["anonymous", "sip:alice", "12"] {
@@ -246,12 +246,14 @@ async fn a_caller_that_is_not_a_number_is_nobody_and_a_missing_caller_is_a_clear
             .unwrap();
         assert_eq!(body["reason"], "not_a_number", "{caller}");
     }
-    let r = app.get_route("dst=380441112233").await;
-    assert_eq!(r.status(), 400);
+    // SPEC §3: the lookup always answers 200 (tests/api/hardening.rs has every layout).
+    let r = app.get_route("dst=380441112233&format=json").await;
+    assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["field"], "caller");
-    let r = app.get_route("caller=0981234567&format=xml").await;
-    assert_eq!(r.status(), 400);
+    assert_eq!(body["reason"], "not_a_number");
+    let r = app.get_route("caller=anonymous&format=xml").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
     assert_eq!(crm.request_count(TELEPHONY_MANAGER), 0);
 }
 

@@ -2,6 +2,7 @@
 //! retailCRM (or running on its sandbox CRM).
 
 mod calls;
+mod hardening;
 mod helpers;
 mod lookup;
 mod mirror;
