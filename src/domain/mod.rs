@@ -7,4 +7,5 @@ pub mod lookup;
 pub mod manager;
 pub mod phone_number;
 pub mod plan;
+pub mod reconcile;
 pub mod rules;
