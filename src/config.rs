@@ -83,6 +83,9 @@ pub struct ServerSettings {
     pub per_ip_rps: u32,
     /// Allowed client IPs on Ringostat endpoints (empty = any).
     pub ip_allowlist: Vec<IpAddr>,
+    /// The address retailCRM reaches callgate at (`callgate register` builds the module's
+    /// callback URLs from it).
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +152,8 @@ pub struct CrmSettings {
     pub base_url: String,
     /// retailCRM API key.
     pub api_key: SecretString,
+    /// The telephony module's `clientId`: retailCRM sends it on every callback (secret).
+    pub client_id: SecretString,
     /// One CRM request's timeout.
     pub timeout_ms: u64,
     /// Store code for events whose site cannot be told.
@@ -213,6 +218,14 @@ pub struct RingostatSettings {
     pub auth_key: SecretString,
     /// Ringostat project id.
     pub project_id: String,
+    /// Timeout of one Ringostat API request.
+    pub api_timeout_ms: u64,
+    /// IANA time zone of the Ringostat project (`calls/list` windows are its local time).
+    pub timezone: String,
+    /// Seconds between two reconciliation runs (flow E).
+    pub reconcile_interval_secs: u64,
+    /// How far each run reaches back before the last reconciled point, seconds.
+    pub reconcile_overlap_secs: u64,
     /// `[ringostat.fields]`: accepted payload names per logical field; a list given here
     /// replaces that field's default list.
     #[serde(default)]
@@ -253,6 +266,32 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub format: LogFormat,
+}
+
+impl RingostatSettings {
+    /// Whether the Ringostat API is configured (key and project): reconciliation runs and
+    /// click-to-call can place calls.
+    pub fn api_configured(&self) -> bool {
+        !self.auth_key.expose_secret().is_empty() && !self.project_id.trim().is_empty()
+    }
+    pub fn api_timeout(&self) -> Duration {
+        Duration::from_millis(self.api_timeout_ms)
+    }
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.reconcile_interval_secs)
+    }
+    pub fn reconcile_overlap(&self) -> Duration {
+        Duration::from_secs(self.reconcile_overlap_secs)
+    }
+    /// The project's time zone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.timezone.parse().map_err(|_| {
+            invalid(format!(
+                "ringostat.timezone {:?} is not an IANA time zone (e.g. \"Europe/Kyiv\")",
+                self.timezone
+            ))
+        })
+    }
 }
 
 /// One or several strings (`sip = "a"` or `sip = ["a", "b"]`).
@@ -399,6 +438,41 @@ impl Settings {
         if self.store.kind == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path must not be empty"));
         }
+        self.ringostat.tz()?;
+        if self.ringostat.api_configured() {
+            url::Url::parse(&self.ringostat.api_base_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "ringostat.api_base_url {:?} is not an http(s) URL",
+                        self.ringostat.api_base_url
+                    ))
+                })?;
+        }
+        if self.ringostat.auth_key.expose_secret().is_empty()
+            != self.ringostat.project_id.trim().is_empty()
+        {
+            return Err(invalid(
+                "ringostat.auth_key and ringostat.project_id go together: set both or neither",
+            ));
+        }
+        if self.ringostat.reconcile_interval_secs == 0 || self.ringostat.api_timeout_ms == 0 {
+            return Err(invalid(
+                "ringostat.reconcile_interval_secs and ringostat.api_timeout_ms must be positive",
+            ));
+        }
+        if !self.server.public_url.is_empty() {
+            url::Url::parse(&self.server.public_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "server.public_url {:?} is not an http(s) URL",
+                        self.server.public_url
+                    ))
+                })?;
+        }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency must be at least 1"));
         }
@@ -525,6 +599,30 @@ mod tests {
         .unwrap();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
+        let s = Settings::from_toml(
+            "[crm]\nclient_id = \"c-very-secret\"\n[ringostat]\nauth_key = \"r-very-secret\"\nproject_id = \"1\"\n",
+        )
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+    }
+
+    #[test]
+    fn ringostat_api_settings_are_checked() {
+        let err = |toml: &str| {
+            Settings::from_toml(toml)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[ringostat]\nauth_key = \"k\"\n").contains("project_id"));
+        assert!(err("[ringostat]\ntimezone = \"Mars/Olympus\"\n").contains("ringostat.timezone"));
+        assert!(
+            err("[ringostat]\nauth_key = \"k\"\nproject_id = \"1\"\napi_base_url = \"ftp://x\"\n")
+                .contains("api_base_url")
+        );
+        assert!(err("[server]\npublic_url = \"callgate\"\n").contains("server.public_url"));
     }
 
     #[test]

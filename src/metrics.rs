@@ -65,6 +65,14 @@ pub struct Metrics {
     pub crm_latency: Family<MethodLabel, Histogram>,
     /// Time spent waiting for a CRM rate limiter, seconds.
     pub limiter_wait: Family<LimiterLabel, Histogram>,
+    /// Calls found in Ringostat's call log that never arrived by webhook, queued.
+    pub reconcile_recovered: Counter,
+    /// `calls/list` windows listed (one request each; split halves included).
+    pub reconcile_windows: Counter,
+    /// Reconciliation runs that stopped on an error (the window is kept for the next run).
+    pub reconcile_failures: Counter,
+    /// Seconds between now and the last reconciled point.
+    pub reconcile_lag_seconds: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -141,6 +149,30 @@ impl Metrics {
             "Time spent waiting for a CRM rate limiter",
             limiter_wait.clone(),
         );
+        let reconcile_recovered = Counter::default();
+        registry.register(
+            "reconcile_recovered_calls",
+            "Calls found in Ringostat's call log that never arrived by webhook, queued",
+            reconcile_recovered.clone(),
+        );
+        let reconcile_windows = Counter::default();
+        registry.register(
+            "reconcile_windows",
+            "Ringostat calls/list windows listed",
+            reconcile_windows.clone(),
+        );
+        let reconcile_failures = Counter::default();
+        registry.register(
+            "reconcile_failures",
+            "Reconciliation runs that stopped on an error",
+            reconcile_failures.clone(),
+        );
+        let reconcile_lag_seconds = Gauge::default();
+        registry.register(
+            "reconcile_lag_seconds",
+            "Seconds between now and the last reconciled point",
+            reconcile_lag_seconds.clone(),
+        );
         let lookup_outcome_counters = LookupReason::ALL
             .iter()
             .map(|&reason| {
@@ -165,6 +197,10 @@ impl Metrics {
             crm_requests,
             crm_latency,
             limiter_wait,
+            reconcile_recovered,
+            reconcile_windows,
+            reconcile_failures,
+            reconcile_lag_seconds,
         }
     }
 

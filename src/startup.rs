@@ -19,6 +19,8 @@ use crate::{
     http::{AppContext, AppState, server},
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
+    reconcile::{ReconcileConfig, Reconciler},
+    ringostat::{RingostatClient, RingostatConfig},
     rules::RuleBook,
     store::{Store, embedded::EmbeddedStore, redis::RedisStore},
     worker::{Worker, retry::RetrySchedule},
@@ -28,6 +30,7 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     worker: Arc<Worker>,
+    reconciler: Option<Arc<Reconciler>>,
     state: AppState,
     sandbox: Option<Arc<SandboxCrm>>,
     shutdown: CancellationToken,
@@ -124,6 +127,36 @@ impl Application {
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let aliases = Arc::new(settings.ringostat.fields.clone());
         let wakeup = Arc::new(Notify::new());
+        let ringostat = if settings.ringostat.api_configured() {
+            Some(Arc::new(
+                RingostatClient::new(RingostatConfig {
+                    base_url: settings.ringostat.api_base_url.clone(),
+                    auth_key: settings.ringostat.auth_key.clone(),
+                    project_id: settings.ringostat.project_id.clone(),
+                    timeout: settings.ringostat.api_timeout(),
+                })
+                .context("Failed to build the Ringostat client.")?,
+            ))
+        } else {
+            None
+        };
+        let reconciler = match &ringostat {
+            Some(client) => Some(Arc::new(Reconciler::new(
+                client.clone(),
+                store.clone(),
+                aliases.clone(),
+                validated.normalizer.clone(),
+                metrics.clone(),
+                wakeup.clone(),
+                ReconcileConfig {
+                    project_id: settings.ringostat.project_id.clone(),
+                    timezone: settings.ringostat.tz()?,
+                    interval: settings.ringostat.reconcile_interval(),
+                    overlap: settings.ringostat.reconcile_overlap(),
+                },
+            ))),
+            None => None,
+        };
         let state = AppState::new(AppContext {
             settings: Arc::new(settings),
             store,
@@ -136,6 +169,7 @@ impl Application {
             aliases: aliases.clone(),
             worker_wakeup: wakeup.clone(),
             rules: rules.clone(),
+            ringostat,
         });
         let worker = Worker::new(
             state.store.clone(),
@@ -165,6 +199,7 @@ impl Application {
         Ok(Application {
             listener,
             worker,
+            reconciler,
             state,
             sandbox,
             shutdown: CancellationToken::new(),
@@ -183,6 +218,11 @@ impl Application {
     /// The worker, for tests that drive it step by step (`worker.enabled = false`).
     pub fn worker(&self) -> Arc<Worker> {
         self.worker.clone()
+    }
+
+    /// The reconciler (flow E), when the Ringostat API is configured; tests run it by hand.
+    pub fn reconciler(&self) -> Option<Arc<Reconciler>> {
+        self.reconciler.clone()
     }
 
     /// The sandbox CRM, when `crm.kind = "sandbox"`.
@@ -207,6 +247,10 @@ impl Application {
                     .run_until_stopped(concurrency, token.clone()),
             )
         });
+        let reconciler = self
+            .reconciler
+            .clone()
+            .map(|r| tokio::spawn(r.run_until_stopped(token.clone())));
         let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -219,6 +263,11 @@ impl Application {
         }
         // Whatever ended the server also stops the worker.
         token.cancel();
+        if let Some(reconciler) = reconciler
+            && tokio::time::timeout(self.grace, reconciler).await.is_err()
+        {
+            tracing::warn!("Reconciliation did not stop within the grace period.");
+        }
         if let Some(worker) = worker
             && tokio::time::timeout(self.grace, worker).await.is_err()
         {

@@ -33,6 +33,7 @@ use crate::{
     domain::{call::FieldAliases, manager::ManagerDirectory, phone_number::PhoneNormalizer},
     lookup::LookupService,
     metrics::Metrics,
+    ringostat::RingostatClient,
     rules::RuleBook,
     store::Store,
 };
@@ -74,6 +75,8 @@ pub struct AppContext {
     pub worker_wakeup: Arc<Notify>,
     /// The live routing rules (`POST /admin/rules/reload` swaps them).
     pub rules: Arc<RuleBook>,
+    /// The Ringostat API, when `ringostat.auth_key` and `ringostat.project_id` are set.
+    pub ringostat: Option<Arc<RingostatClient>>,
 }
 
 /// Guards of the public endpoints.

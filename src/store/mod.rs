@@ -43,6 +43,8 @@ pub mod keys {
     /// `tracking-check:<e164>`: the event whose S8 task asked to check this unknown tracking
     /// number (one reminder per number per day, however many calls it gets).
     pub const TRACKING_CHECK: &str = "tracking-check:";
+    /// `reconcile:<project>`: the last reconciled point of a Ringostat project (flow E).
+    pub const RECONCILE: &str = "reconcile:";
     /// `sandbox:…`: records of the sandbox CRM.
     pub const SANDBOX: &str = "sandbox:";
 }

@@ -7,8 +7,12 @@ pub use callgate::testing::eventually;
 use callgate::{
     config::Settings,
     http::AppState,
+    reconcile::Reconciler,
     startup::Application,
-    testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
+    testing::{
+        fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
+        fake_ringostat::FakeRingostat,
+    },
     worker::Worker,
 };
 use tempfile::TempDir;
@@ -51,7 +55,8 @@ pub struct TestApp {
     pub worker: Arc<Worker>,
     token: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    pub reconciler: Option<Arc<Reconciler>>,
+    _dir: Option<TempDir>,
 }
 
 impl Drop for TestApp {
@@ -75,7 +80,7 @@ pub fn test_settings(dir: &TempDir, extra: &str) -> Settings {
 pub async fn spawn_app(extra: &str) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
     let settings = test_settings(&dir, extra);
-    start(settings, dir, None).await
+    start(settings, Some(dir), None).await
 }
 
 /// The seed's CRM users on a fake retailCRM.
@@ -90,12 +95,31 @@ pub async fn start_fake_crm() -> FakeRetailCrm {
 /// A callgate talking to `crm` over real HTTP.
 pub async fn spawn_app_with_crm(crm: &FakeRetailCrm, extra: &str) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
-    let mut settings = test_settings(&dir, extra);
+    let settings = crm_settings(crm, &dir, extra);
+    start(settings, Some(dir), Some(crm.clone())).await
+}
+
+/// The settings of a callgate talking to `crm` (store in `dir`), for tests that restart it.
+pub fn crm_settings(crm: &FakeRetailCrm, dir: &TempDir, extra: &str) -> Settings {
+    let mut settings = test_settings(dir, extra);
     settings.crm.kind = callgate::config::CrmKind::Retailcrm;
     settings.crm.base_url = crm.base_url();
     settings.crm.api_key = crm.api_key().into();
     settings.crm.default_site = "shop1".to_owned();
-    start(settings, dir, Some(crm.clone())).await
+    settings
+}
+
+/// Points `settings` at the fake Ringostat API (reconciliation and click-to-call on).
+pub fn with_ringostat(settings: &mut Settings, ringostat: &FakeRingostat) {
+    settings.ringostat.api_base_url = ringostat.base_url();
+    settings.ringostat.auth_key = ringostat.auth_key().into();
+    settings.ringostat.project_id = ringostat.project_id().to_owned();
+}
+
+/// A callgate on `settings` whose store directory the caller keeps (so a test can stop it
+/// and start another on the same store).
+pub async fn start_in(settings: Settings, crm: Option<FakeRetailCrm>) -> TestApp {
+    start(settings, None, crm).await
 }
 
 /// `[store]` TOML for a callgate on a shared Redis (`extra` of [`spawn_app_with_crm`]): apps
@@ -106,7 +130,7 @@ pub fn redis_store_toml(redis_url: &str, key_prefix: &str) -> String {
     )
 }
 
-async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
+async fn start(settings: Settings, dir: Option<TempDir>, crm: Option<FakeRetailCrm>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(callgate::config::LogFormat::Pretty);
     }
@@ -114,6 +138,7 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let worker = app.worker();
+    let reconciler = app.reconciler();
     let token = app.shutdown_token();
     let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
@@ -124,6 +149,7 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
         worker,
         token,
         running,
+        reconciler,
         _dir: dir,
     }
 }

@@ -4,6 +4,7 @@
 mod calls;
 mod helpers;
 mod lookup;
+mod reconcile;
 mod rules;
 mod server;
 mod shared_redis;

@@ -136,7 +136,7 @@ pub async fn webhook(
         received_at_ms: crate::store::now_ms(),
     };
     let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let dedupe_key = format!("{}ringostat:{}", keys::EVENT_DEDUPE, event.dedupe_key());
+    let dedupe_key = dedupe_store_key(&event.dedupe_key());
     let result = state
         .store
         .enqueue(&dedupe_key, DEDUPE_TTL, &event.call_id, &bytes)
@@ -158,6 +158,12 @@ pub async fn webhook(
             Ok(Json(json!({"success": true, "duplicate": true})))
         }
     }
+}
+
+/// The store key under which a Ringostat event's dedupe key is remembered; shared with
+/// reconciliation, so a call received both ways is queued once.
+pub fn dedupe_store_key(event_key: &str) -> String {
+    format!("{}ringostat:{}", keys::EVENT_DEDUPE, event_key)
 }
 
 /// The quarantine keeps what was sent, minus the secret.
