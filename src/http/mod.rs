@@ -4,6 +4,7 @@
 //! the per-source rate limit; every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
 //! request timeout.
 
+pub mod client_id;
 pub mod error;
 pub mod payload;
 pub mod routes;
@@ -141,6 +142,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/ringostat/webhook",
             get(routes::webhook::webhook).post(routes::webhook::webhook),
+        )
+        .route(
+            "/retailcrm/make-call",
+            get(routes::make_call::make_call).post(routes::make_call::make_call),
         )
         .route(
             "/retailcrm/user-status",

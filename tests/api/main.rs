@@ -4,6 +4,7 @@
 mod calls;
 mod helpers;
 mod lookup;
+mod make_call;
 mod reconcile;
 mod rules;
 mod server;
