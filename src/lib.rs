@@ -7,6 +7,7 @@
 //! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox).
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
 //! - [`reconcile`]: flow E, Ringostat's call log → calls that never arrived into the queue.
+//! - [`register`]: `callgate register`, the telephony integration module in retailCRM.
 //! - [`ringostat`]: the Ringostat REST client (`calls/list`, `callback/outward_call`).
 //! - [`lookup`]: the pre-call lookup service (owner index, single flight, deadline).
 //! - [`http`]: the axum router and handlers.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod lookup;
 pub mod metrics;
 pub mod reconcile;
+pub mod register;
 pub mod ringostat;
 pub mod rules;
 pub mod startup;

@@ -52,6 +52,18 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Create or update the telephony integration module in retailCRM (makeCallUrl,
+    /// changeUserStatusUrl, additionalCodes, externalPhones, clientId). Exit 0 when done or
+    /// already up to date; 1 when retailCRM refused it or does not know some managers or
+    /// stores (each named); 64 on a configuration error.
+    Register {
+        /// Print the request that would be sent and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the clientId (crm.client_id) instead of masking it.
+        #[arg(long, requires = "dry_run")]
+        show_secrets: bool,
+    },
     /// Check routing rules, or explain which rule fires for an event (never touches the CRM).
     Rules {
         #[command(subcommand)]
@@ -129,6 +141,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Normalize { number, region } => normalize(cli.config, &number, region),
         Command::Rules { command } => rules(cli.config, command),
+        Command::Register {
+            dry_run,
+            show_secrets,
+        } => register(cli.config, dry_run, show_secrets),
         Command::DeadLetters { action, url } => {
             let path = match action {
                 DeadLetterAction::List { limit } => {
@@ -167,6 +183,66 @@ fn main() -> ExitCode {
             };
             runtime.block_on(serve(settings))
         }
+    }
+}
+
+fn register(config: Option<PathBuf>, dry_run: bool, show_secrets: bool) -> ExitCode {
+    use callgate::register::{self, RegisterError, Registered};
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let validated = match settings.validate() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("callgate: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let fail = |e: RegisterError| {
+        eprintln!("callgate register: {e}");
+        if let RegisterError::Crm(cause) = &e {
+            eprintln!("  cause: {cause}");
+        }
+        match e {
+            RegisterError::Config(_) => ExitCode::from(EXIT_CONFIG as u8),
+            _ => ExitCode::FAILURE,
+        }
+    };
+    let module = match register::module(&settings, &validated) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    if dry_run {
+        return match register::dry_run_text(&settings, &module, show_secrets) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(register::register(&settings, &validated, &module)) {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                match outcome {
+                    Registered::Created => "telephony module \"callgate\" created",
+                    Registered::Updated => "telephony module \"callgate\" updated",
+                    Registered::Unchanged =>
+                        "telephony module \"callgate\" already up to date; nothing sent",
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 
