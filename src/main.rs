@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use callgate::{
     admin_client::AdminClient,
-    config::{EXIT_CONFIG, Settings},
+    config::{EXIT_CONFIG, Settings, Validated},
     domain::phone_number::PhoneNormalizer,
     rules::{RulesLoadError, explain_event, load_dir, reload_on_sighup},
     startup::{Application, shutdown_signal},
@@ -136,6 +136,26 @@ fn load_settings(path: Option<PathBuf>) -> Result<Settings, ExitCode> {
     })
 }
 
+/// The settings and what validating them derives (exit 64 on an invalid configuration).
+fn load_validated(path: Option<PathBuf>) -> Result<(Settings, Validated), ExitCode> {
+    let settings = load_settings(path)?;
+    match settings.validate() {
+        Ok(validated) => Ok((settings, validated)),
+        Err(e) => {
+            eprintln!("callgate: {e}");
+            Err(ExitCode::from(EXIT_CONFIG as u8))
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for the verbs that do I/O.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("callgate: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -174,12 +194,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             telemetry::init(settings.telemetry.format);
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("callgate: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             runtime.block_on(serve(settings))
         }
@@ -188,16 +205,9 @@ fn main() -> ExitCode {
 
 fn register(config: Option<PathBuf>, dry_run: bool, show_secrets: bool) -> ExitCode {
     use callgate::register::{self, RegisterError, Registered};
-    let settings = match load_settings(config) {
-        Ok(s) => s,
+    let (settings, validated) = match load_validated(config) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
-    };
-    let validated = match settings.validate() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("callgate: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
     };
     let fail = |e: RegisterError| {
         eprintln!("callgate register: {e}");
@@ -222,12 +232,9 @@ fn register(config: Option<PathBuf>, dry_run: bool, show_secrets: bool) -> ExitC
             Err(e) => fail(e),
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("callgate: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(register::register(&settings, &validated, &module)) {
         Ok(outcome) => {
@@ -361,16 +368,9 @@ fn normalize(config: Option<PathBuf>, number: &str, region: Option<String>) -> E
 }
 
 fn rules(config: Option<PathBuf>, command: RulesCommand) -> ExitCode {
-    let settings = match load_settings(config) {
-        Ok(s) => s,
+    let (settings, validated) = match load_validated(config) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
-    };
-    let validated = match settings.validate() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("callgate: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
     };
     let managers: Vec<_> = validated.directory.all().iter().map(|m| m.id).collect();
     let load = |dir: Option<PathBuf>| {

@@ -253,14 +253,17 @@ impl FakeRingostat {
     }
 }
 
-type Answer = Result<Response, Response>;
+/// A refusal is boxed: a `Response` is large.
+type Answer = Result<Response, Box<Response>>;
 
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(json!({"status": "error", "message": message.into()})),
+fn refuse(status: StatusCode, message: impl Into<String>) -> Box<Response> {
+    Box::new(
+        (
+            status,
+            axum::Json(json!({"status": "error", "message": message.into()})),
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 async fn serve(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -271,31 +274,28 @@ async fn serve(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
     let path = parts.uri.path().to_owned();
-    let response = {
-        let mut st = shared.state.lock().expect(POISONED);
-        let response = if st.outage {
-            refuse(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
-        } else {
-            handle(
-                &shared.cfg,
-                &mut st,
-                &parts.method,
-                &path,
-                &query,
-                &parts.headers,
-                &body,
-            )
-            .unwrap_or_else(|refusal| refusal)
-        };
-        st.requests.push(RingostatRequest {
-            method: parts.method.to_string(),
-            path,
-            query,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            status: response.status().as_u16(),
-        });
-        response
+    let mut st = shared.state.lock().expect(POISONED);
+    let response = if st.outage {
+        *refuse(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+    } else {
+        handle(
+            &shared.cfg,
+            &mut st,
+            &parts.method,
+            &path,
+            &query,
+            &parts.headers,
+            &body,
+        )
+        .unwrap_or_else(|refusal| *refusal)
     };
+    st.requests.push(RingostatRequest {
+        method: parts.method.to_string(),
+        path,
+        query,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: response.status().as_u16(),
+    });
     response
 }
 
@@ -323,18 +323,20 @@ fn authenticate(
     cfg: &FakeRingostatConfig,
     query: &[(String, String)],
     headers: &HeaderMap,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let key = headers.get("auth-key").and_then(|v| v.to_str().ok());
     let query_auth = query
         .iter()
         .any(|(k, _)| matches!(k.as_str(), "auth-key" | "auth_key" | "token"));
     if query_auth && key.is_some() {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "text/html")],
-            "<html><body><h1>400 Bad Request</h1></body></html>",
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>400 Bad Request</h1></body></html>",
+            )
+                .into_response(),
+        ));
     }
     if key != Some(cfg.auth_key.as_str()) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "Unauthorized"));
@@ -362,7 +364,10 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn parse_date(query: &[(String, String)], name: &str) -> Result<Option<NaiveDateTime>, Response> {
+fn parse_date(
+    query: &[(String, String)],
+    name: &str,
+) -> Result<Option<NaiveDateTime>, Box<Response>> {
     match param(query, name) {
         None => Ok(None),
         Some(raw) => NaiveDateTime::parse_from_str(raw, DATE_FORMAT)
@@ -451,7 +456,8 @@ fn calls_list(cfg: &FakeRingostatConfig, st: &FakeState, query: &[(String, Strin
             filter.is_none_or(|(name, value)| {
                 render(cfg, c, name).is_some_and(|v| match v {
                     Value::String(s) => s == value,
-                    other => other.to_string() == value,
+                    Value::Number(n) => n.to_string() == value,
+                    _ => false,
                 })
             })
         })
@@ -528,7 +534,7 @@ fn outward_call(
                 "expected a form or a JSON body",
             ));
         };
-    let number = |name: &str| -> Result<String, Response> {
+    let number = |name: &str| -> Result<String, Box<Response>> {
         let raw = match fields.get(name) {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
             Some(Value::Number(n)) => n.to_string(),

@@ -35,7 +35,7 @@ fn now_local() -> NaiveDateTime {
 /// missed (odd), as the call-log entry and as the after-call webhook.
 fn burst_call(prefix: &str, i: usize, date: NaiveDateTime) -> (FakeCall, Value) {
     let caller = format!("09812{i:05}");
-    let (disposition, staff) = if i % 2 == 0 {
+    let (disposition, staff) = if i.is_multiple_of(2) {
         ("ANSWERED", 1028)
     } else {
         ("NO ANSWER", -1)
@@ -116,7 +116,7 @@ async fn a_burst_with_a_third_of_the_webhooks_lost_ends_with_every_call_in_the_c
     for i in 0..n {
         let (call, webhook) = burst_call("burst", i, start + chrono::Duration::seconds(i as i64));
         s.ringostat.add_call(call);
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             lost += 1;
             continue;
         }

@@ -89,22 +89,7 @@ fn find_manager<'a>(
     state: &'a AppState,
     payload: &payload::Payload,
 ) -> Result<&'a Manager, ApiError> {
-    let user_id = match payload.text("userId") {
-        Some(raw) => Some(
-            raw.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|&id| id > 0)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_user",
-                        Some("userId"),
-                        format!("userId {raw:?} is not a positive integer"),
-                    )
-                })?,
-        ),
-        None => None,
-    };
+    let user_id = payload.user_id()?;
     let code = payload.text("code");
     user_id
         .and_then(|id| state.directory.get(ManagerId(id)))
