@@ -24,7 +24,7 @@ use crate::{
 const DRAIN: Duration = Duration::from_secs(30);
 
 /// Now in the fake project's time zone (Kyiv, its default).
-fn now_local() -> NaiveDateTime {
+pub(crate) fn now_local() -> NaiveDateTime {
     let now = chrono::Utc::now()
         .with_timezone(&chrono_tz::Europe::Kyiv)
         .naive_local();
@@ -33,7 +33,7 @@ fn now_local() -> NaiveDateTime {
 
 /// Call `i` of a test: an incoming call from its own number, answered by Tatiana (even) or
 /// missed (odd), as the call-log entry and as the after-call webhook.
-fn burst_call(prefix: &str, i: usize, date: NaiveDateTime) -> (FakeCall, Value) {
+pub(crate) fn burst_call(prefix: &str, i: usize, date: NaiveDateTime) -> (FakeCall, Value) {
     let caller = format!("09812{i:05}");
     let (disposition, staff) = if i.is_multiple_of(2) {
         ("ANSWERED", 1028)
@@ -267,4 +267,35 @@ async fn a_window_over_the_cap_is_split_and_every_call_is_queued_once() {
         "one full answer, then its two halves: {report:?}"
     );
     assert_eq!(app.state.store.queue_depth().await.unwrap(), n as u64);
+}
+
+#[tokio::test]
+async fn a_run_is_skipped_while_another_instance_holds_the_lease() {
+    let s = setup().await;
+    let app = s.app().await;
+    s.ringostat
+        .add_call(burst_call("lease", 0, now_local() - chrono::Duration::minutes(3)).0);
+    let lease = format!("lock:reconcile:{}", s.ringostat.project_id());
+    let store = &app.state.store;
+    store
+        .set_raw(&lease, b"another-instance", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let reconciler = app.reconciler.as_ref().unwrap();
+    let skipped = reconciler.run_once().await.unwrap();
+    assert!(!skipped.ran, "{skipped:?}");
+    assert_eq!(s.ringostat.request_count("/calls/list"), 0);
+    assert_eq!(
+        store.get_raw(&lease).await.unwrap().as_deref(),
+        Some(&b"another-instance"[..]),
+        "another instance's lease is left alone"
+    );
+    store.delete(&lease).await.unwrap();
+    let report = reconciler.run_once().await.unwrap();
+    assert_eq!((report.ran, report.recovered), (true, 1), "{report:?}");
+    assert_eq!(
+        store.get_raw(&lease).await.unwrap(),
+        None,
+        "released after the run"
+    );
 }
