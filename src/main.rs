@@ -1,11 +1,11 @@
-//! The `callgate` binary: telemetry → settings (exit 64 when invalid) → the chosen verb.
+//! The `callgate` binary: the validated config (exit 64 when invalid) → telemetry → the chosen verb.
 #![forbid(unsafe_code)]
 
 use std::{path::PathBuf, process::ExitCode};
 
 use callgate::{
     admin_client::AdminClient,
-    config::{EXIT_CONFIG, Settings, Validated},
+    config::{Config, EXIT_CONFIG},
     domain::phone_number::PhoneNormalizer,
     rules::{RulesLoadError, explain_event, load_dir, reload_on_sighup},
     startup::{Application, shutdown_signal},
@@ -29,6 +29,13 @@ enum Command {
     /// Run the gateway (HTTP endpoints and the worker).
     Serve,
     /// Print the E.164 form of a phone number, or why it is not one.
+    Normalize {
+        /// The number as typed (quote it when it has spaces).
+        number: String,
+        /// Default region for numbers without a country code (default: phone.default_region).
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Dead letters of a running callgate (through its admin API).
     DeadLetters {
         #[command(subcommand)]
@@ -44,13 +51,6 @@ enum Command {
         /// Admin API base URL (default: from server.host and server.port).
         #[arg(long, global = true)]
         url: Option<String>,
-    },
-    Normalize {
-        /// The number as typed (quote it when it has spaces).
-        number: String,
-        /// Default region for numbers without a country code (default: phone.default_region).
-        #[arg(long)]
-        region: Option<String>,
     },
     /// Create or update the telephony integration module in retailCRM (makeCallUrl,
     /// changeUserStatusUrl, additionalCodes, externalPhones, clientId). Exit 0 when done or
@@ -99,6 +99,7 @@ enum RulesCommand {
 enum DeadLetterAction {
     /// Print the dead letters (newest first) as JSON.
     List {
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -107,6 +108,7 @@ enum DeadLetterAction {
         /// The dead letter's id.
         #[arg(required_unless_present = "all")]
         id: Option<u64>,
+        /// Replay every dead letter.
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
@@ -116,6 +118,7 @@ enum DeadLetterAction {
 enum QuarantineAction {
     /// Print the quarantined payloads (newest first) as JSON.
     List {
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -124,28 +127,16 @@ enum QuarantineAction {
 /// Default configuration file, used when present.
 const DEFAULT_CONFIG_FILE: &str = "callgate.toml";
 
-fn load_settings(path: Option<PathBuf>) -> Result<Settings, ExitCode> {
+/// Loads and validates the configuration; an invalid one is exit 64 with its message.
+fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     let path = path.or_else(|| {
         let default = PathBuf::from(DEFAULT_CONFIG_FILE);
         default.exists().then_some(default)
     });
-    let settings = Settings::load(path.as_deref()).and_then(|s| s.validate().map(|_| s));
-    settings.map_err(|e| {
+    Config::load(path.as_deref()).map_err(|e| {
         eprintln!("callgate: {e}");
         ExitCode::from(EXIT_CONFIG as u8)
     })
-}
-
-/// The settings and what validating them derives (exit 64 on an invalid configuration).
-fn load_validated(path: Option<PathBuf>) -> Result<(Settings, Validated), ExitCode> {
-    let settings = load_settings(path)?;
-    match settings.validate() {
-        Ok(validated) => Ok((settings, validated)),
-        Err(e) => {
-            eprintln!("callgate: {e}");
-            Err(ExitCode::from(EXIT_CONFIG as u8))
-        }
-    }
 }
 
 /// A multi-threaded tokio runtime for the verbs that do I/O.
@@ -154,6 +145,56 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         eprintln!("callgate: cannot start the async runtime: {e}");
         ExitCode::FAILURE
     })
+}
+
+fn register(config: Option<PathBuf>, dry_run: bool, show_secrets: bool) -> ExitCode {
+    use callgate::register::{self, RegisterError, Registered};
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let fail = |e: RegisterError| {
+        eprintln!("callgate register: {e}");
+        if let RegisterError::Crm(cause) = &e {
+            eprintln!("  cause: {cause}");
+        }
+        match e {
+            RegisterError::Config(_) => ExitCode::from(EXIT_CONFIG as u8),
+            _ => ExitCode::FAILURE,
+        }
+    };
+    let module = match register::module(&config) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    if dry_run {
+        return match register::dry_run_text(&config, &module, show_secrets) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(register::register(&config, &module)) {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                match outcome {
+                    Registered::Created => "telephony module \"callgate\" created",
+                    Registered::Updated => "telephony module \"callgate\" updated",
+                    Registered::Unchanged =>
+                        "telephony module \"callgate\" already up to date; nothing sent",
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 fn main() -> ExitCode {
@@ -189,72 +230,22 @@ fn main() -> ExitCode {
             (false, format!("/admin/quarantine?limit={limit}")),
         ),
         Command::Serve => {
-            let settings = match load_settings(cli.config) {
-                Ok(s) => s,
+            let config = match load_config(cli.config) {
+                Ok(c) => c,
                 Err(code) => return code,
             };
-            telemetry::init(settings.telemetry.format);
+            telemetry::init(config.telemetry.format);
             let runtime = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            runtime.block_on(serve(settings))
+            runtime.block_on(serve(config))
         }
     }
 }
 
-fn register(config: Option<PathBuf>, dry_run: bool, show_secrets: bool) -> ExitCode {
-    use callgate::register::{self, RegisterError, Registered};
-    let (settings, validated) = match load_validated(config) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let fail = |e: RegisterError| {
-        eprintln!("callgate register: {e}");
-        if let RegisterError::Crm(cause) = &e {
-            eprintln!("  cause: {cause}");
-        }
-        match e {
-            RegisterError::Config(_) => ExitCode::from(EXIT_CONFIG as u8),
-            _ => ExitCode::FAILURE,
-        }
-    };
-    let module = match register::module(&settings, &validated) {
-        Ok(m) => m,
-        Err(e) => return fail(e),
-    };
-    if dry_run {
-        return match register::dry_run_text(&settings, &module, show_secrets) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(e),
-        };
-    }
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match runtime.block_on(register::register(&settings, &validated, &module)) {
-        Ok(outcome) => {
-            println!(
-                "{}",
-                match outcome {
-                    Registered::Created => "telephony module \"callgate\" created",
-                    Registered::Updated => "telephony module \"callgate\" updated",
-                    Registered::Unchanged =>
-                        "telephony module \"callgate\" already up to date; nothing sent",
-                }
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
-async fn serve(settings: Settings) -> ExitCode {
-    let app = match Application::build(settings).await {
+async fn serve(config: Config) -> ExitCode {
+    let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("callgate: {e:#}");
@@ -267,13 +258,13 @@ async fn serve(settings: Settings) -> ExitCode {
     };
     tracing::info!(port = app.port(), "callgate is listening.");
     tokio::spawn(reload_on_sighup(app.state().rules.clone()));
-    let settings = &app.state().settings;
-    if secrecy::ExposeSecret::expose_secret(&settings.ringostat.webhook_token).is_empty() {
+    let config = &app.state().config;
+    if secrecy::ExposeSecret::expose_secret(&config.ringostat.webhook_token).is_empty() {
         tracing::warn!(
             "ringostat.webhook_token is empty: /ringostat/webhook refuses every event until it is set."
         );
     }
-    if secrecy::ExposeSecret::expose_secret(&settings.admin.token).is_empty() {
+    if secrecy::ExposeSecret::expose_secret(&config.admin.token).is_empty() {
         tracing::warn!("admin.token is empty: the /admin API is disabled.");
     }
     let token = app.shutdown_token();
@@ -293,11 +284,11 @@ async fn serve(settings: Settings) -> ExitCode {
 
 /// Runs one admin API call and prints its JSON answer.
 fn admin(config: Option<PathBuf>, url: Option<String>, (post, path): (bool, String)) -> ExitCode {
-    let settings = match load_settings(config) {
-        Ok(s) => s,
+    let config = match load_config(config) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    let client = match AdminClient::new(&settings, url) {
+    let client = match AdminClient::new(&config, url) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("callgate: {e}");
@@ -337,19 +328,18 @@ fn admin(config: Option<PathBuf>, url: Option<String>, (post, path): (bool, Stri
 }
 
 fn normalize(config: Option<PathBuf>, number: &str, region: Option<String>) -> ExitCode {
-    let region = match region {
-        Some(r) => r,
-        None => match load_settings(config) {
-            Ok(s) => s.phone.default_region,
+    let normalizer = match region {
+        Some(region) => match PhoneNormalizer::new(&region.to_ascii_uppercase()) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("callgate: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        },
+        None => match load_config(config) {
+            Ok(c) => c.normalizer,
             Err(code) => return code,
         },
-    };
-    let normalizer = match PhoneNormalizer::new(&region.to_ascii_uppercase()) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("callgate: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
     };
     match normalizer.parse(number) {
         Ok(parsed) => {
@@ -368,14 +358,14 @@ fn normalize(config: Option<PathBuf>, number: &str, region: Option<String>) -> E
 }
 
 fn rules(config: Option<PathBuf>, command: RulesCommand) -> ExitCode {
-    let (settings, validated) = match load_validated(config) {
-        Ok(loaded) => loaded,
+    let config = match load_config(config) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    let managers: Vec<_> = validated.directory.all().iter().map(|m| m.id).collect();
+    let managers: Vec<_> = config.directory.all().iter().map(|m| m.id).collect();
     let load = |dir: Option<PathBuf>| {
-        let dir = dir.unwrap_or_else(|| settings.rules.dir.clone());
-        load_dir(&dir, &validated.normalizer, &managers).map_err(|e| {
+        let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+        load_dir(&dir, &config.normalizer, &managers).map_err(|e| {
             eprintln!("callgate: {e}");
             ExitCode::from(EXIT_CONFIG as u8)
         })
@@ -408,7 +398,7 @@ fn rules(config: Option<PathBuf>, command: RulesCommand) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let report = match explain_event(&payload, &settings, &validated, &rules) {
+            let report = match explain_event(&payload, &config, &rules) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("callgate: {} is not a call event: {e}", event.display());

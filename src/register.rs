@@ -25,7 +25,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::{
-    config::{CrmKind, Settings, Validated},
+    config::{Config, CrmBackend},
     crm::{
         CrmError,
         retailcrm::{
@@ -64,23 +64,20 @@ pub enum Registered {
 }
 
 /// The module the configuration describes.
-pub fn module(
-    settings: &Settings,
-    validated: &Validated,
-) -> Result<IntegrationModule, RegisterError> {
-    let public = settings.server.public_url.trim_end_matches('/');
+pub fn module(config: &Config) -> Result<IntegrationModule, RegisterError> {
+    let public = config.server.public_url.trim_end_matches('/');
     if public.is_empty() {
         return Err(RegisterError::Config(
             "server.public_url is required: retailCRM calls callgate back at it".into(),
         ));
     }
-    let client_id = settings.crm.client_id.expose_secret();
+    let client_id = config.crm.client_id.expose_secret();
     if client_id.is_empty() {
         return Err(RegisterError::Config(
             "crm.client_id is required: it is the module's clientId".into(),
         ));
     }
-    let additional_codes = validated
+    let additional_codes = config
         .directory
         .all()
         .iter()
@@ -91,7 +88,7 @@ pub fn module(
             })
         })
         .collect();
-    let external_phones = validated
+    let external_phones = config
         .sites
         .iter()
         .flat_map(|site| {
@@ -128,7 +125,7 @@ pub fn module(
 /// What `--dry-run` prints: the request line and the `integrationModule` JSON, the
 /// `clientId` masked unless `show_secrets`.
 pub fn dry_run_text(
-    settings: &Settings,
+    config: &Config,
     module: &IntegrationModule,
     show_secrets: bool,
 ) -> Result<String, RegisterError> {
@@ -140,7 +137,10 @@ pub fn dry_run_text(
     let pretty = serde_json::to_string_pretty(&json)
         .map_err(|e| RegisterError::Config(format!("cannot encode the module: {e}")))?;
     let mut out = String::new();
-    let base = settings.crm.base_url.trim_end_matches('/');
+    let base = match &config.crm.backend {
+        CrmBackend::Retailcrm { base_url, .. } => base_url.as_str().trim_end_matches('/'),
+        CrmBackend::Sandbox => "(crm.base_url)",
+    };
     let _ = writeln!(
         out,
         "POST {base}/api/v5/integration-modules/{}/edit",
@@ -169,27 +169,22 @@ fn holds(held: &Value, wanted: &Value) -> bool {
 
 /// Registers `module` with the configured retailCRM.
 pub async fn register(
-    settings: &Settings,
-    validated: &Validated,
+    config: &Config,
     module: &IntegrationModule,
 ) -> Result<Registered, RegisterError> {
-    if settings.crm.kind != CrmKind::Retailcrm {
+    let CrmBackend::Retailcrm { base_url, api_key } = &config.crm.backend else {
         return Err(RegisterError::Config(
             "crm.kind must be \"retailcrm\" to register the telephony module".into(),
         ));
-    }
+    };
     let crm = RetailCrm::new(
         RetailCrmConfig {
-            base_url: settings
-                .crm
-                .base_url
-                .parse()
-                .map_err(|e| RegisterError::Config(format!("crm.base_url: {e}")))?,
-            api_key: settings.crm.api_key.expose_secret().into(),
-            timeout: settings.crm.timeout(),
+            base_url: base_url.clone(),
+            api_key: api_key.expose_secret().into(),
+            timeout: config.crm.timeout,
             site: None,
         },
-        validated.normalizer.clone(),
+        config.normalizer.clone(),
     )
     .map_err(|e| RegisterError::Config(format!("cannot build the retailCRM client: {e}")))?;
     let wanted = serde_json::to_value(module)
@@ -202,17 +197,18 @@ pub async fn register(
     let outcome = crm.register_module(module).await?;
     let mut unknown = Vec::new();
     for id in &outcome.unknown_user_ids {
-        let entry = settings
-            .managers
+        let entry = config
+            .directory
+            .all()
             .iter()
-            .position(|m| m.crm_user_id == id.0)
+            .position(|m| m.id == *id)
             .map_or_else(String::new, |i| format!("managers[{i}]: "));
         unknown.push(format!(
             "{entry}crm_user_id {id} is not a retailCRM user (additionalCodes)"
         ));
     }
     for code in &outcome.unknown_site_codes {
-        let entry = settings
+        let entry = config
             .sites
             .iter()
             .position(|s| &s.code == code)
@@ -237,10 +233,15 @@ mod tests {
 
     use super::*;
 
-    fn settings(extra: &str) -> (Settings, Validated) {
-        let s = Settings::from_toml(extra).unwrap();
-        let v = s.validate().unwrap();
-        (s, v)
+    fn config(extra: &str) -> Config {
+        use figment::providers::Format;
+        let settings: crate::config::Settings = figment::Figment::from(
+            figment::providers::Toml::string(crate::config::DEFAULT_TOML),
+        )
+        .merge(figment::providers::Toml::string(extra))
+        .extract()
+        .unwrap();
+        Config::try_from(settings).unwrap()
     }
 
     const FULL: &str = r#"
@@ -260,8 +261,7 @@ tracking_numbers = ["044 111 22 33", "+380441112234"]
 
     #[test]
     fn the_module_comes_from_the_configuration() {
-        let (s, v) = settings(FULL);
-        let m = serde_json::to_value(module(&s, &v).unwrap()).unwrap();
+        let m = serde_json::to_value(module(&config(FULL)).unwrap()).unwrap();
         assert_eq!(m["code"], "callgate");
         assert_eq!(m["clientId"], "cid-secret");
         assert_eq!(m["baseUrl"], "https://callgate.shop.example");
@@ -290,16 +290,16 @@ tracking_numbers = ["044 111 22 33", "+380441112234"]
 
     #[test]
     fn public_url_and_client_id_are_required() {
-        let (s, v) = settings("[crm]\nclient_id = \"x\"\n");
+        let c = config("[crm]\nclient_id = \"x\"\n");
         assert!(
-            module(&s, &v)
+            module(&c)
                 .unwrap_err()
                 .to_string()
                 .contains("server.public_url")
         );
-        let (s, v) = settings("[server]\npublic_url = \"https://x.example\"\n");
+        let c = config("[server]\npublic_url = \"https://x.example\"\n");
         assert!(
-            module(&s, &v)
+            module(&c)
                 .unwrap_err()
                 .to_string()
                 .contains("crm.client_id")
@@ -308,14 +308,14 @@ tracking_numbers = ["044 111 22 33", "+380441112234"]
 
     #[test]
     fn a_dry_run_masks_the_client_id_unless_asked() {
-        let (s, v) = settings(FULL);
-        let m = module(&s, &v).unwrap();
-        let masked = dry_run_text(&s, &m, false).unwrap();
+        let c = config(FULL);
+        let m = module(&c).unwrap();
+        let masked = dry_run_text(&c, &m, false).unwrap();
         assert!(
             !masked.contains("cid-secret") && masked.contains(MASKED),
             "{masked}"
         );
-        assert!(dry_run_text(&s, &m, true).unwrap().contains("cid-secret"));
+        assert!(dry_run_text(&c, &m, true).unwrap().contains("cid-secret"));
     }
 
     #[test]

@@ -7,11 +7,11 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use crate::config::Settings;
+use crate::config::Config;
 
 /// `Ok` when `given` is the configured `crm.client_id`.
-pub fn check_client_id(settings: &Settings, given: Option<&str>) -> Result<(), ApiError> {
-    let expected = settings.crm.client_id.expose_secret();
+pub fn check_client_id(config: &Config, given: Option<&str>) -> Result<(), ApiError> {
+    let expected = config.crm.client_id.expose_secret();
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("crm.client_id"));
     }

@@ -18,7 +18,8 @@ async fn setup(client_id: &str) -> (TestApp, FakeRingostat, TempDir) {
     })
     .await;
     let dir = TempDir::new().expect("temp dir");
-    let mut settings = test_settings(&dir, &format!("[crm]\nclient_id = \"{client_id}\"\n"));
+    let mut settings = test_settings(&dir);
+    settings.crm.client_id = client_id.into();
     with_ringostat(&mut settings, &ringostat);
     (start_in(settings, None).await, ringostat, dir)
 }
@@ -161,7 +162,8 @@ async fn each_refusal_comes_back_to_the_crm_as_a_clear_json_error() {
 #[tokio::test]
 async fn without_the_ringostat_api_click_to_call_is_503() {
     let dir = TempDir::new().unwrap();
-    let settings = test_settings(&dir, &format!("[crm]\nclient_id = \"{CLIENT_ID}\"\n"));
+    let mut settings = test_settings(&dir);
+    settings.crm.client_id = CLIENT_ID.into();
     let app = start_in(settings, None).await;
     let (status, body) = get(
         &app,

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::{
-    calls::{TRACKING, after_call},
-    helpers::{MANUAL_WORKER, TestApp, crm_settings, start_fake_crm, start_in, with_ringostat},
+    calls::{after_call, tracking},
+    helpers::{TestApp, crm_settings, manual_worker, start_fake_crm, start_in, with_ringostat},
 };
 
 const DRAIN: Duration = Duration::from_secs(30);
@@ -91,8 +91,9 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn app(&self) -> TestApp {
-        let mut settings =
-            crm_settings(&self.crm, &self.dir, &format!("{MANUAL_WORKER}{TRACKING}"));
+        let mut settings = crm_settings(&self.crm, &self.dir);
+        manual_worker(&mut settings);
+        tracking(&mut settings);
         with_ringostat(&mut settings, &self.ringostat);
         start_in(settings, Some(self.crm.clone())).await
     }

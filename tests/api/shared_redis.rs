@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::{
-    calls::{TRACKING, after_call},
-    helpers::{eventually, redis_store_toml, spawn_app_with_crm, start_fake_crm},
+    calls::{after_call, tracking},
+    helpers::{eventually, fast_retries, redis_store, spawn_app_with_crm, start_fake_crm},
     redis_support::RedisKeys,
 };
 
@@ -14,12 +14,14 @@ async fn two_instances_on_one_redis_make_one_customer_for_simultaneous_calls_fro
     // Arrange: two callgates (two ports, one Redis, one prefix) and one strict fake retailCRM.
     let redis = RedisKeys::new();
     let crm = start_fake_crm().await;
-    let extra = format!(
-        "{}[worker]\nconcurrency = 4\nretry_base_ms = 1\nretry_max_ms = 5\n{TRACKING}",
-        redis_store_toml(&redis.url, &redis.prefix)
-    );
-    let a = spawn_app_with_crm(&crm, &extra).await;
-    let b = spawn_app_with_crm(&crm, &extra).await;
+    let configure = |s: &mut callgate::config::Settings| {
+        redis_store(s, &redis.url, &redis.prefix);
+        s.worker.concurrency = 4;
+        fast_retries(s);
+        tracking(s);
+    };
+    let a = spawn_app_with_crm(&crm, configure).await;
+    let b = spawn_app_with_crm(&crm, configure).await;
     assert_ne!(a.address, b.address);
 
     // Act: the load balancer sends one webhook to each, at the same moment.
@@ -53,7 +55,7 @@ async fn two_instances_on_one_redis_reconciling_at_once_queue_each_lost_call_onc
     use callgate::testing::fake_ringostat::{FakeRingostat, FakeRingostatConfig};
 
     use crate::{
-        helpers::{MANUAL_WORKER, crm_settings, start_in, with_ringostat},
+        helpers::{crm_settings, manual_worker, start_in, with_ringostat},
         reconcile::{burst_call, now_local},
     };
 
@@ -64,16 +66,17 @@ async fn two_instances_on_one_redis_reconciling_at_once_queue_each_lost_call_onc
     for i in 0..12 {
         ringostat.add_call(burst_call("lbr", i, start + chrono::Duration::seconds(i as i64)).0);
     }
-    let extra = format!(
-        "{}{MANUAL_WORKER}{TRACKING}",
-        redis_store_toml(&redis.url, &redis.prefix)
-    );
     let (dir_a, dir_b) = (
         tempfile::TempDir::new().unwrap(),
         tempfile::TempDir::new().unwrap(),
     );
-    let mut settings_a = crm_settings(&crm, &dir_a, &extra);
-    let mut settings_b = crm_settings(&crm, &dir_b, &extra);
+    let mut settings_a = crm_settings(&crm, &dir_a);
+    let mut settings_b = crm_settings(&crm, &dir_b);
+    for settings in [&mut settings_a, &mut settings_b] {
+        redis_store(settings, &redis.url, &redis.prefix);
+        manual_worker(settings);
+        tracking(settings);
+    }
     with_ringostat(&mut settings_a, &ringostat);
     with_ringostat(&mut settings_b, &ringostat);
     let a = start_in(settings_a, Some(crm.clone())).await;

@@ -35,7 +35,7 @@ pub async fn make_call(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let payload = payload::read(uri.query(), &headers, &body)?;
-    check_client_id(&state.settings, payload.text("clientId").as_deref())?;
+    check_client_id(&state.config, payload.text("clientId").as_deref())?;
     let Some(ringostat) = &state.ringostat else {
         return Err(ApiError::NotConfigured(
             "the Ringostat API (ringostat.auth_key, ringostat.project_id)",
