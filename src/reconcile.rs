@@ -38,10 +38,10 @@ use crate::{
             read_listing, windows,
         },
     },
-    http::routes::webhook::{DEDUPE_TTL, StoredWebhook, dedupe_store_key},
     metrics::Metrics,
     ringostat::{DATE_FORMAT, RingostatClient, RingostatError},
     store::{EnqueueOutcome, Store, StoreError, keys},
+    worker::task::{DEDUPE_TTL, StoredWebhook, dedupe_store_key},
 };
 
 /// The newest part of the call log a run leaves to the next one.

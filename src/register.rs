@@ -90,6 +90,7 @@ pub fn module(config: &Config) -> Result<IntegrationModule, RegisterError> {
         .collect();
     let external_phones = config
         .sites
+        .all()
         .iter()
         .flat_map(|site| {
             site.tracking_numbers.iter().map(|n| ExternalPhone {
@@ -210,6 +211,7 @@ pub async fn register(
     for code in &outcome.unknown_site_codes {
         let entry = config
             .sites
+            .all()
             .iter()
             .position(|s| &s.code == code)
             .map_or_else(String::new, |i| format!("sites[{i}]: "));
