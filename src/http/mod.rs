@@ -4,6 +4,7 @@
 //! the per-source rate limit; every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
 //! request timeout. A panicking handler still answers (see [`panic`]).
 
+pub mod client_id;
 pub mod error;
 pub mod panic;
 pub mod payload;
@@ -36,6 +37,7 @@ use crate::{
     domain::{call::FieldAliases, manager::ManagerDirectory, phone_number::PhoneNormalizer},
     lookup::LookupService,
     metrics::Metrics,
+    ringostat::RingostatClient,
     rules::RuleBook,
     store::Store,
     sync::Syncer,
@@ -80,6 +82,8 @@ pub struct AppContext {
     pub rules: Arc<RuleBook>,
     /// Flow F, when `[sync]` is on: the owner mirror's state for `/readyz` and `/metrics`.
     pub sync: Option<Arc<Syncer>>,
+    /// The Ringostat API, when `ringostat.auth_key` and `ringostat.project_id` are set.
+    pub ringostat: Option<Arc<RingostatClient>>,
 }
 
 /// Guards of the public endpoints.
@@ -149,6 +153,10 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     panic::capture_webhook,
                 )),
+        )
+        .route(
+            "/retailcrm/make-call",
+            get(routes::make_call::make_call).post(routes::make_call::make_call),
         )
         .route(
             "/retailcrm/user-status",
