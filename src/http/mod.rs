@@ -5,6 +5,7 @@
 //! request timeout.
 
 pub mod error;
+pub mod pages;
 pub mod payload;
 pub mod routes;
 pub mod server;
@@ -178,6 +179,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             routes::admin::require_admin,
         ))
+        .merge(pages::router(state.clone()))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))

@@ -73,7 +73,7 @@ use super::{
 use crate::{
     crm::CustomerId,
     domain::{
-        call_log::{CallLogEntry, CallLogFilter},
+        call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
         manager::{ManagerId, ManagerState},
         phone_number::PhoneNumber,
     },
@@ -591,6 +591,9 @@ enum Op {
     ReplayDeadLetter {
         id: u64,
     },
+    DiscardDeadLetter {
+        id: u64,
+    },
     RetryAllNow,
     Quarantine {
         reason: String,
@@ -945,6 +948,7 @@ impl<'txn> Tables<'txn> {
                     }
                 }
             }
+            Op::DiscardDeadLetter { id } => Reply::Bool(self.dead_letters.remove(id)?.is_some()),
             Op::RetryAllNow => {
                 let mut delayed = Vec::new();
                 for row in self.tasks.iter()? {
@@ -1515,23 +1519,30 @@ impl Store for EmbeddedStore {
     async fn query_call_log(
         &self,
         filter: &CallLogFilter,
+        before: Option<CallLogPosition>,
         limit: usize,
-    ) -> Result<Vec<CallLogEntry>, StoreError> {
+    ) -> Result<Vec<LoggedCall>, StoreError> {
         let filter = filter.clone();
         self.read_blocking(move |txn| {
             let table = txn.open_table(CALL_LOG)?;
+            let rows = match before {
+                Some(p) => table.range(..(p.date_ms, p.seq))?,
+                None => table.range::<(i64, u64)>(..)?,
+            };
             let mut out = Vec::new();
-            for row in table.iter()?.rev() {
+            for row in rows.rev() {
                 if out.len() >= limit {
                     break;
                 }
                 let (k, v) = row?;
-                let entry: CallLogEntry = serde_json::from_slice(v.value()).map_err(|e| {
-                    let (date, seq) = k.value();
-                    corrupt(format!("call_log/{date}/{seq}"), e)
-                })?;
+                let (date_ms, seq) = k.value();
+                let entry: CallLogEntry = serde_json::from_slice(v.value())
+                    .map_err(|e| corrupt(format!("call_log/{date_ms}/{seq}"), e))?;
                 if filter.matches(&entry) {
-                    out.push(entry);
+                    out.push(LoggedCall {
+                        position: CallLogPosition { date_ms, seq },
+                        entry,
+                    });
                 }
             }
             Ok(out)
@@ -1668,6 +1679,10 @@ impl Store for EmbeddedStore {
 
     async fn replay_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
         expect_bool(self.write(Op::ReplayDeadLetter { id }).await?)
+    }
+
+    async fn discard_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
+        expect_bool(self.write(Op::DiscardDeadLetter { id }).await?)
     }
 
     async fn quarantine(

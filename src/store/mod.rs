@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     crm::CustomerId,
     domain::{
-        call_log::{CallLogEntry, CallLogFilter},
+        call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
         manager::{ManagerId, ManagerState},
         phone_number::PhoneNumber,
     },
@@ -43,6 +43,8 @@ pub mod keys {
     /// `tracking-check:<e164>`: the event whose S8 task asked to check this unknown tracking
     /// number (one reminder per number per day, however many calls it gets).
     pub const TRACKING_CHECK: &str = "tracking-check:";
+    /// `admin-session:<id>`: a signed-in operator's session of the web page (its CSRF token).
+    pub const ADMIN_SESSION: &str = "admin-session:";
     /// `sandbox:…`: records of the sandbox CRM.
     pub const SANDBOX: &str = "sandbox:";
 }
@@ -167,12 +169,14 @@ pub trait Store: Send + Sync {
     async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError>;
     /// The manager who last talked to this number (for `last_talked`).
     async fn last_talked(&self, phone: &PhoneNumber) -> Result<Option<ManagerId>, StoreError>;
-    /// Newest first.
+    /// Entries matching `filter`, newest first (descending position), starting strictly
+    /// before `before` when it is set; at most `limit`.
     async fn query_call_log(
         &self,
         filter: &CallLogFilter,
+        before: Option<CallLogPosition>,
         limit: usize,
-    ) -> Result<Vec<CallLogEntry>, StoreError>;
+    ) -> Result<Vec<LoggedCall>, StoreError>;
 
     // --- durable queue -------------------------------------------------------------------
     /// Stores a task durably (fsync'd / acknowledged by Redis) unless `dedupe_key` was seen
@@ -204,6 +208,9 @@ pub trait Store: Send + Sync {
     async fn dead_letter_count(&self) -> Result<u64, StoreError>;
     /// Moves a dead letter back to the queue (attempt reset); `false` if there is none.
     async fn replay_dead_letter(&self, id: u64) -> Result<bool, StoreError>;
+    /// Deletes a dead letter for good (an operator decided it must not be applied); `false`
+    /// if there is none.
+    async fn discard_dead_letter(&self, id: u64) -> Result<bool, StoreError>;
 
     // --- quarantine ----------------------------------------------------------------------
     async fn quarantine(

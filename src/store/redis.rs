@@ -127,7 +127,7 @@ use super::{
 use crate::{
     crm::CustomerId,
     domain::{
-        call_log::{CallLogEntry, CallLogFilter},
+        call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
         manager::{ManagerId, ManagerState},
         phone_number::PhoneNumber,
     },
@@ -418,6 +418,14 @@ schedule(g, now)
 return 1
 "#;
 
+/// ARGV: prefix, id. Returns 1 if a dead letter was deleted, 0 if there was none.
+const DISCARD_LUA: &str = r#"
+local id = ARGV[2]
+local removed = redis.call('DEL', k_dead(id))
+redis.call('ZREM', K_DEAD, id)
+return removed
+"#;
+
 /// ARGV: prefix. Makes every delayed head due now; returns how many were not yet due.
 const RETRY_ALL_NOW_LUA: &str = r#"
 local now = now_ms()
@@ -518,6 +526,7 @@ struct Scripts {
     reschedule: Script,
     dead_letter: Script,
     replay: Script,
+    discard: Script,
     retry_all_now: Script,
     list_queue: Script,
     list_dead: Script,
@@ -537,6 +546,7 @@ impl Scripts {
             reschedule: queue(RESCHEDULE_LUA),
             dead_letter: queue(DEAD_LETTER_LUA),
             replay: queue(REPLAY_LUA),
+            discard: queue(DISCARD_LUA),
             retry_all_now: queue(RETRY_ALL_NOW_LUA),
             list_queue: queue(LIST_QUEUE_LUA),
             list_dead: queue(LIST_DEAD_LUA),
@@ -958,38 +968,72 @@ impl Store for RedisStore {
     async fn query_call_log(
         &self,
         filter: &CallLogFilter,
+        before: Option<CallLogPosition>,
         limit: usize,
-    ) -> Result<Vec<CallLogEntry>, StoreError> {
+    ) -> Result<Vec<LoggedCall>, StoreError> {
         let mut conn = self.conn();
         let index = self.key(CALL_LOG);
         let entries = self.key(CALL_LOG_ENTRIES);
+        // Members of one score (call date) come in descending member (sequence) order, so
+        // the log reads in descending position; a cursor starts at its date and skips the
+        // members of that date at or after its sequence.
+        let max = before.map_or_else(|| "+inf".to_owned(), |p| p.date_ms.to_string());
         let mut out = Vec::new();
-        let mut start = 0isize;
+        let mut offset = 0usize;
         while out.len() < limit {
-            let stop = start + CALL_LOG_PAGE as isize - 1;
-            let members: Vec<String> =
-                conn.zrevrange(&index, start, stop).await.map_err(backend)?;
-            if members.is_empty() {
-                break;
-            }
-            let jsons: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(&entries)
-                .arg(&members)
+            let page: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&index)
+                .arg(&max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(CALL_LOG_PAGE)
                 .query_async(&mut conn)
                 .await
                 .map_err(backend)?;
-            for (member, json) in members.iter().zip(jsons) {
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len();
+            let mut positions = Vec::with_capacity(page.len());
+            for (member, score) in &page {
+                let seq: u64 = member
+                    .parse()
+                    .map_err(|e| corrupt(format!("{CALL_LOG}/{member}"), e))?;
+                let position = CallLogPosition {
+                    date_ms: *score as i64,
+                    seq,
+                };
+                if before.is_none_or(|b| position < b) {
+                    positions.push((member, position));
+                }
+            }
+            if positions.is_empty() {
+                continue;
+            }
+            let jsons: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&entries)
+                .arg(
+                    positions
+                        .iter()
+                        .map(|(m, _)| m.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            for ((member, position), json) in positions.into_iter().zip(jsons) {
                 let Some(json) = json else { continue };
                 let entry: CallLogEntry = serde_json::from_slice(&json)
                     .map_err(|e| corrupt(format!("{CALL_LOG_ENTRIES}/{member}"), e))?;
                 if filter.matches(&entry) {
-                    out.push(entry);
+                    out.push(LoggedCall { position, entry });
                     if out.len() >= limit {
                         break;
                     }
                 }
             }
-            start += CALL_LOG_PAGE as isize;
         }
         Ok(out)
     }
@@ -1105,6 +1149,13 @@ impl Store for RedisStore {
             .run(&self.scripts.replay, &[], &[id.to_string().as_bytes()])
             .await?;
         Ok(replayed == 1)
+    }
+
+    async fn discard_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
+        let discarded: i64 = self
+            .run(&self.scripts.discard, &[], &[id.to_string().as_bytes()])
+            .await?;
+        Ok(discarded == 1)
     }
 
     async fn quarantine(

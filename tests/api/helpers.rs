@@ -106,7 +106,8 @@ pub fn redis_store_toml(redis_url: &str, key_prefix: &str) -> String {
     )
 }
 
-async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
+/// A callgate with these settings.
+pub async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(callgate::config::LogFormat::Pretty);
     }

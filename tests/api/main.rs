@@ -4,9 +4,13 @@
 mod calls;
 mod helpers;
 mod lookup;
+mod operator;
 mod rules;
 mod server;
 mod shared_redis;
 
 #[path = "../support/redis.rs"]
 mod redis_support;
+
+#[path = "../support/operator_seed.rs"]
+mod operator_seed;

@@ -1,0 +1,245 @@
+//! The call log page (`/admin/`) and a call's own page (`/admin/ui/calls/{id}`).
+
+use axum::{
+    Extension,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use maud::{Markup, html};
+
+use super::{
+    PageError,
+    layout::{self, Section},
+    session::Session,
+    unexpected,
+};
+use crate::{
+    domain::{
+        call::CallOutcome,
+        call_log::{CallLogEntry, CallLogFilter},
+    },
+    http::{
+        AppState,
+        error::ApiError,
+        routes::admin::{CallLogQuery, call_log_page},
+    },
+};
+
+/// Rows of one page of the call log.
+const PAGE_SIZE: usize = 50;
+
+/// `/admin/ui/calls/{id}` with the id percent-encoded (call ids are outside data).
+pub fn call_href(call_id: &str) -> String {
+    let mut out = String::from("/admin/ui/calls/");
+    for b in call_id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn result_badge(result: &str) -> Markup {
+    html! { span class={ "badge " (result) } { (result) } }
+}
+
+/// The caller as a list shows it: masked number, or the raw caller field.
+fn masked_caller(e: &CallLogEntry) -> String {
+    match (&e.client_phone, &e.client_raw) {
+        (Some(p), _) => p.masked(),
+        (None, Some(raw)) => raw.clone(),
+        (None, None) => "—".to_owned(),
+    }
+}
+
+fn manager_label(state: &AppState, id: Option<crate::domain::manager::ManagerId>) -> String {
+    match id {
+        None => "—".to_owned(),
+        Some(id) => match state.directory.get(id).and_then(|m| m.destination()) {
+            Some(dest) => format!("#{} ({dest})", id.0),
+            None => format!("#{}", id.0),
+        },
+    }
+}
+
+fn filter_form(state: &AppState, q: &CallLogQuery) -> Markup {
+    let text = |name: &str, label: &str, value: &str, placeholder: &str| {
+        html! {
+            label { (label) input type="text" name=(name) value=(value) placeholder=(placeholder); }
+        }
+    };
+    html! {
+        form.filters method="get" action="/admin/" {
+            (text("site", "Site", &q.site, "shop-ua"))
+            (text("external_number", "Tracking number", &q.external_number, "044 123 45 67"))
+            label { "Order date" input type="date" name="order_date" value=(q.order_date); }
+            label { "Manager"
+                select name="manager_id" {
+                    option value="" { "any" }
+                    @for m in state.directory.all() {
+                        @let id = m.id.0.to_string();
+                        option value=(id) selected[q.manager_id == id] {
+                            (manager_label(state, Some(m.id)))
+                        }
+                    }
+                }
+            }
+            label { "Result"
+                select name="result" {
+                    option value="" { "any" }
+                    @for o in CallOutcome::ALL {
+                        option value=(o.as_str()) selected[q.result == o.as_str()] { (o.as_str()) }
+                    }
+                }
+            }
+            (text("caller", "Caller", &q.caller, "098 123 45 67"))
+            label { "From" input type="datetime-local" name="from" value=(q.from); }
+            label { "To" input type="datetime-local" name="to" value=(q.to); }
+            button type="submit" { "Filter" }
+            a href="/admin/" { "Reset" }
+        }
+    }
+}
+
+fn calls_table(state: &AppState, calls: &[&CallLogEntry]) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { "Date" } th { "Caller" } th { "Direction" } th { "Site" }
+                th { "Tracking number" } th { "Manager" } th { "Result" } th { "Order date" }
+                th { "Note" }
+            } }
+            tbody {
+                @for e in calls {
+                    tr {
+                        td { a href=(call_href(&e.call_id)) { (e.date.format("%Y-%m-%d %H:%M:%S")) } }
+                        td { (masked_caller(e)) }
+                        td { @if e.incoming { "in" } @else { "out" } }
+                        td { (e.site.as_deref().unwrap_or("—")) }
+                        td { (e.external_number.as_deref().unwrap_or("—")) }
+                        td { (manager_label(state, e.manager_id)) }
+                        td { (result_badge(&e.result)) }
+                        td { (e.order_date.as_deref().unwrap_or("—")) }
+                        td.muted { (e.note.as_deref().unwrap_or("")) }
+                    }
+                }
+                @if calls.is_empty() {
+                    tr { td colspan="9" .muted { "No calls match." } }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /admin/`: the call log, newest first, filtered, [`PAGE_SIZE`] rows a page.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Query(mut q): Query<CallLogQuery>,
+) -> Result<Response, PageError> {
+    q.limit = Some(PAGE_SIZE);
+    let (status, body) = match q.read(&state.normalizer) {
+        Err(ApiError::BadRequest { detail, .. }) => {
+            (StatusCode::BAD_REQUEST, html! { p.error { (detail) } })
+        }
+        Err(e) => return Err(e.into()),
+        Ok(request) => {
+            let (calls, next) = call_log_page(&state, &request).await?;
+            let entries: Vec<&CallLogEntry> = calls.iter().map(|c| &c.entry).collect();
+            let next_href = next.map(|cursor| {
+                let mut next_q = q.clone();
+                next_q.cursor = cursor;
+                next_q.limit = None;
+                format!(
+                    "/admin/?{}",
+                    serde_urlencoded::to_string(&next_q).unwrap_or_default()
+                )
+            });
+            let first_href = (!q.cursor.is_empty()).then(|| {
+                let mut first_q = q.clone();
+                first_q.cursor.clear();
+                first_q.limit = None;
+                format!(
+                    "/admin/?{}",
+                    serde_urlencoded::to_string(&first_q).unwrap_or_default()
+                )
+            });
+            (
+                StatusCode::OK,
+                html! {
+                    (calls_table(&state, &entries))
+                    div.pager {
+                        @if let Some(href) = first_href { a href=(href) { "« Newest" } }
+                        @if let Some(href) = next_href { a href=(href) rel="next" { "Older »" } }
+                    }
+                },
+            )
+        }
+    };
+    let page = layout::page(
+        "Calls",
+        Section::Calls,
+        &session,
+        html! {
+            h1 { "Calls" }
+            (filter_form(&state, &q))
+            (body)
+        },
+    );
+    Ok((status, page).into_response())
+}
+
+/// `GET /admin/ui/calls/{id}`: everything callgate logged about one call, numbers whole.
+pub async fn detail(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(call_id): Path<String>,
+) -> Result<Markup, PageError> {
+    let filter = CallLogFilter {
+        call_id: Some(call_id.clone()),
+        ..CallLogFilter::default()
+    };
+    let entries = state
+        .store
+        .query_call_log(&filter, None, PAGE_SIZE)
+        .await
+        .map_err(unexpected)?;
+    if entries.is_empty() {
+        return Err(ApiError::NotFound(format!("call {call_id}")).into());
+    }
+    Ok(layout::page(
+        &format!("Call {call_id}"),
+        Section::Calls,
+        &session,
+        html! {
+            h1 { "Call " code { (call_id) } }
+            @for logged in &entries {
+                @let e = &logged.entry;
+                dl.facts {
+                    dt { "Date" } dd { (e.date.format("%Y-%m-%d %H:%M:%S")) }
+                    dt { "Caller" } dd {
+                        @match (&e.client_phone, &e.client_raw) {
+                            (Some(p), _) => { (p.e164()) }
+                            (None, Some(raw)) => { (raw) }
+                            (None, None) => { "—" }
+                        }
+                    }
+                    dt { "Direction" } dd { @if e.incoming { "incoming" } @else { "outgoing" } }
+                    dt { "Site" } dd { (e.site.as_deref().unwrap_or("—")) }
+                    dt { "Tracking number" } dd { (e.external_number.as_deref().unwrap_or("—")) }
+                    dt { "Manager" } dd { (manager_label(&state, e.manager_id)) }
+                    dt { "Result" } dd {
+                        (result_badge(&e.result))
+                        @if let Some(raw) = &e.disposition_raw { " " span.muted { "(" (raw) ")" } }
+                    }
+                    dt { "Order date" } dd { (e.order_date.as_deref().unwrap_or("—")) }
+                    dt { "Several customers" } dd { @if e.ambiguous_customer { "yes" } @else { "no" } }
+                    dt { "Note" } dd { (e.note.as_deref().unwrap_or("—")) }
+                }
+            }
+        },
+    ))
+}
