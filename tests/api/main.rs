@@ -2,6 +2,7 @@
 //! retailCRM (or running on its sandbox CRM).
 
 mod calls;
+mod dashboard;
 mod helpers;
 mod lookup;
 mod operator;
