@@ -6,6 +6,7 @@
 //!   call events, the action planner, routing rules. No I/O.
 //! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox).
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
+//! - [`call_trail`]: each call's decision trail (plans, CRM actions, retries, dead letters).
 //! - [`lookup`]: the pre-call lookup service (owner index, single flight, deadline).
 //! - [`http`]: the axum router and handlers.
 //! - [`rules`]: loading and reloading `routing-rules/` (the live rule set).
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_client;
+pub mod call_trail;
 pub mod config;
 pub mod crm;
 pub mod domain;

@@ -1,6 +1,7 @@
 //! The operator page in a real browser: Debian's `chromium` in headless mode, driven over the
 //! DevTools protocol, against a callgate seeded with calls, a dead letter and a quarantined
-//! payload. It signs in, filters by tracking number, opens a call, replays a dead letter,
+//! payload. It signs in, filters by tracking number, opens a call's decision trail, replays
+//! a dead letter,
 //! and saves a screenshot of each page under `target/screenshots/` for review.
 //!
 //! Without `chromium` on PATH this test fails (it never skips): `.ci/run` installs it
@@ -23,6 +24,7 @@ use std::{
 };
 
 use base64::Engine;
+use callgate::{call_trail, domain::call_log::TrailKind};
 use helpers::{ADMIN_TOKEN, MANUAL_WORKER, eventually, spawn_app};
 use operator_seed::{seed_calls, seed_dead_letter};
 use serde_json::{Value, json};
@@ -260,6 +262,20 @@ async fn an_operator_signs_in_filters_opens_a_call_and_replays_a_dead_letter() {
         )
         .await
         .expect("quarantine");
+    // c5's trail: planned, then refused for good.
+    for kind in [
+        TrailKind::Plan {
+            event: "end".to_owned(),
+            scenarios: vec!["S1".to_owned()],
+            actions: vec!["customer".to_owned(), "order".to_owned()],
+            rule: None,
+        },
+        TrailKind::DeadLetter {
+            reason: "400 Errors in the entity format".to_owned(),
+        },
+    ] {
+        call_trail::record(&*store, "c5", kind).await;
+    }
     let mut b = Browser::launch();
 
     // Without a session the page sends the browser to the sign-in form.
@@ -296,6 +312,13 @@ async fn an_operator_signs_in_filters_opens_a_call_and_replays_a_dead_letter() {
     assert_eq!(url, app.url("/admin/ui/calls/c5"));
     let text = b.text();
     assert!(text.contains("+380501112233"), "{text}");
+    assert!(text.contains("Decision trail"), "{text}");
+    assert_eq!(
+        b.eval("document.querySelectorAll('ol.trail li').length"),
+        json!(2),
+        "{text}"
+    );
+    assert!(text.contains("A lookup for this caller now"), "{text}");
     b.screenshot("04-call");
 
     // Dead letters: replay the one there is.

@@ -118,6 +118,48 @@ pub struct LoggedCall {
     pub entry: CallLogEntry,
 }
 
+/// One step of what callgate did about a call (its decision trail), in the order it
+/// happened. Numbers never appear here: the call's page shows them from the call log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrailStep {
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: TrailKind,
+}
+
+/// What a [`TrailStep`] records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum TrailKind {
+    /// The planner's plan for one event of the call.
+    Plan {
+        /// The event (`start`, `answer`, `end`, …) as the planner saw it.
+        event: String,
+        /// SPEC §4 scenarios recognized.
+        scenarios: Vec<String>,
+        /// The CRM actions planned, by their stable keys.
+        actions: Vec<String>,
+        /// The routing rule whose planner actions applied, if any (`name (file:line)`).
+        rule: Option<String>,
+    },
+    /// One CRM action carried out, with the ids the CRM gave.
+    Action {
+        action: String,
+        customer_id: Option<u64>,
+        order_id: Option<u64>,
+        task_id: Option<u64>,
+    },
+    /// The event's CRM work failed and will be tried again.
+    Retry {
+        attempt: u32,
+        error: String,
+        delay_ms: u64,
+    },
+    /// The event's CRM work was parked as a dead letter.
+    DeadLetter { reason: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

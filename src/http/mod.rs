@@ -156,6 +156,8 @@ pub fn router(state: AppState) -> Router {
     }
     let admin = Router::new()
         .route("/admin/calls", get(routes::admin::call_log))
+        .route("/admin/calls/{id}", get(routes::admin::call_detail))
+        .route("/admin/lookup/explain", get(routes::admin::explain_lookup))
         .route("/admin/queue", get(routes::admin::queue))
         .route("/admin/queue/retry-now", post(routes::admin::retry_now))
         .route("/admin/dead-letters", get(routes::admin::dead_letters))

@@ -43,6 +43,8 @@ pub mod keys {
     /// `tracking-check:<e164>`: the event whose S8 task asked to check this unknown tracking
     /// number (one reminder per number per day, however many calls it gets).
     pub const TRACKING_CHECK: &str = "tracking-check:";
+    /// `trail:<call id length>:<call id>:<seq>`: one step of a call's decision trail.
+    pub const CALL_TRAIL: &str = "trail:";
     /// `admin-session:<id>`: a signed-in operator's session of the web page (its CSRF token).
     pub const ADMIN_SESSION: &str = "admin-session:";
     /// `sandbox:…`: records of the sandbox CRM.

@@ -28,10 +28,12 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    call_trail,
     config::Site,
     crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
     domain::{
         call::{CallEvent, FieldAliases},
+        call_log::TrailKind,
         manager::{ManagerDirectory, ManagerId},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
@@ -235,11 +237,22 @@ impl Worker {
                 let delay = self.schedule.delay(task.attempt, retry_after);
                 tracing::warn!(task = task.id, attempt = task.attempt + 1, delay = ?delay, error = %e, "CRM work failed; will retry.");
                 self.store.reschedule(task.id, delay, &e.reason()).await?;
+                call_trail::record(
+                    &*self.store,
+                    &task.group,
+                    TrailKind::Retry {
+                        attempt: task.attempt + 1,
+                        error: e.reason(),
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    },
+                )
+                .await;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Crm(e)) => {
                 tracing::error!(task = task.id, error = %e, "The CRM refused the call's data; parked as a dead letter.");
                 self.store.dead_letter(task.id, &e.reason()).await?;
+                self.trail_dead_letter(&task, e.reason()).await;
                 ExecutionOutcome::TaskDeadLettered
             }
             Err(ProcessError::Busy) => {
@@ -260,10 +273,16 @@ impl Worker {
             Err(e @ (ProcessError::Unreadable(_) | ProcessError::Plan(_))) => {
                 tracing::error!(task = task.id, error = %e, "Task cannot be processed; parked as a dead letter.");
                 self.store.dead_letter(task.id, &e.to_string()).await?;
+                self.trail_dead_letter(&task, e.to_string()).await;
                 ExecutionOutcome::TaskDeadLettered
             }
         };
         Ok(outcome)
+    }
+
+    /// Records a dead letter in its call's trail (a task's group is its call id).
+    async fn trail_dead_letter(&self, task: &QueuedTask, reason: String) {
+        call_trail::record(&*self.store, &task.group, TrailKind::DeadLetter { reason }).await;
     }
 
     /// Runs tasks until none is due (tests; `retry-now`).
@@ -327,7 +346,18 @@ impl Worker {
     async fn process_locked(&self, event: &CallEvent) -> Result<(), ProcessError> {
         let facts = self.gather_facts(event).await?;
         let rule = self.matching_rule(event, &facts);
-        let plan = plan(event, &facts, &self.planner, rule.as_ref());
+        let plan = plan(event, &facts, &self.planner, rule.as_ref().map(|(_, a)| a));
+        call_trail::record(
+            &*self.store,
+            &event.call_id,
+            TrailKind::Plan {
+                event: event.moment.as_str().to_owned(),
+                scenarios: plan.scenarios.iter().map(|s| format!("{s:?}")).collect(),
+                actions: plan.keys(),
+                rule: rule.map(|(label, _)| label),
+            },
+        )
+        .await;
         let event_key = event.dedupe_key();
         let mut resolved = Resolved::default();
         for action in &plan.actions {
@@ -376,7 +406,7 @@ impl Worker {
     /// The planner actions of the first routing rule matching the event (SPEC §5, S11), with
     /// the site told from `[[sites]]` (else `crm.default_site`) and whether the CRM knows the
     /// client. A lookup-only rule (`forward_to`, `lookup_policy`) gives the planner nothing.
-    fn matching_rule(&self, event: &CallEvent, facts: &CrmFacts) -> Option<RuleActions> {
+    fn matching_rule(&self, event: &CallEvent, facts: &CrmFacts) -> Option<(String, RuleActions)> {
         let rules = self.rules.current();
         if rules.is_empty() {
             return None;
@@ -390,7 +420,11 @@ impl Worker {
         );
         let rule = rules.first_match(&ctx)?;
         tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
-        rule.planner_actions().cloned()
+        let actions = rule.planner_actions().cloned()?;
+        Some((
+            format!("{} ({}:{})", rule.name, rule.file, rule.line),
+            actions,
+        ))
     }
 
     async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -680,6 +714,17 @@ impl Worker {
             }
         }
         self.set_json(&key, &record, Some(ACTION_TTL)).await?;
+        call_trail::record(
+            &*self.store,
+            &event.call_id,
+            TrailKind::Action {
+                action: action.key(),
+                customer_id: record.customer.map(|c| c.0),
+                order_id: record.order.map(|o| o.0),
+                task_id: record.task.map(|t| t.0),
+            },
+        )
+        .await;
         Ok(())
     }
 }

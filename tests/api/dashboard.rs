@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, eventually, spawn_app};
+use crate::{
+    helpers::{eventually, spawn_app},
+    operator::add_alinas_customer,
+};
 
 const DASHBOARD: &str = include_str!("../../ops/grafana/callgate.json");
 
@@ -125,15 +128,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
 
     // An instance that has done every kind of work: lookups, a webhook, CRM requests.
     let app = spawn_app("").await;
-    let customer = app
-        .client
-        .post(app.url("/admin/sandbox/customers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"phones": ["098 123 45 67"], "manager_id": 27}))
-        .send()
-        .await
-        .expect("sandbox customer");
-    assert_eq!(customer.status(), 200);
+    add_alinas_customer(&app).await;
     assert_eq!(app.get_route("caller=380981234567").await.status(), 200);
     let event = json!({"uniqueid": "dash-1", "calldate": "2024-07-31 14:59:35",
         "caller": "0981234567", "call_type": "in", "disposition": "NO ANSWER",

@@ -1,11 +1,16 @@
 //! The operator's surface: the call log's filters and cursor over the JSON API, and the web
 //! page's sign-in, session, CSRF and same-origin checks, dead letter replay and discard.
 
+use callgate::testing::fake_retailcrm::{Fault, FaultRule};
 use reqwest::{StatusCode, header};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
-    helpers::{ADMIN_TOKEN, MANUAL_WORKER, TestApp, spawn_app, start, test_settings},
+    calls::{TRACKING, after_call},
+    helpers::{
+        ADMIN_TOKEN, MANUAL_WORKER, TestApp, spawn_app, spawn_app_with_crm, start, start_fake_crm,
+        test_settings,
+    },
     operator_seed::{seed_calls, seed_dead_letter},
 };
 
@@ -18,15 +23,20 @@ fn plain_client() -> reqwest::Client {
 }
 
 async fn calls(app: &TestApp, query: &str) -> (StatusCode, Value) {
+    admin_get(app, &format!("/admin/calls?{query}")).await
+}
+
+/// Adds Alina's customer `098 123 45 67` to the sandbox CRM.
+pub(crate) async fn add_alinas_customer(app: &TestApp) {
     let r = app
         .client
-        .get(app.url(&format!("/admin/calls?{query}")))
+        .post(app.url("/admin/sandbox/customers"))
         .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"phones": ["098 123 45 67"], "manager_id": 27}))
         .send()
         .await
-        .expect("request");
-    let status = r.status();
-    (status, r.json().await.expect("json body"))
+        .expect("sandbox customer");
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 async fn call_ids(app: &TestApp, query: &str) -> Vec<String> {
@@ -372,4 +382,139 @@ async fn without_an_admin_token_the_page_is_not_configured() {
             "{path}"
         );
     }
+}
+
+async fn admin_get(app: &TestApp, path: &str) -> (StatusCode, Value) {
+    let r = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.expect("json body"))
+}
+
+fn steps(trail: &Value) -> Vec<&str> {
+    trail["trail"]
+        .as_array()
+        .expect("trail")
+        .iter()
+        .map(|s| s["step"].as_str().expect("step"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_calls_trail_shows_its_plan_and_each_crm_action_with_the_crms_ids() {
+    let crm = start_fake_crm().await;
+    let app = spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{TRACKING}")).await;
+    app.post_webhook(&after_call("trail-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+
+    let (status, body) = admin_get(&app, "/admin/calls/trail-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["calls"][0]["call_id"], "trail-1");
+    let trail = body["trail"].as_array().expect("trail");
+    assert_eq!(trail[0]["step"], "plan", "{body:#}");
+    assert_eq!(trail[0]["event"], "end");
+    assert!(
+        trail[0]["scenarios"]
+            .as_array()
+            .expect("scenarios")
+            .contains(&json!("S1")),
+        "{body:#}"
+    );
+    let planned = trail[0]["actions"].as_array().expect("actions").clone();
+    let done: Vec<&Value> = trail.iter().filter(|s| s["step"] == "action").collect();
+    assert_eq!(
+        done.iter()
+            .map(|s| &s["action"])
+            .cloned()
+            .collect::<Vec<_>>(),
+        planned,
+        "each planned action, in order"
+    );
+    let customer = done
+        .iter()
+        .find(|s| s["action"] == "customer")
+        .expect("customer action");
+    let crm_customer = crm.customers()[0]["id"].clone();
+    assert_eq!(customer["customer_id"], crm_customer, "the CRM's id");
+    let order = done.iter().find(|s| s["action"] == "order").expect("order");
+    assert_eq!(order["order_id"], crm.orders()[0]["id"]);
+
+    let (status, _) = admin_get(&app, "/admin/calls/no-such-call").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_calls_trail_shows_its_retries_and_its_dead_letter() {
+    let crm = start_fake_crm().await;
+    let app = spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{TRACKING}")).await;
+    // One 500 (retried), then the CRM refuses the customer for good (dead letter).
+    crm.add_fault_rule(FaultRule::new(Fault::Status500).times(1));
+    crm.add_fault_rule(FaultRule::new(Fault::ValidationError).on_path("/api/v5/customers/create"));
+    app.post_webhook(&after_call("trail-2", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.drain_queue(std::time::Duration::from_secs(10)).await;
+
+    let (_, body) = admin_get(&app, "/admin/calls/trail-2").await;
+    let kinds = steps(&body);
+    // The 500 came while gathering the CRM's facts, before any plan.
+    assert_eq!(kinds.first(), Some(&"retry"), "{body:#}");
+    assert!(kinds.contains(&"plan"), "{body:#}");
+    assert_eq!(kinds.last(), Some(&"dead_letter"), "{body:#}");
+    let retry = body["trail"]
+        .as_array()
+        .expect("trail")
+        .iter()
+        .find(|s| s["step"] == "retry")
+        .expect("retry");
+    assert_eq!(retry["attempt"], 1);
+    assert!(retry["delay_ms"].as_u64().is_some(), "{retry}");
+    let dead = body["trail"]
+        .as_array()
+        .and_then(|t| t.last())
+        .expect("last");
+    assert!(
+        dead["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("Errors in the entity format"),
+        "{dead}"
+    );
+}
+
+#[tokio::test]
+async fn explain_says_which_rule_policy_owner_and_status_made_the_answer() {
+    let app = spawn_app(MANUAL_WORKER).await;
+    add_alinas_customer(&app).await;
+
+    let (status, x) = admin_get(&app, "/admin/lookup/explain?caller=0981234567").await;
+    assert_eq!(status, StatusCode::OK, "{x}");
+    assert_eq!(x["caller"], "+380981234567");
+    assert_eq!(x["owner"], 27);
+    assert_eq!(x["owner_source"], "crm", "asked the CRM on a miss");
+    assert_eq!(x["reason"], "owner");
+    assert_eq!(x["destination"], "shop_alina");
+    assert_eq!(x["rule"], Value::Null);
+
+    assert_eq!(app.set_user_status(27, "dinner").await.status(), 200);
+    let (_, x) = admin_get(
+        &app,
+        "/admin/lookup/explain?caller=%2B380981234567&dst=0441234567",
+    )
+    .await;
+    assert_eq!(x["owner_source"], "index", "{x}");
+    assert_eq!(x["owner_state"]["status"], "dinner", "{x}");
+    assert_eq!(x["reason"], "owner_unavailable", "{x}");
+    assert_eq!(x["destination"], Value::Null);
+
+    let (_, x) = admin_get(&app, "/admin/lookup/explain?caller=anonymous").await;
+    assert_eq!(x["reason"], "not_a_number", "{x}");
+    let (status, x) = admin_get(&app, "/admin/lookup/explain?caller=").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{x}");
+    assert_eq!(x["field"], "caller");
 }

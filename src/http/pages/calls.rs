@@ -12,18 +12,18 @@ use super::{
     PageError,
     layout::{self, Section},
     session::Session,
-    unexpected,
 };
 use crate::{
     domain::{
         call::CallOutcome,
-        call_log::{CallLogEntry, CallLogFilter},
+        call_log::{CallLogEntry, TrailKind, TrailStep},
     },
     http::{
         AppState,
         error::ApiError,
-        routes::admin::{CallLogQuery, call_log_page},
+        routes::admin::{CallLogQuery, call_log_page, call_record},
     },
+    lookup::LookupRequest,
 };
 
 /// Rows of one page of the call log.
@@ -192,32 +192,66 @@ pub async fn list(
     Ok((status, page).into_response())
 }
 
-/// `GET /admin/ui/calls/{id}`: everything callgate logged about one call, numbers whole.
+fn trail_step(step: &TrailStep) -> Markup {
+    let at = layout::format_ms(step.at_ms);
+    let id = |label: &str, v: Option<u64>| v.map(|v| format!("{label} {v}"));
+    html! {
+        li {
+            span.muted { (at) } " "
+            @match &step.kind {
+                TrailKind::Plan { event, scenarios, actions, rule } => {
+                    strong { "Plan" } " for the " code { (event) } " event: "
+                    @if actions.is_empty() { "no CRM action" } @else { (actions.join(", ")) }
+                    @if !scenarios.is_empty() { span.muted { " · scenarios " (scenarios.join(", ")) } }
+                    @if let Some(rule) = rule { span.muted { " · rule " (rule) } }
+                }
+                TrailKind::Action { action, customer_id, order_id, task_id } => {
+                    span.badge.ok { "done" } " " code { (action) }
+                    @let ids: Vec<String> = [id("customer", *customer_id), id("order", *order_id), id("task", *task_id)].into_iter().flatten().collect();
+                    @if !ids.is_empty() { " → CRM " (ids.join(", ")) }
+                }
+                TrailKind::Retry { attempt, error, delay_ms } => {
+                    span.badge.retry { "retry" } " attempt " (attempt) " failed: " (error)
+                    span.muted { " · next try in " (delay_ms) " ms" }
+                }
+                TrailKind::DeadLetter { reason } => {
+                    span.badge.dead { "dead letter" } " " (reason) " "
+                    a href="/admin/ui/dead-letters" { "replay or discard" }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /admin/ui/calls/{id}`: everything callgate logged about one call, numbers whole,
+/// its decision trail, and what a lookup for its caller would answer now.
 pub async fn detail(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
     Path(call_id): Path<String>,
 ) -> Result<Markup, PageError> {
-    let filter = CallLogFilter {
-        call_id: Some(call_id.clone()),
-        ..CallLogFilter::default()
+    let (entries, trail) = call_record(&state, &call_id).await?;
+    let explanation = match entries.first().and_then(|e| e.client_phone.as_ref()) {
+        Some(phone) => Some(
+            state
+                .lookup
+                .explain(&LookupRequest {
+                    caller: phone.e164().to_owned(),
+                    dst: entries.first().and_then(|e| e.external_number.clone()),
+                    site: entries.first().and_then(|e| e.site.clone()),
+                    ..LookupRequest::default()
+                })
+                .await,
+        ),
+        None => None,
     };
-    let entries = state
-        .store
-        .query_call_log(&filter, None, PAGE_SIZE)
-        .await
-        .map_err(unexpected)?;
-    if entries.is_empty() {
-        return Err(ApiError::NotFound(format!("call {call_id}")).into());
-    }
     Ok(layout::page(
         &format!("Call {call_id}"),
         Section::Calls,
         &session,
         html! {
             h1 { "Call " code { (call_id) } }
-            @for logged in &entries {
-                @let e = &logged.entry;
+            @for e in &entries {
                 dl.facts {
                     dt { "Date" } dd { (e.date.format("%Y-%m-%d %H:%M:%S")) }
                     dt { "Caller" } dd {
@@ -238,6 +272,38 @@ pub async fn detail(
                     dt { "Order date" } dd { (e.order_date.as_deref().unwrap_or("—")) }
                     dt { "Several customers" } dd { @if e.ambiguous_customer { "yes" } @else { "no" } }
                     dt { "Note" } dd { (e.note.as_deref().unwrap_or("—")) }
+                }
+            }
+            h2 { "Decision trail" }
+            @if trail.is_empty() {
+                p.muted { "No steps recorded for this call." }
+            } @else {
+                ol.trail { @for step in &trail { (trail_step(step)) } }
+            }
+            @if let Some(x) = &explanation {
+                h2 { "A lookup for this caller now" }
+                dl.facts {
+                    dt { "Answer" } dd {
+                        code { (x.reason) }
+                        @if let Some(dest) = &x.destination { " → " strong { (dest) } }
+                    }
+                    dt { "Routing rule" } dd { (x.rule.as_deref().unwrap_or("none matched")) }
+                    dt { "Policy" } dd { (x.policy.unwrap_or("—")) }
+                    dt { "Owner" } dd {
+                        (manager_label(&state, x.owner))
+                        @if let Some(c) = x.customer_id { span.muted { " · customer " (c) } }
+                        @if let Some(src) = x.owner_source { span.muted { " · from the " (src) } }
+                    }
+                    dt { "Owner's status" } dd {
+                        @match &x.owner_state {
+                            Some(st) => {
+                                (st.status.as_str())
+                                @if st.online == Some(false) { " (offline)" }
+                            }
+                            None => { "—" }
+                        }
+                    }
+                    dt { "Last talked" } dd { (manager_label(&state, x.last_talked)) }
                 }
             }
         },

@@ -16,13 +16,15 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::{
+    call_trail,
     domain::{
         call::CallOutcome,
-        call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
+        call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall, TrailStep},
         manager::ManagerId,
         phone_number::PhoneNormalizer,
     },
     http::{AppState, error::ApiError},
+    lookup::{LookupExplanation, LookupRequest},
 };
 
 /// Default and largest page of an admin listing.
@@ -255,6 +257,72 @@ pub async fn call_log(
     let (calls, next) = call_log_page(&state, &request).await?;
     let calls: Vec<&CallLogEntry> = calls.iter().map(|c| &c.entry).collect();
     Ok(Json(json!({ "calls": calls, "next_cursor": next })))
+}
+
+/// A call's log entries and decision trail, or "not found" when callgate has neither.
+pub async fn call_record(
+    state: &AppState,
+    call_id: &str,
+) -> Result<(Vec<CallLogEntry>, Vec<TrailStep>), ApiError> {
+    let filter = CallLogFilter {
+        call_id: Some(call_id.to_owned()),
+        ..CallLogFilter::default()
+    };
+    let entries = state
+        .store
+        .query_call_log(&filter, None, DEFAULT_LIMIT)
+        .await
+        .map_err(unexpected)?
+        .into_iter()
+        .map(|c| c.entry)
+        .collect::<Vec<_>>();
+    let trail = call_trail::read(&*state.store, call_id)
+        .await
+        .map_err(unexpected)?;
+    if entries.is_empty() && trail.is_empty() {
+        return Err(ApiError::NotFound(format!("call {call_id}")));
+    }
+    Ok((entries, trail))
+}
+
+/// `GET /admin/calls/{id}`: the call's log entries and its decision trail.
+pub async fn call_detail(
+    State(state): State<AppState>,
+    Path(call_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (calls, trail) = call_record(&state, &call_id).await?;
+    Ok(Json(
+        json!({ "call_id": call_id, "calls": calls, "trail": trail }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExplainQuery {
+    #[serde(default)]
+    caller: String,
+    dst: Option<String>,
+    site: Option<String>,
+}
+
+/// `GET /admin/lookup/explain?caller=&dst=[&site=]`: what a lookup would answer now, and why.
+pub async fn explain_lookup(
+    State(state): State<AppState>,
+    Query(q): Query<ExplainQuery>,
+) -> Result<Json<LookupExplanation>, ApiError> {
+    if q.caller.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            Some("caller"),
+            "caller is required",
+        ));
+    }
+    let request = LookupRequest {
+        caller: q.caller,
+        dst: q.dst.filter(|d| !d.trim().is_empty()),
+        site: q.site.filter(|s| !s.trim().is_empty()),
+        ..LookupRequest::default()
+    };
+    Ok(Json(state.lookup.explain(&request).await))
 }
 
 pub async fn queue(
