@@ -26,6 +26,8 @@ pub mod rules;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-/// Test doubles used by the test suite and the load tests (compiled always).
+/// Test doubles used by the test suite and the load tests (only with the `testing` feature,
+/// which `cargo test` and the load generator turn on; never in the product).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod worker;

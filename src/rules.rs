@@ -224,8 +224,7 @@ pub struct ExplainReport {
 /// (else no order). The site comes from `[[sites]]` as in the worker; the clock is now.
 pub fn explain_event(
     payload: &serde_json::Map<String, serde_json::Value>,
-    settings: &crate::config::Settings,
-    validated: &crate::config::Validated,
+    config: &crate::config::Config,
     rules: &Rules,
 ) -> Result<ExplainReport, crate::domain::call::PayloadError> {
     use serde_json::Value;
@@ -253,40 +252,38 @@ pub fn explain_event(
         .remove("customer_owner")
         .and_then(|v| v.as_u64())
         .map(ManagerId);
-    let normalize = |raw: &str| validated.normalizer.parse(raw).map(|p| p.number);
+    let normalize = |raw: &str| config.normalizer.parse(raw).map(|p| p.number);
     let event = CallEvent::parse(
         &fields,
-        &settings.ringostat.fields,
+        &config.ringostat.fields,
         hint.as_deref(),
         &normalize,
     )?;
 
     let now = chrono::Local::now().naive_local();
     let mut facts = CrmFacts::new_number(now);
-    let parties = resolve_parties(&event, &validated.directory);
+    let parties = resolve_parties(&event, &config.directory);
     facts.answered_by = parties.answered_by;
     facts.client_is_manager = parties.client_is_manager;
     facts.site = event
         .project_id
         .as_ref()
         .and_then(|p| {
-            validated
+            config
                 .sites
                 .iter()
                 .find(|s| s.project_ids.iter().any(|id| id == p))
         })
         .or_else(|| {
-            event.tracking_number.as_ref().and_then(|n| {
-                validated
-                    .sites
-                    .iter()
-                    .find(|s| s.tracking_numbers.contains(n))
-            })
+            event
+                .tracking_number
+                .as_ref()
+                .and_then(|n| config.sites.iter().find(|s| s.tracking_numbers.contains(n)))
         })
         .map(|s| s.code.clone());
     let owner = owner
         .or(parties.answered_by)
-        .or(validated.planner.senior_manager_id);
+        .or(config.planner.senior_manager_id);
     if customer_exists {
         facts.customers.push(CustomerFacts {
             id: CustomerId(1),
@@ -308,7 +305,7 @@ pub fn explain_event(
     let site = facts
         .site
         .clone()
-        .unwrap_or_else(|| validated.planner.default_site.clone());
+        .unwrap_or_else(|| config.planner.default_site.clone());
     let ctx = MatchContext::for_event(
         &event,
         Some(&site),
@@ -322,7 +319,7 @@ pub fn explain_event(
     let p = plan(
         &event,
         &facts,
-        &validated.planner,
+        &config.planner,
         fired.and_then(|r| r.planner_actions()),
     );
     let client = match &event.client {

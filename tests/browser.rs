@@ -25,7 +25,7 @@ use std::{
 
 use base64::Engine;
 use callgate::{call_trail, domain::call_log::TrailKind};
-use helpers::{ADMIN_TOKEN, MANUAL_WORKER, eventually, spawn_app};
+use helpers::{ADMIN_TOKEN, eventually, manual_worker, spawn_app};
 use operator_seed::{seed_calls, seed_dead_letter};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -250,7 +250,7 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_signs_in_filters_opens_a_call_and_replays_a_dead_letter() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     let store = app.state.store.clone();
     seed_calls(&*store).await;
     let dead = seed_dead_letter(&*store, "call-c5", "400 Errors in the entity format").await;

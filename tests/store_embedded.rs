@@ -152,14 +152,16 @@ const KILL9_AFTER_ACKS: usize = 200;
 /// The child gives up after this many, should the parent never kill it.
 const KILL9_CHILD_MAX: u64 = 200_000;
 
-/// Not a test on its own: without [`KILL9_DB_ENV`] it returns at once. With it, it enqueues
-/// from 16 concurrent tasks and prints `ACK <id>` after each acknowledged enqueue, until
-/// killed.
+/// Not a test: the child process of [`acknowledged_enqueues_survive_kill_9`], which runs it
+/// with `--ignored --exact` and [`KILL9_DB_ENV`] set. It enqueues from 16 concurrent tasks
+/// and prints `ACK <id>` after each acknowledged enqueue, until killed. Ignored, so a plain
+/// `cargo test` neither runs it nor counts it as passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "the child process of acknowledged_enqueues_survive_kill_9, not a test"]
 async fn kill9_child_helper() {
-    let Some(path) = std::env::var_os(KILL9_DB_ENV) else {
-        return;
-    };
+    let path = std::env::var_os(KILL9_DB_ENV).unwrap_or_else(|| {
+        panic!("kill9_child_helper is run by acknowledged_enqueues_survive_kill_9 (it needs {KILL9_DB_ENV})")
+    });
     let store = Arc::new(EmbeddedStore::open(std::path::Path::new(&path)).expect("open"));
     let workers: Vec<_> = (0..16u64)
         .map(|w| {
@@ -192,6 +194,7 @@ fn acknowledged_enqueues_survive_kill_9() {
         .args([
             "kill9_child_helper",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -1693,9 +1693,10 @@ assign_to = 27
     }
 
     #[test]
-    fn two_hundred_rules_compile_and_evaluate_without_surprises() {
-        // Not a timing test (those live in load-tests/): proves the worst case, no match,
-        // walks all 200 rules and still answers.
+    fn two_hundred_rules_load_and_the_one_that_matches_fires_after_the_others_are_tried() {
+        // Not a timing test (those live in load-tests/): 200 rules, each for its own tracking
+        // line; a call to the last one's line walks all 200 and fires exactly that one, and a
+        // call to no rule's line walks all 200 and fires none.
         let mut text = String::from("timezone = \"Europe/Kyiv\"\n");
         for i in 0..200 {
             text.push_str(&format!(
@@ -1704,10 +1705,49 @@ assign_to = 27
         }
         let r = rules(&text);
         assert_eq!(r.len(), 200);
+        let names: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
+        assert_eq!(
+            r.all().iter().map(|r| &r.name).collect::<Vec<_>>(),
+            names.iter().collect::<Vec<_>>()
+        );
         let caller = ua("0981234567").unwrap();
-        let dst = ua("+380441100199").unwrap();
-        let ctx = MatchContext::for_lookup(Some(&caller), Some(&dst), None, at(2024, 7, 31, 9, 0));
+        let at_nine = at(2024, 7, 31, 9, 0);
+
+        let last_line = ua("+380441100199").unwrap();
+        let ctx = MatchContext::for_lookup(Some(&caller), Some(&last_line), None, at_nine);
         assert_eq!(fired(&r, &ctx), Some("r199"));
+        assert_eq!(
+            r.first_match(&ctx).map(|rule| rule.lookup_override()),
+            Some(LookupOverride::Forward {
+                destination: "s199",
+                manager: None
+            })
+        );
+        let x = r.explain(&ctx);
+        assert_eq!(x.fired, Some(199));
+        assert_eq!(
+            x.verdicts.len(),
+            200,
+            "every rule up to the match was tried"
+        );
+        for (i, v) in x.verdicts[..199].iter().enumerate() {
+            assert_eq!(v.name, format!("r{i}"));
+            assert!(!v.matched, "{v:?}");
+            assert_eq!(
+                v.misses,
+                [format!("dst: +380441100199 is not +3804411{i:05}")],
+                "r{i} was tried and missed on its line only"
+            );
+        }
+        assert!(x.verdicts[199].matched && x.verdicts[199].misses.is_empty());
+
+        let no_rules_line = ua("+380441100200").unwrap();
+        let ctx = MatchContext::for_lookup(Some(&caller), Some(&no_rules_line), None, at_nine);
+        assert_eq!(fired(&r, &ctx), None);
+        let x = r.explain(&ctx);
+        assert_eq!(x.fired, None);
+        assert_eq!(x.verdicts.len(), 200);
+        assert!(x.verdicts.iter().all(|v| !v.matched && v.misses.len() == 1));
     }
 
     // --- the shipped examples ---

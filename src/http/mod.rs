@@ -14,7 +14,6 @@ use std::{
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     sync::Arc,
-    time::Duration,
 };
 
 use axum::{
@@ -29,7 +28,7 @@ use tokio::sync::Notify;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
 use crate::{
-    config::Settings,
+    config::Config,
     crm::{Crm, sandbox::SandboxCrm},
     domain::{call::FieldAliases, manager::ManagerDirectory, phone_number::PhoneNormalizer},
     lookup::LookupService,
@@ -60,7 +59,7 @@ impl std::ops::Deref for AppState {
 
 /// The contents of [`AppState`].
 pub struct AppContext {
-    pub settings: Arc<Settings>,
+    pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub crm: Arc<dyn Crm>,
     pub directory: Arc<ManagerDirectory>,
@@ -112,14 +111,14 @@ fn request_span(request: &Request) -> tracing::Span {
 
 /// Whether the public guard (IP allow-list, per-source limit) has anything to check; when it
 /// has not, the lookup may be answered before the router ([`server`]).
-pub fn public_guard_configured(settings: &Settings) -> bool {
-    !settings.server.ip_allowlist.is_empty() || settings.server.per_ip_rps > 0
+pub fn public_guard_configured(config: &Config) -> bool {
+    !config.server.ip_allowlist.is_empty() || config.server.per_ip_rps > 0
 }
 
 /// Builds the router ([`server::serve`] serves it, putting each connection's client address
 /// into the request as `ConnectInfo` for the allow-list and the per-source limit).
 pub fn router(state: AppState) -> Router {
-    let server = &state.settings.server;
+    let server = &state.config.server;
     let guard = PublicGuard {
         allowlist: Arc::new(server.ip_allowlist.clone()),
         limiter: NonZeroU32::new(server.per_ip_rps)
@@ -128,7 +127,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = server.body_limit_bytes;
     let timeout = TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_millis(server.request_timeout_ms),
+        server.request_timeout,
     );
     // The lookup has its own, much shorter deadline (lookup.deadline_ms) and no timer on its
     // common path, and its own latency histogram and outcome counters: the request timeout
@@ -151,7 +150,7 @@ pub fn router(state: AppState) -> Router {
             get(routes::route::route).post(routes::route::route),
         );
     // An idle guard is not layered at all.
-    if public_guard_configured(&state.settings) {
+    if public_guard_configured(&state.config) {
         public = public.route_layer(middleware::from_fn_with_state(guard, guard_public));
     }
     let admin = Router::new()

@@ -42,13 +42,12 @@ const ROUTE_PATH: &str = "/ringostat/route";
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting and waits for the
 /// open connections to finish their in-flight requests (the caller bounds that wait).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
-    let fast_lookup = !public_guard_configured(&state.settings);
+    let fast_lookup = !public_guard_configured(&state.config);
     let router = router(state.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
-    let header_read_timeout = state.settings.server.header_read_timeout_ms;
-    if header_read_timeout > 0 {
+    if let Some(header_read_timeout) = state.config.server.header_read_timeout {
         http.timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(header_read_timeout));
+            .header_read_timeout(header_read_timeout);
     }
     let graceful = GracefulShutdown::new();
     loop {
@@ -119,7 +118,7 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
             let state = self.state.clone();
             return Box::pin(async move {
                 let (parts, body) = request.into_parts();
-                let limit = state.settings.server.body_limit_bytes;
+                let limit = state.config.server.body_limit_bytes;
                 let answer = match Limited::new(body, limit).collect().await {
                     Ok(body) => routes::route::answer(&state, &parts, &body.to_bytes()).await,
                     Err(_) => Err(ApiError::TooLarge),

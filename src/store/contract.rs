@@ -1,7 +1,8 @@
 //! The store contract: behaviour every [`Store`] backend must show, as plain async checks.
 //!
 //! Each check takes a fresh, empty store and panics (`assert!`) on a violation; it is test
-//! code that lives in the library so every backend's test binary runs the same suite:
+//! code that lives in the library (behind the `testing` feature, which `cargo test` turns on)
+//! so every backend's test binary runs the same suite:
 //!
 //! ```ignore
 //! async fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) { /* … */ }

@@ -4,12 +4,13 @@
 //!
 //! Backends: [`embedded::EmbeddedStore`] (one redb file, fsync'd group commits, durable across
 //! `kill -9`) and, for several instances, [`redis::RedisStore`] (Redis Streams with a consumer
-//! group for the queue). Every backend passes the contract suite in `store::contract` (run
-//! from `tests/`).
+//! group for the queue). Every backend passes the contract suite in `store::contract` (the
+//! `testing` feature; run from `tests/`).
 //!
 //! Keys of the raw key/value space are namespaced by [`keys`]; backends add the configured
 //! `store.key_prefix` where the medium is shared.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod embedded;
 pub mod redis;

@@ -40,7 +40,7 @@ use crate::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
             Resolved, RuleActions, TaskPurpose, UnresolvedRef, plan, resolve_parties,
         },
-        rules::{MatchContext, Rules},
+        rules::MatchContext,
     },
     http::routes::webhook::StoredWebhook,
     metrics::Metrics,
@@ -118,6 +118,35 @@ struct LegsRecord {
     talkers: Vec<ManagerId>,
 }
 
+/// The worker's collaborators (shared with the HTTP side). Built once in `startup`.
+pub struct WorkerDeps {
+    pub store: Arc<dyn Store>,
+    pub crm: Arc<dyn Crm>,
+    pub directory: Arc<ManagerDirectory>,
+    pub metrics: Arc<Metrics>,
+    /// Notified when an event is queued.
+    pub wakeup: Arc<Notify>,
+    /// Routing rules; the first match gives the planner its [`RuleActions`].
+    pub rules: Arc<RuleBook>,
+}
+
+/// The worker's configuration, from the validated [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub normalizer: PhoneNormalizer,
+    /// Webhook field names.
+    pub aliases: Arc<FieldAliases>,
+    pub planner: PlannerConfig,
+    pub sites: Vec<Site>,
+    /// Status groups whose orders are closed.
+    pub closed_status_groups: HashSet<String>,
+    pub schedule: RetrySchedule,
+    /// How long a claimed task stays invisible to other workers.
+    pub lease: Duration,
+    /// TTL of the owner index entries the worker refreshes.
+    pub owner_ttl: Duration,
+}
+
 /// Everything the worker needs. Built once in `startup`.
 pub struct Worker {
     pub store: Arc<dyn Store>,
@@ -143,23 +172,25 @@ fn local_now() -> NaiveDateTime {
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn Store>,
-        crm: Arc<dyn Crm>,
-        directory: Arc<ManagerDirectory>,
-        normalizer: PhoneNormalizer,
-        aliases: Arc<FieldAliases>,
-        planner: PlannerConfig,
-        sites: Vec<Site>,
-        closed_status_groups: HashSet<String>,
-        schedule: RetrySchedule,
-        lease: Duration,
-        owner_ttl: Duration,
-        metrics: Arc<Metrics>,
-        wakeup: Arc<Notify>,
-    ) -> Self {
-        let no_rules_normalizer = normalizer.clone();
+    pub fn new(deps: WorkerDeps, config: WorkerConfig) -> Self {
+        let WorkerDeps {
+            store,
+            crm,
+            directory,
+            metrics,
+            wakeup,
+            rules,
+        } = deps;
+        let WorkerConfig {
+            normalizer,
+            aliases,
+            planner,
+            sites,
+            closed_status_groups,
+            schedule,
+            lease,
+            owner_ttl,
+        } = config;
         Worker {
             store,
             crm,
@@ -174,15 +205,9 @@ impl Worker {
             owner_ttl,
             metrics,
             wakeup,
-            rules: Arc::new(RuleBook::fixed(Rules::default(), no_rules_normalizer)),
+            rules,
             statuses: tokio::sync::Mutex::new(None),
         }
-    }
-
-    /// Uses `rules` (the worker starts with none).
-    pub fn with_rules(mut self, rules: Arc<RuleBook>) -> Self {
-        self.rules = rules;
-        self
     }
 
     /// Runs `concurrency` loops until `token` is cancelled; a task in progress finishes

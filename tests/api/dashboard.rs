@@ -127,7 +127,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     );
 
     // An instance that has done every kind of work: lookups, a webhook, CRM requests.
-    let app = spawn_app("").await;
+    let app = spawn_app(|_| {}).await;
     add_alinas_customer(&app).await;
     assert_eq!(app.get_route("caller=380981234567").await.status(), 200);
     let event = json!({"uniqueid": "dash-1", "calldate": "2024-07-31 14:59:35",

@@ -6,11 +6,8 @@ use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::{
-    calls::{TRACKING, after_call},
-    helpers::{
-        ADMIN_TOKEN, MANUAL_WORKER, TestApp, spawn_app, spawn_app_with_crm, start, start_fake_crm,
-        test_settings,
-    },
+    calls::{after_call, tracking},
+    helpers::{ADMIN_TOKEN, TestApp, manual_worker, spawn_app, spawn_app_with_crm, start_fake_crm},
     operator_seed::{seed_calls, seed_dead_letter},
 };
 
@@ -52,7 +49,7 @@ async fn call_ids(app: &TestApp, query: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_call_log_filter_narrows_the_list() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     seed_calls(&*app.state.store).await;
 
     let cases: [(&str, &[&str]); 12] = [
@@ -84,7 +81,7 @@ async fn every_call_log_filter_narrows_the_list() {
 
 #[tokio::test]
 async fn the_call_log_pages_with_an_opaque_cursor() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     seed_calls(&*app.state.store).await;
 
     let (_, first) = calls(&app, "limit=4").await;
@@ -114,7 +111,7 @@ async fn the_call_log_pages_with_an_opaque_cursor() {
 
 #[tokio::test]
 async fn a_bad_call_log_filter_is_named() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     for (query, field) in [
         ("external_number=call-me", "external_number"),
         ("order_date=31.07.2024", "order_date"),
@@ -200,7 +197,7 @@ async fn post_button(
 
 #[tokio::test]
 async fn every_page_wants_a_session_and_sign_in_hands_out_a_strict_cookie() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     for path in [
         "/admin",
         "/admin/",
@@ -264,7 +261,7 @@ async fn every_page_wants_a_session_and_sign_in_hands_out_a_strict_cookie() {
 
 #[tokio::test]
 async fn the_call_list_masks_numbers_and_a_calls_page_shows_them_whole() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     seed_calls(&*app.state.store).await;
     let cookie = sign_in(&app).await;
 
@@ -302,7 +299,7 @@ async fn the_call_list_masks_numbers_and_a_calls_page_shows_them_whole() {
 
 #[tokio::test]
 async fn replay_and_discard_want_the_sessions_csrf_token_and_this_sites_origin() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     let store = app.state.store.clone();
     let replayed = seed_dead_letter(&*store, "call-a", "400 Errors in the entity format").await;
     let discarded = seed_dead_letter(&*store, "call-b", "400 Errors in the entity format").await;
@@ -371,10 +368,11 @@ async fn replay_and_discard_want_the_sessions_csrf_token_and_this_sites_origin()
 
 #[tokio::test]
 async fn without_an_admin_token_the_page_is_not_configured() {
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let mut settings = test_settings(&dir, MANUAL_WORKER);
-    settings.admin.token = secrecy::SecretString::from("");
-    let app = start(settings, dir, None).await;
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        s.admin.token = secrecy::SecretString::from("");
+    })
+    .await;
     for path in ["/admin/", "/admin/signin"] {
         assert_eq!(
             page(&app, None, path).await.status(),
@@ -408,7 +406,11 @@ fn steps(trail: &Value) -> Vec<&str> {
 #[tokio::test]
 async fn a_calls_trail_shows_its_plan_and_each_crm_action_with_the_crms_ids() {
     let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{TRACKING}")).await;
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        tracking(s);
+    })
+    .await;
     app.post_webhook(&after_call("trail-1", "0981234567", "ANSWERED", 1028))
         .await;
     app.run_worker_until_idle().await;
@@ -452,7 +454,11 @@ async fn a_calls_trail_shows_its_plan_and_each_crm_action_with_the_crms_ids() {
 #[tokio::test]
 async fn a_calls_trail_shows_its_retries_and_its_dead_letter() {
     let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{TRACKING}")).await;
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        tracking(s);
+    })
+    .await;
     // One 500 (retried), then the CRM refuses the customer for good (dead letter).
     crm.add_fault_rule(FaultRule::new(Fault::Status500).times(1));
     crm.add_fault_rule(FaultRule::new(Fault::ValidationError).on_path("/api/v5/customers/create"));
@@ -489,7 +495,7 @@ async fn a_calls_trail_shows_its_retries_and_its_dead_letter() {
 
 #[tokio::test]
 async fn explain_says_which_rule_policy_owner_and_status_made_the_answer() {
-    let app = spawn_app(MANUAL_WORKER).await;
+    let app = spawn_app(manual_worker).await;
     add_alinas_customer(&app).await;
 
     let (status, x) = admin_get(&app, "/admin/lookup/explain?caller=0981234567").await;

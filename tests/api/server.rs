@@ -19,7 +19,7 @@ fn socket_address(app: &crate::helpers::TestApp) -> String {
 async fn shutdown_lets_an_in_flight_lookup_finish_then_refuses_new_connections() {
     let crm = start_fake_crm().await;
     crm.set_fault(Fault::Hang);
-    let mut app = spawn_app_with_crm(&crm, "[lookup]\ndeadline_ms = 500\n").await;
+    let mut app = spawn_app_with_crm(&crm, |s| s.lookup.deadline_ms = 500).await;
     let in_flight = {
         let request = app
             .client
@@ -75,7 +75,7 @@ async fn trickle(app: &crate::helpers::TestApp, patience: Duration) -> Option<Du
 
 #[tokio::test]
 async fn a_client_trickling_headers_is_cut_off_after_the_header_read_timeout() {
-    let app = spawn_app("[server]\nheader_read_timeout_ms = 200\n").await;
+    let app = spawn_app(|s| s.server.header_read_timeout_ms = 200).await;
     let closed_after = trickle(&app, Duration::from_secs(10))
         .await
         .expect("the connection is closed within 10 s");
@@ -90,7 +90,7 @@ async fn a_client_trickling_headers_is_cut_off_after_the_header_read_timeout() {
 
 #[tokio::test]
 async fn without_a_header_read_timeout_a_slow_client_is_not_cut_off() {
-    let app = spawn_app("").await;
+    let app = spawn_app(|_| {}).await;
     assert_eq!(
         trickle(&app, Duration::from_millis(700)).await,
         None,

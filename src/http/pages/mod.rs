@@ -104,7 +104,7 @@ impl IntoResponse for PageError {
 
 /// The admin token, or the page's "not configured" answer.
 fn admin_token(state: &AppState) -> Result<&str, PageError> {
-    let token = state.settings.admin.token.expose_secret();
+    let token = state.config.admin.token.expose_secret();
     if token.is_empty() {
         Err(ApiError::NotConfigured("admin.token").into())
     } else {

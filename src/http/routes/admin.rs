@@ -37,7 +37,7 @@ pub async fn require_admin(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let expected = state.settings.admin.token.expose_secret();
+    let expected = state.config.admin.token.expose_secret();
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("admin.token"));
     }
@@ -498,7 +498,7 @@ pub async fn sandbox_add_customer(
     }
     let site = body
         .site
-        .unwrap_or_else(|| state.settings.crm.default_site.clone());
+        .unwrap_or_else(|| state.config.crm.default_site.clone());
     let manager = body.manager_id.map(ManagerId);
     let id = sandbox
         .add_customer(&site, &phones, manager)

@@ -22,7 +22,7 @@ pub const CALLER_FIELDS: &[&str] = &["caller", "caller_number", "userfield", "ph
 /// Takes the request whole (no `Uri`/`HeaderMap` copies): this is the hot path.
 pub async fn route(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, state.settings.server.body_limit_bytes)
+    let body = axum::body::to_bytes(body, state.config.server.body_limit_bytes)
         .await
         .map_err(|_| ApiError::TooLarge)?;
     answer(&state, &parts, &body).await
@@ -46,7 +46,7 @@ pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Resp
             }
         },
         None if payload.jsonrpc_id.is_some() => LookupFormat::Jsonrpc,
-        None => state.settings.lookup.format,
+        None => state.config.lookup.format,
     };
     let Some(caller) = payload.first_text(CALLER_FIELDS) else {
         return Err(ApiError::bad_request(
@@ -67,7 +67,7 @@ pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Resp
     Ok(render(
         &decision,
         format,
-        &state.settings.lookup.response_key,
+        &state.config.lookup.response_key,
         payload.jsonrpc_id,
     ))
 }

@@ -57,7 +57,7 @@ pub async fn webhook(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
-    let expected = state.settings.ringostat.webhook_token.expose_secret();
+    let expected = state.config.ringostat.webhook_token.expose_secret();
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("ringostat.webhook_token"));
     }
