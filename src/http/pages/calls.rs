@@ -9,14 +9,15 @@ use axum::{
 use maud::{Markup, html};
 
 use super::{
-    PageError,
+    PageError, charts,
     layout::{self, Section},
     session::Session,
+    unexpected,
 };
 use crate::{
     domain::{
         call::CallOutcome,
-        call_log::{CallLogEntry, TrailKind, TrailStep},
+        call_log::{CallLogEntry, CallLogFilter, TrailKind, TrailStep},
     },
     http::{
         AppState,
@@ -134,6 +135,42 @@ fn calls_table(state: &AppState, calls: &[&CallLogEntry]) -> Markup {
     }
 }
 
+/// Most calls the chart reads.
+const CHART_CALLS: usize = 20_000;
+
+/// Calls per hour by result over the day up to the newest logged call.
+async fn calls_chart(state: &AppState) -> Result<Markup, PageError> {
+    let newest = state
+        .store
+        .query_call_log(&CallLogFilter::default(), None, 1)
+        .await
+        .map_err(unexpected)?;
+    let Some(end) = newest.first().map(|c| c.entry.date) else {
+        return Ok(html! {});
+    };
+    let window = CallLogFilter {
+        from: Some(end - chrono::Duration::hours(charts::HOURS as i64)),
+        ..CallLogFilter::default()
+    };
+    let calls: Vec<CallLogEntry> = state
+        .store
+        .query_call_log(&window, None, CHART_CALLS)
+        .await
+        .map_err(unexpected)?
+        .into_iter()
+        .map(|c| c.entry)
+        .collect();
+    let rows = charts::per_hour(&calls, end);
+    Ok(html! {
+        div.charts {
+            div.chart {
+                h2 { "Calls per hour by result" }
+                (charts::calls_per_hour(&rows, end))
+            }
+        }
+    })
+}
+
 /// `GET /admin/`: the call log, newest first, filtered, [`PAGE_SIZE`] rows a page.
 pub async fn list(
     State(state): State<AppState>,
@@ -179,12 +216,14 @@ pub async fn list(
             )
         }
     };
+    let chart = calls_chart(&state).await?;
     let page = layout::page(
         "Calls",
         Section::Calls,
         &session,
         html! {
             h1 { "Calls" }
+            (chart)
             (filter_form(&state, &q))
             (body)
         },

@@ -11,6 +11,7 @@
 //! and whole only on a call's own page.
 
 mod calls;
+mod charts;
 mod dead_letters;
 mod layout;
 pub mod session;
