@@ -258,7 +258,6 @@ impl Worker {
                 };
                 let delay = self.schedule.delay(task.attempt, retry_after);
                 tracing::warn!(task = task.id, attempt = task.attempt + 1, delay = ?delay, error = %e, "CRM work failed; will retry.");
-                self.store.reschedule(task.id, delay, &e.reason()).await?;
                 call_trail::record(
                     &*self.store,
                     &task.group,
@@ -269,6 +268,7 @@ impl Worker {
                     },
                 )
                 .await;
+                self.store.reschedule(task.id, delay, &e.reason()).await?;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Crm(e)) => {
