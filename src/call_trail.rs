@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::{
     domain::call_log::{TrailKind, TrailStep},
-    store::{Store, StoreError, keys, now_ms},
+    store::{KeyValueExt, Store, StoreError, keys, now_ms},
 };
 
 /// How long a call's trail is kept.
@@ -21,10 +21,6 @@ pub const TRAIL_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_STEPS: usize = 1000;
 /// Sequence (`next_id`) of trail steps.
 const SEQUENCE: &str = "call_trail";
-
-fn prefix(call_id: &str) -> String {
-    format!("{}{}:{call_id}:", keys::CALL_TRAIL, call_id.len())
-}
 
 /// Appends a step to `call_id`'s trail; logs and forgets a store failure.
 pub async fn record(store: &dyn Store, call_id: &str, kind: TrailKind) {
@@ -39,23 +35,17 @@ async fn try_record(store: &dyn Store, call_id: &str, kind: TrailKind) -> Result
         at_ms: now_ms(),
         kind,
     };
-    let json = serde_json::to_vec(&step).map_err(|e| StoreError::Backend(e.to_string()))?;
-    // Zero-padded, so key order is append order.
-    let key = format!("{}{seq:020}", prefix(call_id));
-    store.set_raw(&key, &json, Some(TRAIL_TTL)).await
+    store
+        .set_json(&keys::call_trail_step(call_id, seq), &step, Some(TRAIL_TTL))
+        .await
 }
 
 /// `call_id`'s trail, oldest step first.
 pub async fn read(store: &dyn Store, call_id: &str) -> Result<Vec<TrailStep>, StoreError> {
-    store
-        .scan_prefix(&prefix(call_id), MAX_STEPS)
+    Ok(store
+        .scan_json(&keys::call_trail(call_id), MAX_STEPS)
         .await?
         .into_iter()
-        .map(|(key, json)| {
-            serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
-                key,
-                detail: e.to_string(),
-            })
-        })
-        .collect()
+        .map(|(_, step)| step)
+        .collect())
 }

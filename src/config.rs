@@ -21,7 +21,7 @@ use serde::Deserialize;
 pub use crate::domain::plan::{CreateOnIncoming, CreateOnOutgoing};
 use crate::domain::{
     call::FieldAliases,
-    lookup::LookupPolicy,
+    lookup::{LookupPolicy, OnMiss},
     manager::{Manager, ManagerDirectory, ManagerId},
     phone_number::{PhoneNormalizer, PhoneNumber},
     plan::{PlannerConfig, TaskTexts},
@@ -63,6 +63,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub rules: RulesSettings,
     pub telemetry: TelemetrySettings,
+    pub sync: SyncSettings,
     /// `[[managers]]`.
     #[serde(default)]
     pub managers: Vec<ManagerSettings>,
@@ -127,6 +128,23 @@ pub struct LookupSettings {
     pub negative_ttl_secs: u64,
     /// Most CRM owner fetches in flight at once.
     pub max_crm_fetches: usize,
+    /// After the owner mirror's first import, a number it does not have: `nobody` or
+    /// `ask_crm`.
+    pub on_miss: OnMiss,
+}
+
+/// `[sync]`: the owner mirror (flow F, SPEC §3.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Import the CRM's customers and follow its history and users.
+    pub enabled: bool,
+    /// `customers/history` poll interval.
+    pub history_interval_secs: u64,
+    /// `users` poll interval.
+    pub users_interval_secs: u64,
+    /// Poll lease time on the Redis store (another instance takes over after it).
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -295,6 +313,8 @@ pub struct Config {
     pub admin: AdminSettings,
     pub rules: RulesSettings,
     pub telemetry: TelemetrySettings,
+    /// `[sync]`; `None` when the owner mirror is off.
+    pub sync: Option<SyncOptions>,
     /// `[[managers]]`, cross-checked.
     pub directory: ManagerDirectory,
     /// `[[sites]]`, tracking numbers normalized.
@@ -331,6 +351,15 @@ pub struct LookupOptions {
     pub owner_ttl: Duration,
     pub negative_ttl: Duration,
     pub max_crm_fetches: usize,
+    pub on_miss: OnMiss,
+}
+
+/// `[sync]`, validated (present when `enabled`).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub history_interval: Duration,
+    pub users_interval: Duration,
+    pub lease: Duration,
 }
 
 /// Which CRM callgate talks to.
@@ -434,6 +463,14 @@ impl TryFrom<Settings> for Config {
         if s.lookup.response_key.trim().is_empty() {
             return Err(invalid("lookup.response_key must not be empty"));
         }
+        if s.sync.history_interval_secs == 0 || s.sync.users_interval_secs == 0 {
+            return Err(invalid(
+                "sync.history_interval_secs and sync.users_interval_secs must be positive",
+            ));
+        }
+        if s.sync.lease_secs < 3 {
+            return Err(invalid("sync.lease_secs must be at least 3"));
+        }
         if s.server.body_limit_bytes < 1024 {
             return Err(invalid("server.body_limit_bytes must be at least 1024"));
         }
@@ -488,6 +525,11 @@ impl TryFrom<Settings> for Config {
                 path: s.store.path.clone(),
             },
         };
+        if s.worker.lease_secs < 3 {
+            return Err(invalid(
+                "worker.lease_secs must be at least 3 (renewed every third of it)",
+            ));
+        }
         if s.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency must be at least 1"));
         }
@@ -583,6 +625,7 @@ impl TryFrom<Settings> for Config {
                 owner_ttl: Duration::from_secs(s.lookup.owner_ttl_secs),
                 negative_ttl: Duration::from_secs(s.lookup.negative_ttl_secs),
                 max_crm_fetches: s.lookup.max_crm_fetches,
+                on_miss: s.lookup.on_miss,
             },
             crm: CrmOptions {
                 backend,
@@ -606,6 +649,11 @@ impl TryFrom<Settings> for Config {
             admin: s.admin,
             rules: s.rules,
             telemetry: s.telemetry,
+            sync: s.sync.enabled.then(|| SyncOptions {
+                history_interval: Duration::from_secs(s.sync.history_interval_secs),
+                users_interval: Duration::from_secs(s.sync.users_interval_secs),
+                lease: Duration::from_secs(s.sync.lease_secs),
+            }),
             directory,
             sites,
             planner,

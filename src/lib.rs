@@ -12,7 +12,10 @@
 //!   it re-exports the domain's CRM vocabulary.
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
 //! - [`call_trail`]: each call's decision trail (plans, CRM actions, retries, dead letters).
-//! - [`lookup`]: the pre-call lookup service (owner index, single flight, deadline).
+//! - [`lookup`]: the pre-call lookup service (owner mirror, owner index, single flight,
+//!   deadline).
+//! - [`sync`]: flow F — the owner mirror's first import, `customers/history` and `users`
+//!   followed, the Redis poll lease and change stream.
 //! - [`http`]: the axum router and handlers.
 //! - [`worker`]: the queue's task format ([`worker::task`]: the stored webhook and its
 //!   dedupe key), gathering CRM facts, [`domain::plan::decide`], idempotent execution,
@@ -33,6 +36,7 @@ pub mod metrics;
 pub mod rules;
 pub mod startup;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 /// Test doubles used by the test suite and the load tests (only with the `testing` feature,
 /// which `cargo test` and the load generator turn on; never in the product).

@@ -21,6 +21,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{Store, embedded::EmbeddedStore, redis::RedisStore},
+    sync::{SyncConfig, Syncer, mirror::SharedMirror, redis::RedisSyncBus},
     worker::{Worker, WorkerConfig, WorkerDeps},
 };
 
@@ -93,9 +94,44 @@ impl Application {
             telephony_rps,
             metrics.clone(),
         ));
+        // The owner mirror (flow F): loaded from the store before the port is bound, so the
+        // first lookup already answers from it.
+        let syncer = match &config.sync {
+            Some(sync) => {
+                let bus = match &config.store {
+                    StoreOptions::Embedded { .. } => None,
+                    StoreOptions::Redis { url, key_prefix } => Some(Arc::new(
+                        RedisSyncBus::connect(url, key_prefix)
+                            .await
+                            .context("Failed to connect the owner mirror's Redis bus.")?,
+                    )),
+                };
+                let syncer = Syncer::new(
+                    crm.clone(),
+                    store.clone(),
+                    Arc::new(SharedMirror::new()),
+                    config.normalizer.clone(),
+                    SyncConfig {
+                        history_interval: sync.history_interval,
+                        users_interval: sync.users_interval,
+                        lease: sync.lease,
+                    },
+                    metrics.clone(),
+                    bus,
+                );
+                syncer
+                    .load()
+                    .await
+                    .context("Failed to load the owner mirror from the store.")?;
+                Some(syncer)
+            }
+            None => None,
+        };
+        let mirror = syncer.as_ref().map(|s| s.mirror().clone());
         let lookup = LookupService::new(
             store.clone(),
             crm.clone(),
+            mirror.clone(),
             directory.clone(),
             config.normalizer.clone(),
             LookupConfig {
@@ -105,6 +141,7 @@ impl Application {
                 negative_ttl: config.lookup.negative_ttl,
                 max_crm_fetches: config.lookup.max_crm_fetches,
                 sites: config.sites.clone(),
+                on_miss: config.lookup.on_miss,
             },
             metrics.clone(),
             rules.clone(),
@@ -123,6 +160,7 @@ impl Application {
                 metrics: metrics.clone(),
                 wakeup: wakeup.clone(),
                 rules: rules.clone(),
+                mirror,
             },
             WorkerConfig {
                 normalizer: config.normalizer.clone(),
@@ -146,6 +184,7 @@ impl Application {
             aliases,
             worker_wakeup: wakeup,
             rules,
+            sync: syncer,
         });
         Ok(Application {
             listener,
@@ -192,6 +231,11 @@ impl Application {
                     .run_until_stopped(concurrency, token.clone()),
             )
         });
+        let sync = self
+            .state
+            .sync
+            .clone()
+            .map(|syncer| tokio::spawn(syncer.run_until_stopped(token.clone())));
         let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -204,6 +248,11 @@ impl Application {
         }
         // Whatever ended the server also stops the worker.
         token.cancel();
+        if let Some(sync) = sync
+            && tokio::time::timeout(grace, sync).await.is_err()
+        {
+            tracing::warn!("The owner mirror sync did not stop within the grace period.");
+        }
         if let Some(worker) = worker
             && tokio::time::timeout(grace, worker).await.is_err()
         {

@@ -25,6 +25,7 @@ pub use crate::domain::crm_model::{
     NewTask, OrderId, TaskId, TaskLink, TaskUpdate, UtmSource,
 };
 
+pub use crate::domain::mirror::{CustomerSnapshot, HistoryChange, HistoryCursor, HistoryRecord};
 use crate::domain::{
     manager::{ManagerId, ManagerStatus},
     phone_number::PhoneNumber,
@@ -62,6 +63,29 @@ pub struct CrmCustomer {
     pub phones: Vec<String>,
     /// `createdAt` (`Y-m-d H:i:s`), used to pick the most recent of several matches.
     pub created_at: Option<String>,
+}
+
+/// One page of `GET customers` (every customer, in the CRM's order).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CustomersPage {
+    pub customers: Vec<CustomerSnapshot>,
+    /// `pagination.totalCount`.
+    pub total_count: Option<u64>,
+    /// `pagination.totalPageCount`.
+    pub total_pages: Option<u32>,
+}
+
+/// One read of `GET customers/history`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    /// Oldest first. Records that name no customer are left out (but count in `last_id`).
+    pub records: Vec<HistoryRecord>,
+    /// The greatest record id of the answer, also of records left out.
+    pub last_id: Option<u64>,
+    /// Records the answer held (a full page means more may follow).
+    pub received: usize,
+    /// `generatedAt`: the CRM's clock when it answered (`Y-m-d H:i:s`).
+    pub generated_at: Option<String>,
 }
 
 /// An order as read back from the CRM.
@@ -114,7 +138,7 @@ pub enum CrmError {
     NotApi { status: u16, snippet: String },
     /// The sandbox store behind the sandbox CRM failed.
     #[error("sandbox CRM storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] crate::store::StoreError),
 }
 
 impl CrmError {
@@ -163,7 +187,10 @@ impl CrmError {
 /// The CRM port. Object-safe, used as `Arc<dyn Crm>`.
 #[async_trait]
 pub trait Crm: Send + Sync {
-    /// `GET telephony/manager?phone=…&details=1&ignoreStatus=1`: who owns this caller.
+    /// `GET telephony/manager?phone=<national significant number>&details=1&ignoreStatus=1`:
+    /// who owns this caller. The answer's customer counts only when one of its stored phones
+    /// normalizes to `phone`; otherwise the customers are searched (as
+    /// [`Crm::find_customers_by_phone`]) and the most recent true match is taken.
     async fn responsible_manager(
         &self,
         phone: &PhoneNumber,
@@ -220,4 +247,18 @@ pub trait Crm: Send + Sync {
 
     /// `reference/statuses`: status code → group code.
     async fn status_groups(&self) -> Result<StatusGroups, CrmError>;
+
+    /// `GET customers?limit=…&page=…`: one page of every customer (the first import).
+    async fn customers_page(&self, page: u32, limit: u32) -> Result<CustomersPage, CrmError>;
+
+    /// `GET customers/{id}?by=id`; `None` when the CRM has no such customer (any more).
+    async fn customer_by_id(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, CrmError>;
+
+    /// `GET customers/history` from `cursor` (`filter[sinceId]` or `filter[startDate]`,
+    /// never with `page`), at most `limit` records, oldest first.
+    async fn customers_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage, CrmError>;
 }

@@ -9,6 +9,7 @@ pub mod call_type;
 pub mod crm_model;
 pub mod lookup;
 pub mod manager;
+pub mod mirror;
 pub mod phone_number;
 pub mod plan;
 pub mod rules;

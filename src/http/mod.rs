@@ -2,10 +2,11 @@
 //!
 //! Public endpoints (`/ringostat/*`, `/retailcrm/*`) sit behind the optional IP allow-list and
 //! the per-source rate limit; every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
-//! request timeout.
+//! request timeout. A panicking handler still answers (see [`panic`]).
 
 pub mod error;
 pub mod pages;
+pub mod panic;
 pub mod payload;
 pub mod routes;
 pub mod server;
@@ -25,7 +26,10 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
-use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
 use crate::{
     config::Config,
@@ -35,6 +39,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::Store,
+    sync::Syncer,
 };
 use error::ApiError;
 
@@ -74,6 +79,8 @@ pub struct AppContext {
     pub worker_wakeup: Arc<Notify>,
     /// The live routing rules (`POST /admin/rules/reload` swaps them).
     pub rules: Arc<RuleBook>,
+    /// Flow F, when `[sync]` is on: the owner mirror's state for `/readyz` and `/metrics`.
+    pub sync: Option<Arc<Syncer>>,
 }
 
 /// Guards of the public endpoints.
@@ -137,7 +144,12 @@ pub fn router(state: AppState) -> Router {
     let mut public = Router::new()
         .route(
             "/ringostat/webhook",
-            get(routes::webhook::webhook).post(routes::webhook::webhook),
+            get(routes::webhook::webhook)
+                .post(routes::webhook::webhook)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    panic::capture_webhook,
+                )),
         )
         .route(
             "/retailcrm/user-status",
@@ -183,13 +195,15 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router(state.clone()))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .route_layer(timeout)
-        .route_layer(trace);
+        .route("/metrics", get(routes::health::metrics));
+    #[cfg(feature = "panic-probe")]
+    let admin = admin.route("/__test/panic", get(panic::panicking_route));
+    let admin = admin.route_layer(timeout).route_layer(trace);
     Router::new()
         .merge(public)
         .merge(admin)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(CatchPanicLayer::custom(panic::internal_error))
 }

@@ -10,7 +10,8 @@
 //! request's headers (off by default: it arms a timer per request, RESULTS.md).
 //!
 //! The fast path reads the body and calls [`routes::route::answer`], which the router's
-//! `/ringostat/route` handler calls too, so behaviour is identical; it only skips the router's
+//! `/ringostat/route` handler calls too, so behaviour is identical (a panic in the lookup
+//! included: `answer` catches it); it only skips the router's
 //! per-request work (route matching, method dispatch, boxed layers and bodies, the client
 //! address extension). With an allow-list or a per-source limit configured, every request goes
 //! through the router and its guard.
@@ -119,11 +120,10 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
             return Box::pin(async move {
                 let (parts, body) = request.into_parts();
                 let limit = state.config.server.body_limit_bytes;
-                let answer = match Limited::new(body, limit).collect().await {
+                Ok(match Limited::new(body, limit).collect().await {
                     Ok(body) => routes::route::answer(&state, &parts, &body.to_bytes()).await,
-                    Err(_) => Err(ApiError::TooLarge),
-                };
-                Ok(answer.into_response())
+                    Err(_) => ApiError::TooLarge.into_response(),
+                })
             });
         }
         let mut request = request.map(Body::new);

@@ -53,7 +53,7 @@ pub struct TestApp {
     pub worker: Arc<Worker>,
     token: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    _dir: Arc<TempDir>,
 }
 
 impl Drop for TestApp {
@@ -70,6 +70,10 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     settings.ringostat.webhook_token = WEBHOOK_TOKEN.into();
     settings.admin.token = ADMIN_TOKEN.into();
     settings.server.port = 0;
+    // The owner mirror is off unless a test turns it on ([`mirror_on`]): most tests seed
+    // the fake CRM after the app started and exercise the lookup's CRM fetch, the path
+    // taken before the mirror's first import (and with `lookup.on_miss = "ask_crm"`).
+    settings.sync.enabled = false;
     settings.store.path = dir.path().join("callgate.redb");
     settings
 }
@@ -114,7 +118,35 @@ pub fn redis_store(settings: &mut Settings, redis_url: &str, key_prefix: &str) {
     settings.store.key_prefix = key_prefix.to_owned();
 }
 
-async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
+/// The owner mirror on, following the CRM every second (the lease at its minimum, 3 s).
+pub fn mirror_on(settings: &mut Settings) {
+    settings.sync.enabled = true;
+    settings.sync.history_interval_secs = 1;
+    settings.sync.users_interval_secs = 1;
+    settings.sync.lease_secs = 3;
+}
+
+/// A callgate on `crm` with the store file in `dir` (a restart: see [`TestApp::dir`]).
+pub async fn respawn_app_with_crm(
+    dir: Arc<TempDir>,
+    crm: &FakeRetailCrm,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings(&dir);
+    settings.crm.kind = CrmKind::Retailcrm;
+    settings.crm.base_url = crm.base_url();
+    settings.crm.api_key = crm.api_key().into();
+    settings.crm.default_site = "shop1".to_owned();
+    configure(&mut settings);
+    start(settings, dir, Some(crm.clone())).await
+}
+
+async fn start(
+    settings: Settings,
+    dir: impl Into<Arc<TempDir>>,
+    crm: Option<FakeRetailCrm>,
+) -> TestApp {
+    let dir = dir.into();
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(callgate::config::LogFormat::Pretty);
     }
@@ -187,6 +219,20 @@ impl TestApp {
             }
         })
         .await
+    }
+
+    /// The directory of the store file, to start another app on it after this one stopped
+    /// (and was dropped: the embedded store is one process's file).
+    pub fn dir(&self) -> Arc<TempDir> {
+        self._dir.clone()
+    }
+
+    /// Stops gracefully, waits for the end, and releases the store.
+    pub async fn shut_down(mut self) {
+        self.stop()
+            .await
+            .expect("the app task ends")
+            .expect("the app stops cleanly");
     }
 
     pub fn fake(&self) -> &FakeRetailCrm {

@@ -234,7 +234,7 @@ async fn a_burst_of_lookups_for_one_unknown_number_makes_one_crm_request() {
 }
 
 #[tokio::test]
-async fn a_caller_that_is_not_a_number_is_nobody_and_a_missing_caller_is_a_clear_400() {
+async fn a_caller_that_is_not_a_number_or_missing_is_nobody_and_an_unknown_format_is_the_default() {
     let crm = start_fake_crm().await;
     let app = spawn_app_with_crm(&crm, |_| {}).await;
     for caller in ["anonymous", "sip:alice", "12"] {
@@ -246,12 +246,14 @@ async fn a_caller_that_is_not_a_number_is_nobody_and_a_missing_caller_is_a_clear
             .unwrap();
         assert_eq!(body["reason"], "not_a_number", "{caller}");
     }
-    let r = app.get_route("dst=380441112233").await;
-    assert_eq!(r.status(), 400);
+    // SPEC §3: the lookup always answers 200 (tests/api/hardening.rs has every layout).
+    let r = app.get_route("dst=380441112233&format=json").await;
+    assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["field"], "caller");
-    let r = app.get_route("caller=0981234567&format=xml").await;
-    assert_eq!(r.status(), 400);
+    assert_eq!(body["reason"], "not_a_number");
+    let r = app.get_route("caller=anonymous&format=xml").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
     assert_eq!(crm.request_count(TELEPHONY_MANAGER), 0);
 }
 
@@ -365,4 +367,51 @@ async fn a_lookup_body_over_the_limit_is_refused_on_the_fast_path_too() {
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "too_large");
+}
+
+/// One customer per format a human types numbers in, each with its own number and owner.
+pub const SIX_FORMATS: [(&str, &str); 6] = [
+    ("0981234567", "+380981234567"),
+    ("+380981234568", "380981234568"),
+    ("380981234569", "0981234569"),
+    ("(098) 123-45-60", "380981234560"),
+    ("+38 (098) 123 45 61", "0981234561"),
+    ("098-123-45-62", "+38 098 123 45 62"),
+];
+
+#[tokio::test]
+async fn a_customer_stored_in_any_of_six_formats_is_routed_by_the_crm_fetch() {
+    // Arrange: the fake matches the query's digits as a substring of the stored digits, the
+    // strictest plausible rule; the first three belong to Alina, the others to Tatiana.
+    let crm = start_fake_crm().await;
+    for (i, (stored, _)) in SIX_FORMATS.iter().enumerate() {
+        crm.add_customer(&[stored], Some(if i < 3 { 27 } else { 28 }));
+    }
+    let app = spawn_app_with_crm(&crm, |_| {}).await;
+
+    for (i, (stored, asked)) in SIX_FORMATS.iter().enumerate() {
+        // Act
+        let r = app.get_route(&format!("caller={}", urlencode(asked))).await;
+
+        // Assert
+        let want = if i < 3 { "shop_alina" } else { "shop_tatiana" };
+        assert_eq!(
+            r.text().await.unwrap(),
+            want,
+            "stored as {stored:?}, asked as {asked:?}"
+        );
+    }
+    // The fetch sent the national significant number, never the international digits.
+    for r in crm.requests() {
+        if let Some((_, phone)) = r.query.iter().find(|(k, _)| k == "phone") {
+            assert_eq!(phone.len(), 9, "{phone}");
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("v", s)])
+        .expect("encodes")
+        .trim_start_matches("v=")
+        .to_owned()
 }

@@ -3,8 +3,10 @@
 
 mod calls;
 mod dashboard;
+mod hardening;
 mod helpers;
 mod lookup;
+mod mirror;
 mod operator;
 mod rules;
 mod server;

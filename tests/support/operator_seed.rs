@@ -137,6 +137,9 @@ pub async fn seed_dead_letter(store: &dyn Store, group: &str, reason: &str) -> u
         .expect("claim")
         .expect("the seeded task is due");
     assert_eq!(claimed.id, id, "the seeded task is the only one");
-    store.dead_letter(id, reason).await.expect("dead letter");
+    store
+        .dead_letter(claimed.lease(), reason)
+        .await
+        .expect("dead letter");
     id
 }

@@ -50,10 +50,6 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn key(id: &str) -> String {
-    format!("{}{id}", keys::ADMIN_SESSION)
-}
-
 impl Session {
     /// Creates and stores a new session.
     pub async fn create(store: &dyn Store) -> Result<Session, StoreError> {
@@ -63,7 +59,7 @@ impl Session {
         };
         store
             .set_raw(
-                &key(&session.id),
+                &keys::admin_session(&session.id),
                 session.csrf.as_bytes(),
                 Some(SESSION_TTL),
             )
@@ -84,7 +80,7 @@ impl Session {
             return Ok(None);
         }
         Ok(store
-            .get_raw(&key(id))
+            .get_raw(&keys::admin_session(id))
             .await?
             .and_then(|csrf| String::from_utf8(csrf).ok())
             .map(|csrf| Session {
@@ -94,7 +90,7 @@ impl Session {
     }
 
     pub async fn delete(&self, store: &dyn Store) -> Result<(), StoreError> {
-        store.delete(&key(&self.id)).await
+        store.delete(&keys::admin_session(&self.id)).await
     }
 
     /// `Set-Cookie` that hands this session to the browser.

@@ -470,7 +470,8 @@ pub struct NewSandboxCustomer {
     orders: Vec<String>,
 }
 
-/// Adds a customer to the sandbox CRM as a shop employee would type it (demos, tests).
+/// Adds a customer to the sandbox CRM as a shop employee would type it (demos, tests), and
+/// applies the sandbox's history to the owner mirror before answering.
 pub async fn sandbox_add_customer(
     State(state): State<AppState>,
     Json(body): Json<NewSandboxCustomer>,
@@ -512,6 +513,11 @@ pub async fn sandbox_add_customer(
                 .await
                 .map_err(|e| ApiError::bad_request("bad_order", Some("orders"), e.reason()))?,
         );
+    }
+    // The sandbox's history has the new customer: read it into the owner mirror now, so
+    // the next lookup routes it (the same path a retailCRM change takes, only sooner).
+    if let Some(sync) = &state.sync {
+        sync.poll_now().await;
     }
     Ok(Json(json!({ "id": id, "orders": orders })))
 }

@@ -44,6 +44,7 @@ pub async fn webhook(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
+    crate::http::panic::probe(&headers);
     let expected = state.config.ringostat.webhook_token.expose_secret();
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("ringostat.webhook_token"));
@@ -64,20 +65,13 @@ pub async fn webhook(
         .find(|(k, _)| k == "event")
         .map(|(_, v)| v.clone());
 
-    let raw_for_quarantine = || {
-        let body = String::from_utf8_lossy(&body);
-        match uri.query() {
-            Some(q) => format!("query: {}\nbody: {body}", redact_token(q)),
-            None => body.into_owned(),
-        }
-    };
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let quarantine = |reason: String| {
         let state = state.clone();
-        let raw = raw_for_quarantine();
+        let raw = quarantine_text(&uri, &body);
         let content_type = content_type.clone();
         async move {
             outcome(&state, "malformed");
@@ -143,6 +137,15 @@ pub async fn webhook(
             outcome(&state, "duplicate");
             Ok(Json(json!({"success": true, "duplicate": true})))
         }
+    }
+}
+
+/// What the quarantine keeps of a request: the query string (minus the token) and the body.
+pub fn quarantine_text(uri: &Uri, body: &[u8]) -> String {
+    let body = String::from_utf8_lossy(body);
+    match uri.query() {
+        Some(q) => format!("query: {}\nbody: {body}", redact_token(q)),
+        None => body.into_owned(),
     }
 }
 
