@@ -5,10 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{eventually, spawn_app},
-    operator::add_alinas_customer,
-};
+use crate::helpers::{add_alinas_customer, eventually, spawn_app};
 
 const DASHBOARD: &str = include_str!("../../ops/grafana/callgate.json");
 

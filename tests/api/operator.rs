@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 
 use crate::{
     calls::{after_call, tracking},
-    helpers::{ADMIN_TOKEN, TestApp, manual_worker, spawn_app, spawn_app_with_crm, start_fake_crm},
+    helpers::{
+        ADMIN_TOKEN, TestApp, add_alinas_customer, manual_worker, spawn_app, spawn_app_with_crm,
+        start_fake_crm,
+    },
     operator_seed::{seed_calls, seed_dead_letter},
 };
 
@@ -21,19 +24,6 @@ fn plain_client() -> reqwest::Client {
 
 async fn calls(app: &TestApp, query: &str) -> (StatusCode, Value) {
     admin_get(app, &format!("/admin/calls?{query}")).await
-}
-
-/// Adds Alina's customer `098 123 45 67` to the sandbox CRM.
-pub(crate) async fn add_alinas_customer(app: &TestApp) {
-    let r = app
-        .client
-        .post(app.url("/admin/sandbox/customers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"phones": ["098 123 45 67"], "manager_id": 27}))
-        .send()
-        .await
-        .expect("sandbox customer");
-    assert_eq!(r.status(), StatusCode::OK);
 }
 
 async fn call_ids(app: &TestApp, query: &str) -> Vec<String> {
