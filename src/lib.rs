@@ -11,6 +11,7 @@
 //! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox);
 //!   it re-exports the domain's CRM vocabulary.
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
+//! - [`call_trail`]: each call's decision trail (plans, CRM actions, retries, dead letters).
 //! - [`lookup`]: the pre-call lookup service (owner mirror, owner index, single flight,
 //!   deadline).
 //! - [`sync`]: flow F — the owner mirror's first import, `customers/history` and `users`
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_client;
+pub mod call_trail;
 pub mod config;
 pub mod crm;
 pub mod domain;

@@ -57,6 +57,33 @@ enum RuleOutcome {
     Policy(LookupPolicy),
 }
 
+/// How a lookup reached its answer ([`LookupService::explain`]): the steps [`decide`] and the
+/// routing rules took, with the facts they used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LookupExplanation {
+    /// The caller in E.164, `None` when it is not a number.
+    pub caller: Option<String>,
+    /// The first matching routing rule, `name (file:line)`.
+    pub rule: Option<String>,
+    /// The policy in force (`lookup.policy`, or the rule's `lookup_policy`).
+    pub policy: Option<&'static str>,
+    /// Where the owner came from: `mirror` (the owner mirror), `index` (the owner index) or
+    /// `crm` (asked now).
+    pub owner_source: Option<&'static str>,
+    /// The caller's customer in the CRM, if any.
+    pub customer_id: Option<u64>,
+    /// The customer's responsible manager.
+    pub owner: Option<ManagerId>,
+    /// The owner's status and presence as the decision saw them (`owner_if_available`).
+    pub owner_state: Option<ManagerState>,
+    /// The manager who last talked to the caller (`last_talked`).
+    pub last_talked: Option<ManagerId>,
+    /// The answer: reason, manager and destination.
+    pub reason: &'static str,
+    pub manager_id: Option<ManagerId>,
+    pub destination: Option<String>,
+}
+
 /// The lookup gives up this much before `lookup.deadline_ms`: tokio's timer has 1 ms
 /// granularity and a wake-up on a busy runtime lands a few ms late, and the answer must still
 /// leave within the deadline (load-tests/RESULTS.md: 306 ms for 300 without a margin, 305.4 ms with 3 ms).
@@ -159,11 +186,28 @@ impl LookupService {
         decision
     }
 
+    /// What a lookup for `request` would answer now, and why. Like a lookup it may ask the
+    /// CRM (and fill the owner index) on a miss; unlike one it has no deadline and counts in
+    /// no metric.
+    pub async fn explain(self: &Arc<Self>, request: &LookupRequest) -> LookupExplanation {
+        let mut trace = LookupExplanation::default();
+        let decision = self.resolve_traced(request, Some(&mut trace)).await;
+        trace.reason = decision.reason.as_str();
+        trace.manager_id = decision.manager_id;
+        trace.destination = decision.destination;
+        trace
+    }
+
     /// Applies the first matching routing rule (SPEC §5): its `forward_to` answers at once
     /// (reason `rule`), `ignore = true` answers nobody (reason `rule`), `lookup_policy`
     /// replaces `lookup.policy`; a rule with none of these leaves the configured policy. Rules
     /// are evaluated even for callers that are not numbers (matchers on the caller then fail).
-    fn apply_rules(&self, request: &LookupRequest, caller: Option<&PhoneNumber>) -> RuleOutcome {
+    fn apply_rules(
+        &self,
+        request: &LookupRequest,
+        caller: Option<&PhoneNumber>,
+        trace: Option<&mut LookupExplanation>,
+    ) -> RuleOutcome {
         let rules = self.rules.current();
         if rules.is_empty() {
             return RuleOutcome::Policy(self.config.policy);
@@ -188,6 +232,9 @@ impl LookupService {
         let Some(rule) = rules.first_match(&ctx) else {
             return RuleOutcome::Policy(self.config.policy);
         };
+        if let Some(trace) = trace {
+            trace.rule = Some(format!("{} ({}:{})", rule.name, rule.file, rule.line));
+        }
         match rule.lookup_override() {
             LookupOverride::None => RuleOutcome::Policy(self.config.policy),
             LookupOverride::Policy(policy) => RuleOutcome::Policy(policy),
@@ -229,15 +276,31 @@ impl LookupService {
     }
 
     async fn resolve(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
+        self.resolve_traced(request, None).await
+    }
+
+    /// The lookup's decision; with `trace`, also the facts it used (the hot path passes
+    /// `None` and pays only for the checks).
+    async fn resolve_traced(
+        self: &Arc<Self>,
+        request: &LookupRequest,
+        mut trace: Option<&mut LookupExplanation>,
+    ) -> LookupDecision {
         let caller = self
             .normalizer
             .parse(&request.caller)
             .ok()
             .map(|p| p.number);
-        let policy = match self.apply_rules(request, caller.as_ref()) {
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.caller = caller.as_ref().map(|p| p.e164().to_owned());
+        }
+        let policy = match self.apply_rules(request, caller.as_ref(), trace.as_deref_mut()) {
             RuleOutcome::Decided(decision) => return decision,
             RuleOutcome::Policy(policy) => policy,
         };
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.policy = Some(policy.as_str());
+        }
         let Some(phone) = caller else {
             return LookupDecision::nobody(LookupReason::NotANumber);
         };
@@ -248,16 +311,22 @@ impl LookupService {
             .mirror
             .as_ref()
             .map(|m| (m.owner(&phone), m.imported()));
-        let owner = match mirrored {
-            Some((Some((customer, manager)), _)) => OwnerEntry {
-                customer_id: Some(customer),
-                manager_id: manager,
-            },
+        let (owner, source) = match mirrored {
+            Some((Some((customer, manager)), _)) => (
+                OwnerEntry {
+                    customer_id: Some(customer),
+                    manager_id: manager,
+                },
+                "mirror",
+            ),
             Some((None, true)) if self.config.on_miss == OnMiss::Nobody => {
+                if let Some(trace) = trace {
+                    trace.owner_source = Some("mirror");
+                }
                 return LookupDecision::nobody(LookupReason::None);
             }
             _ => match self.owner_from_index_or_crm(&phone).await {
-                Some(entry) => entry,
+                Some(found) => found,
                 None => return LookupDecision::nobody(LookupReason::Unavailable),
             },
         };
@@ -284,6 +353,17 @@ impl LookupService {
             Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.state_of(id).await,
             _ => ManagerState::default(),
         };
+        if let Some(trace) = trace {
+            trace.owner_source = Some(source);
+            trace.customer_id = owner.customer_id.map(|c| c.0);
+            trace.owner = owner.manager_id;
+            trace.last_talked = last_talked;
+            trace.owner_state = match facts.owner {
+                Some(_) if policy == LookupPolicy::OwnerIfAvailable => Some(state),
+                Some(id) => Some(self.state_of(id).await),
+                None => None,
+            };
+        }
         let decision = decide(policy, facts, &self.directory, |_| state);
         if inactive_owner && decision.reason == LookupReason::None {
             return LookupDecision::nobody(LookupReason::OwnerUnavailable);
@@ -291,11 +371,15 @@ impl LookupService {
         decision
     }
 
-    /// The owner index (filled by earlier fetches and by the worker), else the CRM.
-    async fn owner_from_index_or_crm(self: &Arc<Self>, phone: &PhoneNumber) -> Option<OwnerEntry> {
+    /// The owner index (filled by earlier fetches and by the worker), else the CRM; with
+    /// where the entry came from (`index` or `crm`).
+    async fn owner_from_index_or_crm(
+        self: &Arc<Self>,
+        phone: &PhoneNumber,
+    ) -> Option<(OwnerEntry, &'static str)> {
         match self.store.get_owner(phone).await {
-            Ok(Some(entry)) => Some(entry),
-            Ok(None) => self.fetch_owner(phone.clone()).await,
+            Ok(Some(entry)) => Some((entry, "index")),
+            Ok(None) => self.fetch_owner(phone.clone()).await.map(|e| (e, "crm")),
             Err(e) => {
                 tracing::warn!(error = %e, "Owner index read failed; answering nobody.");
                 None

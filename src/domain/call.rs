@@ -388,6 +388,14 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
+    /// Every outcome, in the order an operator's filter lists them.
+    pub const ALL: [CallOutcome; 4] = [
+        CallOutcome::Answered,
+        CallOutcome::Missed,
+        CallOutcome::Failed,
+        CallOutcome::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CallOutcome::Answered => "answered",

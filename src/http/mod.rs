@@ -6,6 +6,7 @@
 
 pub mod client_id;
 pub mod error;
+pub mod pages;
 pub mod panic;
 pub mod payload;
 pub mod routes;
@@ -174,6 +175,8 @@ pub fn router(state: AppState) -> Router {
     }
     let admin = Router::new()
         .route("/admin/calls", get(routes::admin::call_log))
+        .route("/admin/calls/{id}", get(routes::admin::call_detail))
+        .route("/admin/lookup/explain", get(routes::admin::explain_lookup))
         .route("/admin/queue", get(routes::admin::queue))
         .route("/admin/queue/retry-now", post(routes::admin::retry_now))
         .route("/admin/dead-letters", get(routes::admin::dead_letters))
@@ -197,6 +200,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             routes::admin::require_admin,
         ))
+        .merge(pages::router(state.clone()))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics));

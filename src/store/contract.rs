@@ -26,7 +26,7 @@ use super::{EnqueueOutcome, Lease, OwnerEntry, Store, StoreError};
 use crate::{
     crm::CustomerId,
     domain::{
-        call_log::{CallLogEntry, CallLogFilter},
+        call_log::{CallLogEntry, CallLogFilter, CallLogPosition},
         manager::{ManagerId, ManagerState, ManagerStatus},
         phone_number::PhoneNumber,
     },
@@ -412,15 +412,15 @@ pub async fn call_log_newest_first_filters_and_last_talked(store: Arc<dyn Store>
         .expect("append");
 
     let all = store
-        .query_call_log(&CallLogFilter::default(), 100)
+        .query_call_log(&CallLogFilter::default(), None, 100)
         .await
         .expect("query");
-    let ids: Vec<&str> = all.iter().map(|e| e.call_id.as_str()).collect();
+    let ids: Vec<&str> = all.iter().map(|e| e.entry.call_id.as_str()).collect();
     assert_eq!(ids, ["c5", "c4", "c3", "c2", "c1", "c0"], "newest first");
-    assert_eq!(all[0], entries[4], "entries come back as stored");
+    assert_eq!(all[0].entry, entries[4], "entries come back as stored");
 
     let limited = store
-        .query_call_log(&CallLogFilter::default(), 2)
+        .query_call_log(&CallLogFilter::default(), None, 2)
         .await
         .expect("query");
     assert_eq!(limited.len(), 2);
@@ -431,11 +431,11 @@ pub async fn call_log_newest_first_filters_and_last_talked(store: Arc<dyn Store>
         ..CallLogFilter::default()
     };
     let ids: Vec<String> = store
-        .query_call_log(&ua_answered, 100)
+        .query_call_log(&ua_answered, None, 100)
         .await
         .expect("query")
         .into_iter()
-        .map(|e| e.call_id)
+        .map(|e| e.entry.call_id)
         .collect();
     assert_eq!(ids, ["c1", "c0"]);
     let by_manager = CallLogFilter {
@@ -443,11 +443,11 @@ pub async fn call_log_newest_first_filters_and_last_talked(store: Arc<dyn Store>
         ..CallLogFilter::default()
     };
     let ids: Vec<String> = store
-        .query_call_log(&by_manager, 100)
+        .query_call_log(&by_manager, None, 100)
         .await
         .expect("query")
         .into_iter()
-        .map(|e| e.call_id)
+        .map(|e| e.entry.call_id)
         .collect();
     assert_eq!(ids, ["c3"]);
 
@@ -466,6 +466,59 @@ pub async fn call_log_newest_first_filters_and_last_talked(store: Arc<dyn Store>
             .expect("last"),
         None
     );
+}
+
+/// Call ids of one page of the log.
+async fn page_ids(
+    store: &dyn Store,
+    filter: &CallLogFilter,
+    before: Option<CallLogPosition>,
+    limit: usize,
+) -> (Vec<String>, Option<CallLogPosition>) {
+    let page = store
+        .query_call_log(filter, before, limit)
+        .await
+        .expect("query");
+    let last = page.last().map(|c| c.position);
+    (page.into_iter().map(|c| c.entry.call_id).collect(), last)
+}
+
+pub async fn call_log_pages_are_stable_under_inserts(store: Arc<dyn Store>) {
+    let a = "+380981234567";
+    // Two calls in the same minute: the append sequence orders them.
+    for (id, minute) in [("c1", 1), ("c2", 2), ("c3", 3), ("c3b", 3), ("c4", 4)] {
+        store
+            .append_call_log(&call(id, minute, Some(a), None, "shop-ua", "missed"))
+            .await
+            .expect("append");
+    }
+    let all = CallLogFilter::default();
+    let (first, cursor) = page_ids(&*store, &all, None, 2).await;
+    assert_eq!(first, ["c4", "c3b"]);
+    // New calls, newer and (late) older than the page boundary, arrive between two pages.
+    for (id, minute) in [("c5", 5), ("c3c", 3), ("c0", 0)] {
+        store
+            .append_call_log(&call(id, minute, Some(a), None, "shop-ua", "missed"))
+            .await
+            .expect("append");
+    }
+    let (second, cursor) = page_ids(&*store, &all, cursor, 2).await;
+    assert_eq!(second, ["c3", "c2"], "neither repeated nor skipped");
+    let (third, cursor) = page_ids(&*store, &all, cursor, 2).await;
+    assert_eq!(third, ["c1", "c0"]);
+    let (rest, _) = page_ids(&*store, &all, cursor, 2).await;
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // The cursor and the filter combine: a filtered page goes on where the last one ended.
+    let window = CallLogFilter {
+        from: Some(call("", 1, None, None, "", "").date),
+        to: Some(call("", 4, None, None, "", "").date),
+        ..CallLogFilter::default()
+    };
+    let (first, cursor) = page_ids(&*store, &window, None, 1).await;
+    assert_eq!(first, ["c3c"]);
+    let (second, _) = page_ids(&*store, &window, cursor, 10).await;
+    assert_eq!(second, ["c3b", "c3", "c2", "c1"]);
 }
 
 // --- queue ---------------------------------------------------------------------------
@@ -719,6 +772,35 @@ pub async fn dead_letters_and_replay(store: Arc<dyn Store>) {
     store.complete(task.lease()).await.expect("complete");
 }
 
+pub async fn discarded_dead_letters_are_gone(store: Arc<dyn Store>) {
+    let keep = enqueue(&*store, "d:keep", "g1", b"keep").await;
+    let drop = enqueue(&*store, "d:drop", "g2", b"drop").await;
+    for id in [keep, drop] {
+        let lease = claim_id(&*store, LONG, id, "claim").await;
+        store.dead_letter(lease, "400").await.expect("dead letter");
+    }
+    assert!(!store.discard_dead_letter(u64::MAX).await.expect("discard"));
+    assert!(store.discard_dead_letter(drop).await.expect("discard"));
+    assert!(
+        !store.discard_dead_letter(drop).await.expect("discard"),
+        "once"
+    );
+    assert_eq!(store.dead_letter_count().await.expect("count"), 1);
+    let left: Vec<u64> = store
+        .list_dead_letters(10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.task.id)
+        .collect();
+    assert_eq!(left, [keep]);
+    assert!(
+        !store.replay_dead_letter(drop).await.expect("replay"),
+        "not replayable"
+    );
+    assert_eq!(store.queue_depth().await.expect("depth"), 0, "not queued");
+}
+
 pub async fn enqueue_dedupes(store: Arc<dyn Store>) {
     let first = store
         .enqueue("dedupe:rs:1", LONG, "g", b"p")
@@ -818,6 +900,7 @@ macro_rules! store_contract_tests {
             owner_entries_positive_negative_and_ttl,
             manager_states_roundtrip,
             call_log_newest_first_filters_and_last_talked,
+            call_log_pages_are_stable_under_inserts,
             queue_is_fifo_and_complete_removes,
             queue_keeps_group_order,
             expired_lease_redelivers,
@@ -826,6 +909,7 @@ macro_rules! store_contract_tests {
             reschedule_delays_and_counts_attempts,
             postpone_delays_without_counting_an_attempt,
             dead_letters_and_replay,
+            discarded_dead_letters_are_gone,
             enqueue_dedupes,
             quarantine_lists_newest_first,
             ping_answers,

@@ -10,6 +10,8 @@
 //! | `callback:<e164>` | the open call-back task of a caller within its window (S14) |
 //! | `legs:<call id>` | what the legs of one call did so far (answered, who talked) |
 //! | `tracking-check:<e164>` | the event whose S8 task asked to check this tracking number |
+//! | `trail:<call id length>:<call id>:<seq>` | one step of a call's decision trail (`crate::call_trail`) |
+//! | `admin-session:<id>` | a signed-in operator's session of the web page (its CSRF token) |
 //! | `sandbox:<kind><rest>` | records of the sandbox CRM |
 //! | `reconcile:<project>` | the last reconciled point of a Ringostat project (flow E) |
 //! | `lock:reconcile:<project>` | the lease of the instance reconciling a project |
@@ -29,6 +31,10 @@ const CALLBACK: &str = "callback:";
 const CALL_LEGS: &str = "legs:";
 /// Namespace of [`tracking_check`].
 const TRACKING_CHECK: &str = "tracking-check:";
+/// Namespace of [`call_trail`] and [`call_trail_step`].
+const CALL_TRAIL: &str = "trail:";
+/// Namespace of [`admin_session`].
+const ADMIN_SESSION: &str = "admin-session:";
 /// Namespace of the owner mirror ([`mirror_customer`], [`mirror_state`], [`mirror_inactive`]).
 const MIRROR: &str = "mirror:";
 /// Namespace of [`reconcile_point`].
@@ -70,6 +76,23 @@ pub fn call_legs(call_id: &str) -> String {
 /// number (one reminder per number per day, however many calls it gets).
 pub fn tracking_check(tracking: &PhoneNumber) -> String {
     format!("{TRACKING_CHECK}{}", tracking.e164())
+}
+
+/// `trail:<call id length>:<call id>:`: the prefix of every step of one call's decision
+/// trail (the length keeps call `1`'s prefix from matching call `1:2`'s).
+pub fn call_trail(call_id: &str) -> String {
+    format!("{CALL_TRAIL}{}:{call_id}:", call_id.len())
+}
+
+/// `trail:<call id length>:<call id>:<seq, 20 digits>`: one step of a call's decision trail
+/// (zero-padded, so key order is append order).
+pub fn call_trail_step(call_id: &str, seq: u64) -> String {
+    format!("{}{seq:020}", call_trail(call_id))
+}
+
+/// `admin-session:<id>`: a signed-in operator's session of the web page (its CSRF token).
+pub fn admin_session(id: &str) -> String {
+    format!("{ADMIN_SESSION}{id}")
 }
 
 /// `sandbox:<kind><rest>`: a record of the sandbox CRM (`rest` empty: the scan prefix of
@@ -127,5 +150,8 @@ mod tests {
         assert_eq!(call_legs("c1"), "legs:c1");
         assert_eq!(tracking_check(&phone), "tracking-check:+380501234567");
         assert_eq!(sandbox("order:", 7), "sandbox:order:7");
+        assert_eq!(call_trail("1:2"), "trail:3:1:2:");
+        assert_eq!(call_trail_step("c1", 7), "trail:2:c1:00000000000000000007");
+        assert_eq!(admin_session("abc"), "admin-session:abc");
     }
 }

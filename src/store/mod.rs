@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     crm::CustomerId,
     domain::{
-        call_log::{CallLogEntry, CallLogFilter},
+        call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
         manager::{ManagerId, ManagerState},
         phone_number::PhoneNumber,
     },
@@ -304,12 +304,14 @@ pub trait CallLog: Send + Sync {
     async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError>;
     /// The manager who last talked to this number (for `last_talked`).
     async fn last_talked(&self, phone: &PhoneNumber) -> Result<Option<ManagerId>, StoreError>;
-    /// Newest first.
+    /// Entries matching `filter`, newest first (descending position), starting strictly
+    /// before `before` when it is set; at most `limit`.
     async fn query_call_log(
         &self,
         filter: &CallLogFilter,
+        before: Option<CallLogPosition>,
         limit: usize,
-    ) -> Result<Vec<CallLogEntry>, StoreError>;
+    ) -> Result<Vec<LoggedCall>, StoreError>;
 }
 
 /// The durable event queue with its dead letters, and the quarantine of unreadable payloads.
@@ -354,6 +356,9 @@ pub trait Queue: Send + Sync {
     async fn dead_letter_count(&self) -> Result<u64, StoreError>;
     /// Moves a dead letter back to the queue (attempt reset); `false` if there is none.
     async fn replay_dead_letter(&self, id: u64) -> Result<bool, StoreError>;
+    /// Deletes a dead letter for good (an operator decided it must not be applied); `false`
+    /// if there is none.
+    async fn discard_dead_letter(&self, id: u64) -> Result<bool, StoreError>;
 
     // --- quarantine ----------------------------------------------------------------------
     async fn quarantine(

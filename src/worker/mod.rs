@@ -33,9 +33,11 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    call_trail,
     crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
     domain::{
         call::{CallEvent, FieldAliases, PayloadError},
+        call_log::TrailKind,
         manager::{ManagerDirectory, ManagerId},
         mirror::{MirrorChange, MirrorCustomer, PhoneKey},
         phone_number::{PhoneNormalizer, PhoneNumber},
@@ -300,6 +302,7 @@ impl Worker {
                     self.task_deadline()
                 );
                 tracing::warn!(task = task.id, delay = ?delay, "Task exceeded its deadline; abandoned and rescheduled.");
+                self.trail_retry(&task, reason.clone(), delay).await;
                 self.store
                     .reschedule(lease, delay, &reason)
                     .await
@@ -376,12 +379,14 @@ impl Worker {
                 };
                 let delay = self.schedule.delay(task.attempt, retry_after);
                 tracing::warn!(task = task.id, attempt = task.attempt + 1, delay = ?delay, error = %e, "CRM work failed; will retry.");
+                self.trail_retry(task, e.reason(), delay).await;
                 self.store.reschedule(lease, delay, &e.reason()).await?;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Crm(e)) => {
                 tracing::error!(task = task.id, error = %e, "The CRM refused the call's data; parked as a dead letter.");
                 self.store.dead_letter(lease, &e.reason()).await?;
+                self.trail_dead_letter(task, e.reason()).await;
                 ExecutionOutcome::TaskDeadLettered
             }
             Err(ProcessError::Busy) => {
@@ -404,10 +409,27 @@ impl Worker {
             ) => {
                 tracing::error!(task = task.id, error = %e, "Task cannot be processed; parked as a dead letter.");
                 self.store.dead_letter(lease, &e.to_string()).await?;
+                self.trail_dead_letter(task, e.to_string()).await;
                 ExecutionOutcome::TaskDeadLettered
             }
         };
         Ok(outcome)
+    }
+
+    /// Records a retry in its call's trail, before the reschedule (so the retry delay starts
+    /// after the trail write).
+    async fn trail_retry(&self, task: &QueuedTask, error: String, delay: Duration) {
+        let step = TrailKind::Retry {
+            attempt: task.attempt + 1,
+            error,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        };
+        call_trail::record(&*self.store, &task.group, step).await;
+    }
+
+    /// Records a dead letter in its call's trail (a task's group is its call id).
+    async fn trail_dead_letter(&self, task: &QueuedTask, reason: String) {
+        call_trail::record(&*self.store, &task.group, TrailKind::DeadLetter { reason }).await;
     }
 
     /// Runs tasks until none is due (tests; `retry-now`).
@@ -475,6 +497,24 @@ impl Worker {
         if let Some(rule) = decision.matched_rule {
             tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
         }
+        call_trail::record(
+            &*self.store,
+            &event.call_id,
+            TrailKind::Plan {
+                event: event.moment.as_str().to_owned(),
+                scenarios: decision
+                    .plan
+                    .scenarios
+                    .iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect(),
+                actions: decision.plan.keys(),
+                rule: decision
+                    .matched_rule
+                    .map(|r| format!("{} ({}:{})", r.name, r.file, r.line)),
+            },
+        )
+        .await;
         let plan = decision.plan;
         let event_key = event.dedupe_key();
         let mut resolved = Resolved::default();
@@ -759,6 +799,17 @@ impl Worker {
             }
         }
         self.store.set_json(&key, &record, Some(ACTION_TTL)).await?;
+        call_trail::record(
+            &*self.store,
+            &event.call_id,
+            TrailKind::Action {
+                action: action.key(),
+                customer_id: record.customer.map(|c| c.0),
+                order_id: record.order.map(|o| o.0),
+                task_id: record.task.map(|t| t.0),
+            },
+        )
+        .await;
         Ok(())
     }
 }

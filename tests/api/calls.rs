@@ -697,7 +697,7 @@ async fn s9_an_internal_call_between_managers_creates_nothing() {
     let log = app
         .state
         .store
-        .query_call_log(&Default::default(), 10)
+        .query_call_log(&Default::default(), None, 10)
         .await
         .unwrap();
     assert_eq!(log.len(), 1, "logged, not sent to the CRM");

@@ -373,14 +373,15 @@ async fn a_webhook_whose_caller_is_not_a_number_is_accepted_logged_and_creates_n
     let log = app
         .state
         .store
-        .query_call_log(&CallLogFilter::default(), 100)
+        .query_call_log(&CallLogFilter::default(), None, 100)
         .await
         .unwrap();
     for (i, caller) in NOT_NUMBERS.iter().enumerate() {
-        let entry = log
+        let entry = &log
             .iter()
-            .find(|e| e.call_id == format!("hidden-{i}"))
-            .unwrap_or_else(|| panic!("{caller:?} is in the call log: {log:#?}"));
+            .find(|e| e.entry.call_id == format!("hidden-{i}"))
+            .unwrap_or_else(|| panic!("{caller:?} is in the call log: {log:#?}"))
+            .entry;
         assert_eq!(entry.client_phone, None, "{caller:?}");
         assert_eq!(entry.client_raw.as_deref(), Some(*caller), "{caller:?}");
     }

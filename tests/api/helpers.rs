@@ -292,3 +292,16 @@ impl TestApp {
             .expect("user-status request")
     }
 }
+
+/// Adds Alina's customer `098 123 45 67` to the sandbox CRM.
+pub async fn add_alinas_customer(app: &TestApp) {
+    let r = app
+        .client
+        .post(app.url("/admin/sandbox/customers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"phones": ["098 123 45 67"], "manager_id": 27}))
+        .send()
+        .await
+        .expect("sandbox customer");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+}

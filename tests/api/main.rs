@@ -2,11 +2,13 @@
 //! retailCRM (or running on its sandbox CRM).
 
 mod calls;
+mod dashboard;
 mod hardening;
 mod helpers;
 mod lookup;
 mod make_call;
 mod mirror;
+mod operator;
 mod reconcile;
 mod rules;
 mod server;
@@ -14,3 +16,6 @@ mod shared_redis;
 
 #[path = "../support/redis.rs"]
 mod redis_support;
+
+#[path = "../support/operator_seed.rs"]
+mod operator_seed;

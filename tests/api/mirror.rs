@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        ADMIN_TOKEN, TestApp, eventually, mirror_on, redis_store, respawn_app_with_crm, spawn_app,
-        spawn_app_with_crm, start_fake_crm,
+        TestApp, add_alinas_customer, eventually, mirror_on, redis_store, respawn_app_with_crm,
+        spawn_app, spawn_app_with_crm, start_fake_crm,
     },
     lookup::SIX_FORMATS,
     redis_support::RedisKeys,
@@ -304,15 +304,7 @@ async fn a_customer_added_to_the_sandbox_routes_at_the_next_lookup() {
     );
 
     // Act
-    let r = app
-        .client
-        .post(app.url("/admin/sandbox/customers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"phones": ["098 123 45 67"], "manager_id": 27}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    add_alinas_customer(&app).await;
 
     // Assert: the very next lookup.
     assert_eq!(

@@ -9,14 +9,22 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use chrono::{NaiveDate, NaiveDateTime};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    domain::{call_log::CallLogFilter, manager::ManagerId},
+    call_trail,
+    domain::{
+        call::CallOutcome,
+        call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall, TrailStep},
+        manager::ManagerId,
+        phone_number::PhoneNormalizer,
+    },
     http::{AppState, error::ApiError},
+    lookup::{LookupExplanation, LookupRequest},
 };
 
 /// Default and largest page of an admin listing.
@@ -56,39 +64,265 @@ pub struct Limit {
 }
 
 impl Limit {
-    fn get(&self) -> usize {
+    pub fn get(&self) -> usize {
         self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The call log's filters as query parameters, shared by `GET /admin/calls` and the web
+/// page. Empty values mean "any" (an HTML form sends every field).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct CallLogQuery {
-    site: Option<String>,
-    external_number: Option<String>,
-    order_date: Option<String>,
-    manager_id: Option<u64>,
-    result: Option<String>,
-    limit: Option<usize>,
+    #[serde(default)]
+    pub site: String,
+    /// The tracking number dialled, in any format.
+    #[serde(default)]
+    pub external_number: String,
+    /// `Y-m-d`.
+    #[serde(default)]
+    pub order_date: String,
+    #[serde(default)]
+    pub manager_id: String,
+    #[serde(default)]
+    pub result: String,
+    /// The caller's number in any format, or the caller field as received (`anonymous`).
+    #[serde(default)]
+    pub caller: String,
+    /// Calls at or after (`Y-m-dTH:M[:S]` or `Y-m-d H:M[:S]`, the call dates' clock).
+    #[serde(default)]
+    pub from: String,
+    /// Calls before.
+    #[serde(default)]
+    pub to: String,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: String,
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
+/// A call log query read and checked.
+#[derive(Debug)]
+pub struct CallLogRequest {
+    pub filter: CallLogFilter,
+    pub before: Option<CallLogPosition>,
+    pub limit: usize,
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty()).then_some(s)
+}
+
+fn parse_moment(field: &str, raw: &str) -> Result<Option<NaiveDateTime>, ApiError> {
+    let Some(raw) = non_empty(raw) else {
+        return Ok(None);
+    };
+    [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok())
+    .or_else(|| {
+        NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
+    .map(Some)
+    .ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_date",
+            Some(field),
+            format!("{field} must be a date and time such as 2024-07-31T14:00"),
+        )
+    })
+}
+
+impl CallLogQuery {
+    /// Checks every field; numbers become E.164 the way the call log stores them.
+    pub fn read(&self, normalizer: &PhoneNormalizer) -> Result<CallLogRequest, ApiError> {
+        let external_number = non_empty(&self.external_number)
+            .map(|raw| {
+                normalizer
+                    .parse(raw)
+                    .map(|p| p.number.e164().to_owned())
+                    .map_err(|e| {
+                        ApiError::bad_request(
+                            "bad_phone",
+                            Some("external_number"),
+                            format!("not a phone number: {e}"),
+                        )
+                    })
+            })
+            .transpose()?;
+        // A caller that is not a number is matched as received (SIP login, `anonymous`).
+        let caller = non_empty(&self.caller).map(|raw| {
+            normalizer
+                .parse(raw)
+                .map_or_else(|_| raw.to_owned(), |p| p.number.e164().to_owned())
+        });
+        let order_date = non_empty(&self.order_date)
+            .map(|raw| {
+                NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .map_err(|_| {
+                        ApiError::bad_request(
+                            "bad_date",
+                            Some("order_date"),
+                            "order_date must be a date such as 2024-07-31",
+                        )
+                    })
+            })
+            .transpose()?;
+        let manager_id = non_empty(&self.manager_id)
+            .map(|raw| {
+                raw.parse().map(ManagerId).map_err(|_| {
+                    ApiError::bad_request(
+                        "bad_manager",
+                        Some("manager_id"),
+                        "manager_id must be a CRM user id",
+                    )
+                })
+            })
+            .transpose()?;
+        let result = non_empty(&self.result)
+            .map(|raw| {
+                CallOutcome::ALL
+                    .iter()
+                    .find(|o| o.as_str() == raw)
+                    .map(|o| o.as_str().to_owned())
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = CallOutcome::ALL.iter().map(|o| o.as_str()).collect();
+                        ApiError::bad_request(
+                            "bad_result",
+                            Some("result"),
+                            format!("result must be one of {}", all.join(", ")),
+                        )
+                    })
+            })
+            .transpose()?;
+        let before = non_empty(&self.cursor)
+            .map(|raw| {
+                CallLogPosition::parse_cursor(raw)
+                    .map_err(|e| ApiError::bad_request("bad_cursor", Some("cursor"), e.to_string()))
+            })
+            .transpose()?;
+        Ok(CallLogRequest {
+            filter: CallLogFilter {
+                site: non_empty(&self.site).map(str::to_owned),
+                external_number,
+                order_date,
+                manager_id,
+                result,
+                caller,
+                call_id: None,
+                from: parse_moment("from", &self.from)?,
+                to: parse_moment("to", &self.to)?,
+            },
+            before,
+            limit: Limit { limit: self.limit }.get(),
+        })
+    }
+}
+
+/// One page of the call log and the cursor of the next one (`None` on the last page).
+pub async fn call_log_page(
+    state: &AppState,
+    request: &CallLogRequest,
+) -> Result<(Vec<LoggedCall>, Option<String>), ApiError> {
+    // One more than asked tells whether there is a next page.
+    let mut calls = state
+        .store
+        .query_call_log(&request.filter, request.before, request.limit + 1)
+        .await
+        .map_err(unexpected)?;
+    let next = if calls.len() > request.limit {
+        calls.truncate(request.limit);
+        calls.last().map(|c| c.position.to_cursor())
+    } else {
+        None
+    };
+    Ok((calls, next))
+}
+
+/// `GET /admin/calls`: the call log, newest first, filtered; `next_cursor` pages on.
 pub async fn call_log(
     State(state): State<AppState>,
     Query(q): Query<CallLogQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let request = q.read(&state.normalizer)?;
+    let (calls, next) = call_log_page(&state, &request).await?;
+    let calls: Vec<&CallLogEntry> = calls.iter().map(|c| &c.entry).collect();
+    Ok(Json(json!({ "calls": calls, "next_cursor": next })))
+}
+
+/// A call's log entries and decision trail, or "not found" when callgate has neither.
+pub async fn call_record(
+    state: &AppState,
+    call_id: &str,
+) -> Result<(Vec<CallLogEntry>, Vec<TrailStep>), ApiError> {
     let filter = CallLogFilter {
-        site: q.site,
-        external_number: q.external_number,
-        order_date: q.order_date,
-        manager_id: q.manager_id.map(ManagerId),
-        result: q.result,
+        call_id: Some(call_id.to_owned()),
+        ..CallLogFilter::default()
     };
-    let limit = Limit { limit: q.limit }.get();
-    let calls = state
+    let entries = state
         .store
-        .query_call_log(&filter, limit)
+        .query_call_log(&filter, None, DEFAULT_LIMIT)
+        .await
+        .map_err(unexpected)?
+        .into_iter()
+        .map(|c| c.entry)
+        .collect::<Vec<_>>();
+    let trail = call_trail::read(&*state.store, call_id)
         .await
         .map_err(unexpected)?;
-    Ok(Json(json!({ "calls": calls })))
+    if entries.is_empty() && trail.is_empty() {
+        return Err(ApiError::NotFound(format!("call {call_id}")));
+    }
+    Ok((entries, trail))
+}
+
+/// `GET /admin/calls/{id}`: the call's log entries and its decision trail.
+pub async fn call_detail(
+    State(state): State<AppState>,
+    Path(call_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (calls, trail) = call_record(&state, &call_id).await?;
+    Ok(Json(
+        json!({ "call_id": call_id, "calls": calls, "trail": trail }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExplainQuery {
+    #[serde(default)]
+    caller: String,
+    dst: Option<String>,
+    site: Option<String>,
+}
+
+/// `GET /admin/lookup/explain?caller=&dst=[&site=]`: what a lookup would answer now, and why.
+pub async fn explain_lookup(
+    State(state): State<AppState>,
+    Query(q): Query<ExplainQuery>,
+) -> Result<Json<LookupExplanation>, ApiError> {
+    if q.caller.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            Some("caller"),
+            "caller is required",
+        ));
+    }
+    let request = LookupRequest {
+        caller: q.caller,
+        dst: q.dst.filter(|d| !d.trim().is_empty()),
+        site: q.site.filter(|s| !s.trim().is_empty()),
+        ..LookupRequest::default()
+    };
+    Ok(Json(state.lookup.explain(&request).await))
 }
 
 pub async fn queue(

@@ -78,7 +78,7 @@ use super::{
     QuarantineEntry, Queue, QueuedTask, StoreError, now_ms,
 };
 use crate::domain::{
-    call_log::{CallLogEntry, CallLogFilter},
+    call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
     manager::{ManagerId, ManagerState},
     phone_number::PhoneNumber,
 };
@@ -558,23 +558,30 @@ impl CallLog for EmbeddedStore {
     async fn query_call_log(
         &self,
         filter: &CallLogFilter,
+        before: Option<CallLogPosition>,
         limit: usize,
-    ) -> Result<Vec<CallLogEntry>, StoreError> {
+    ) -> Result<Vec<LoggedCall>, StoreError> {
         let filter = filter.clone();
         self.read_blocking(move |txn| {
             let table = txn.open_table(CALL_LOG)?;
+            let rows = match before {
+                Some(p) => table.range(..(p.date_ms, p.seq))?,
+                None => table.range::<(i64, u64)>(..)?,
+            };
             let mut out = Vec::new();
-            for row in table.iter()?.rev() {
+            for row in rows.rev() {
                 if out.len() >= limit {
                     break;
                 }
                 let (k, v) = row?;
-                let entry: CallLogEntry = serde_json::from_slice(v.value()).map_err(|e| {
-                    let (date, seq) = k.value();
-                    StoreError::corrupt(format!("call_log/{date}/{seq}"), e)
-                })?;
+                let (date_ms, seq) = k.value();
+                let entry: CallLogEntry = serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::corrupt(format!("call_log/{date_ms}/{seq}"), e))?;
                 if filter.matches(&entry) {
-                    out.push(entry);
+                    out.push(LoggedCall {
+                        position: CallLogPosition { date_ms, seq },
+                        entry,
+                    });
                 }
             }
             Ok(out)
@@ -745,6 +752,10 @@ impl Queue for EmbeddedStore {
 
     async fn replay_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
         expect_bool(self.write(Op::ReplayDeadLetter { id }).await?)
+    }
+
+    async fn discard_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
+        expect_bool(self.write(Op::DiscardDeadLetter { id }).await?)
     }
 
     async fn quarantine(

@@ -96,6 +96,9 @@ pub(super) enum Op {
     ReplayDeadLetter {
         id: u64,
     },
+    DiscardDeadLetter {
+        id: u64,
+    },
     RetryAllNow,
     Quarantine {
         reason: String,
@@ -300,94 +303,193 @@ impl<'txn> Tables<'txn> {
                 COMMIT_GRACE,
             )
         };
-        let reply =
-            match op {
-                Op::SetRaw {
-                    key,
-                    value,
-                    expires_ms,
-                    only_if_absent,
-                } => {
-                    if only_if_absent && self.kv_live(&key, now)? {
-                        Reply::Bool(false)
-                    } else {
-                        self.kv_set(&key, &value, expires_ms)?;
-                        Reply::Bool(true)
-                    }
+        let reply = match op {
+            Op::SetRaw {
+                key,
+                value,
+                expires_ms,
+                only_if_absent,
+            } => {
+                if only_if_absent && self.kv_live(&key, now)? {
+                    Reply::Bool(false)
+                } else {
+                    self.kv_set(&key, &value, expires_ms)?;
+                    Reply::Bool(true)
                 }
-                Op::Delete { key } => {
-                    self.kv.remove(key.as_str())?;
-                    Reply::Unit
-                }
-                Op::NextId { sequence } => {
-                    let next = self
-                        .counters
-                        .get(sequence.as_str())?
-                        .map_or(0, |v| v.value())
-                        + 1;
-                    self.counters.insert(sequence.as_str(), next)?;
-                    Reply::U64(next)
-                }
-                Op::PutOwners(entries) => {
-                    for (key, entry, expires_ms) in entries {
-                        self.owners.insert(
-                            key,
-                            (
-                                entry.customer_id.map(|c| c.0),
-                                entry.manager_id.map(|m| m.0),
-                                expires_ms,
-                            ),
-                        )?;
-                        effects.push(Effect::Owner {
-                            key,
-                            entry,
+            }
+            Op::Delete { key } => {
+                self.kv.remove(key.as_str())?;
+                Reply::Unit
+            }
+            Op::NextId { sequence } => {
+                let next = self
+                    .counters
+                    .get(sequence.as_str())?
+                    .map_or(0, |v| v.value())
+                    + 1;
+                self.counters.insert(sequence.as_str(), next)?;
+                Reply::U64(next)
+            }
+            Op::PutOwners(entries) => {
+                for (key, entry, expires_ms) in entries {
+                    self.owners.insert(
+                        key,
+                        (
+                            entry.customer_id.map(|c| c.0),
+                            entry.manager_id.map(|m| m.0),
                             expires_ms,
-                        });
+                        ),
+                    )?;
+                    effects.push(Effect::Owner {
+                        key,
+                        entry,
+                        expires_ms,
+                    });
+                }
+                Reply::Unit
+            }
+            Op::SetManagerState { id, state, json } => {
+                self.manager_states.insert(id.0, json.as_slice())?;
+                effects.push(Effect::Manager(id, state));
+                Reply::Unit
+            }
+            Op::AppendCallLog {
+                date_ms,
+                phone,
+                manager,
+                json,
+            } => {
+                let seq = self.next_sequence(SEQ_CALL_LOG)?;
+                self.call_log.insert((date_ms, seq), json.as_slice())?;
+                if let (Some(phone), Some(manager)) = (phone, manager) {
+                    let newer = self
+                        .last_talked
+                        .get(phone)?
+                        .is_none_or(|v| v.value().0 <= date_ms);
+                    if newer {
+                        self.last_talked.insert(phone, (date_ms, manager.0))?;
                     }
-                    Reply::Unit
                 }
-                Op::SetManagerState { id, state, json } => {
-                    self.manager_states.insert(id.0, json.as_slice())?;
-                    effects.push(Effect::Manager(id, state));
-                    Reply::Unit
+                Reply::Unit
+            }
+            Op::Enqueue {
+                dedupe_key,
+                dedupe_expires_ms,
+                group,
+                payload,
+            } => {
+                if self.kv_live(&dedupe_key, now)? {
+                    Reply::Enqueued(EnqueueOutcome::Duplicate)
+                } else {
+                    let id = self.next_sequence(SEQ_TASK)?;
+                    self.kv_set(&dedupe_key, &id.to_be_bytes(), dedupe_expires_ms)?;
+                    let task = TaskRecord {
+                        group,
+                        payload,
+                        attempt: 0,
+                        enqueued_at_ms: now,
+                        not_before_ms: now,
+                        last_error: None,
+                    };
+                    self.put_task(id, &task)?;
+                    effects.push(Effect::TaskInserted {
+                        id,
+                        group: task.group,
+                        not_before_ms: now,
+                    });
+                    Reply::Enqueued(EnqueueOutcome::Accepted { id })
                 }
-                Op::AppendCallLog {
-                    date_ms,
-                    phone,
-                    manager,
-                    json,
-                } => {
-                    let seq = self.next_sequence(SEQ_CALL_LOG)?;
-                    self.call_log.insert((date_ms, seq), json.as_slice())?;
-                    if let (Some(phone), Some(manager)) = (phone, manager) {
-                        let newer = self
-                            .last_talked
-                            .get(phone)?
-                            .is_none_or(|v| v.value().0 <= date_ms);
-                        if newer {
-                            self.last_talked.insert(phone, (date_ms, manager.0))?;
-                        }
-                    }
-                    Reply::Unit
+            }
+            Op::DeleteIfEquals { key, value } => {
+                let held = self
+                    .kv
+                    .get(key.as_str())?
+                    .is_some_and(|v| is_live(v.value().1, now) && v.value().0 == value.as_slice());
+                if held {
+                    self.kv.remove(key.as_str())?;
                 }
-                Op::Enqueue {
-                    dedupe_key,
-                    dedupe_expires_ms,
-                    group,
-                    payload,
-                } => {
-                    if self.kv_live(&dedupe_key, now)? {
-                        Reply::Enqueued(EnqueueOutcome::Duplicate)
-                    } else {
-                        let id = self.next_sequence(SEQ_TASK)?;
-                        self.kv_set(&dedupe_key, &id.to_be_bytes(), dedupe_expires_ms)?;
+                Reply::Bool(held)
+            }
+            Op::ExpireIfEquals {
+                key,
+                value,
+                expires_ms,
+            } => {
+                let held = self
+                    .kv
+                    .get(key.as_str())?
+                    .is_some_and(|v| is_live(v.value().1, now) && v.value().0 == value.as_slice());
+                if held {
+                    self.kv_set(&key, &value, expires_ms)?;
+                }
+                Reply::Bool(held)
+            }
+            Op::Complete { id, token } => {
+                if !holds(id, token) {
+                    return Ok(Err(StoreError::LeaseLost(id)));
+                }
+                self.tasks.remove(id)?;
+                effects.push(Effect::TaskRemoved(id));
+                Reply::Unit
+            }
+            Op::Reschedule {
+                id,
+                token,
+                delay,
+                error,
+            } => {
+                let Some(mut task) = self.task(id)?.filter(|_| holds(id, token)) else {
+                    return Ok(Err(StoreError::LeaseLost(id)));
+                };
+                // No error: postponed, not failed.
+                if let Some(error) = error {
+                    task.attempt = task.attempt.saturating_add(1);
+                    task.last_error = Some(error);
+                }
+                task.not_before_ms =
+                    now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+                self.put_task(id, &task)?;
+                effects.push(Effect::TaskDelayed {
+                    id,
+                    not_before_ms: task.not_before_ms,
+                });
+                Reply::Unit
+            }
+            Op::DeadLetter { id, token, reason } => {
+                let Some(task) = self.task(id)?.filter(|_| holds(id, token)) else {
+                    return Ok(Err(StoreError::LeaseLost(id)));
+                };
+                self.tasks.remove(id)?;
+                self.dead_letters.insert(
+                    id,
+                    (
+                        task.group.as_str(),
+                        task.payload.as_slice(),
+                        task.attempt,
+                        task.enqueued_at_ms,
+                        task.last_error.as_deref(),
+                        reason.as_str(),
+                        now,
+                    ),
+                )?;
+                effects.push(Effect::TaskRemoved(id));
+                Reply::Unit
+            }
+            Op::ReplayDeadLetter { id } => {
+                let dead = self
+                    .dead_letters
+                    .remove(id)?
+                    .map(|v| dead_letter_from_row(id, v.value()));
+                match dead {
+                    None => Reply::Bool(false),
+                    Some(dead) => {
                         let task = TaskRecord {
-                            group,
-                            payload,
+                            group: dead.task.group,
+                            payload: dead.task.payload,
                             attempt: 0,
-                            enqueued_at_ms: now,
+                            enqueued_at_ms: dead.task.enqueued_at_ms,
                             not_before_ms: now,
-                            last_error: None,
+                            last_error: dead.task.last_error,
                         };
                         self.put_task(id, &task)?;
                         effects.push(Effect::TaskInserted {
@@ -395,147 +497,50 @@ impl<'txn> Tables<'txn> {
                             group: task.group,
                             not_before_ms: now,
                         });
-                        Reply::Enqueued(EnqueueOutcome::Accepted { id })
+                        Reply::Bool(true)
                     }
                 }
-                Op::DeleteIfEquals { key, value } => {
-                    let held = self.kv.get(key.as_str())?.is_some_and(|v| {
-                        is_live(v.value().1, now) && v.value().0 == value.as_slice()
-                    });
-                    if held {
-                        self.kv.remove(key.as_str())?;
+            }
+            Op::DiscardDeadLetter { id } => Reply::Bool(self.dead_letters.remove(id)?.is_some()),
+            Op::RetryAllNow => {
+                let mut delayed = Vec::new();
+                for row in self.tasks.iter()? {
+                    let (id, v) = row?;
+                    if v.value().4 > now {
+                        delayed.push(id.value());
                     }
-                    Reply::Bool(held)
                 }
-                Op::ExpireIfEquals {
-                    key,
-                    value,
-                    expires_ms,
-                } => {
-                    let held = self.kv.get(key.as_str())?.is_some_and(|v| {
-                        is_live(v.value().1, now) && v.value().0 == value.as_slice()
-                    });
-                    if held {
-                        self.kv_set(&key, &value, expires_ms)?;
+                for &id in &delayed {
+                    if let Some(mut task) = self.task(id)? {
+                        task.not_before_ms = now;
+                        self.put_task(id, &task)?;
+                        effects.push(Effect::TaskDelayed {
+                            id,
+                            not_before_ms: now,
+                        });
                     }
-                    Reply::Bool(held)
                 }
-                Op::Complete { id, token } => {
-                    if !holds(id, token) {
-                        return Ok(Err(StoreError::LeaseLost(id)));
-                    }
-                    self.tasks.remove(id)?;
-                    effects.push(Effect::TaskRemoved(id));
-                    Reply::Unit
-                }
-                Op::Reschedule {
+                Reply::U64(delayed.len() as u64)
+            }
+            Op::Quarantine {
+                reason,
+                content_type,
+                raw,
+            } => {
+                let id = self.next_sequence(SEQ_QUARANTINE)?;
+                let entry = QuarantineEntry {
                     id,
-                    token,
-                    delay,
-                    error,
-                } => {
-                    let Some(mut task) = self.task(id)?.filter(|_| holds(id, token)) else {
-                        return Ok(Err(StoreError::LeaseLost(id)));
-                    };
-                    // No error: postponed, not failed.
-                    if let Some(error) = error {
-                        task.attempt = task.attempt.saturating_add(1);
-                        task.last_error = Some(error);
-                    }
-                    task.not_before_ms =
-                        now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-                    self.put_task(id, &task)?;
-                    effects.push(Effect::TaskDelayed {
-                        id,
-                        not_before_ms: task.not_before_ms,
-                    });
-                    Reply::Unit
-                }
-                Op::DeadLetter { id, token, reason } => {
-                    let Some(task) = self.task(id)?.filter(|_| holds(id, token)) else {
-                        return Ok(Err(StoreError::LeaseLost(id)));
-                    };
-                    self.tasks.remove(id)?;
-                    self.dead_letters.insert(
-                        id,
-                        (
-                            task.group.as_str(),
-                            task.payload.as_slice(),
-                            task.attempt,
-                            task.enqueued_at_ms,
-                            task.last_error.as_deref(),
-                            reason.as_str(),
-                            now,
-                        ),
-                    )?;
-                    effects.push(Effect::TaskRemoved(id));
-                    Reply::Unit
-                }
-                Op::ReplayDeadLetter { id } => {
-                    let dead = self
-                        .dead_letters
-                        .remove(id)?
-                        .map(|v| dead_letter_from_row(id, v.value()));
-                    match dead {
-                        None => Reply::Bool(false),
-                        Some(dead) => {
-                            let task = TaskRecord {
-                                group: dead.task.group,
-                                payload: dead.task.payload,
-                                attempt: 0,
-                                enqueued_at_ms: dead.task.enqueued_at_ms,
-                                not_before_ms: now,
-                                last_error: dead.task.last_error,
-                            };
-                            self.put_task(id, &task)?;
-                            effects.push(Effect::TaskInserted {
-                                id,
-                                group: task.group,
-                                not_before_ms: now,
-                            });
-                            Reply::Bool(true)
-                        }
-                    }
-                }
-                Op::RetryAllNow => {
-                    let mut delayed = Vec::new();
-                    for row in self.tasks.iter()? {
-                        let (id, v) = row?;
-                        if v.value().4 > now {
-                            delayed.push(id.value());
-                        }
-                    }
-                    for &id in &delayed {
-                        if let Some(mut task) = self.task(id)? {
-                            task.not_before_ms = now;
-                            self.put_task(id, &task)?;
-                            effects.push(Effect::TaskDelayed {
-                                id,
-                                not_before_ms: now,
-                            });
-                        }
-                    }
-                    Reply::U64(delayed.len() as u64)
-                }
-                Op::Quarantine {
+                    received_at_ms: now,
                     reason,
                     content_type,
                     raw,
-                } => {
-                    let id = self.next_sequence(SEQ_QUARANTINE)?;
-                    let entry = QuarantineEntry {
-                        id,
-                        received_at_ms: now,
-                        reason,
-                        content_type,
-                        raw,
-                    };
-                    let json = serde_json::to_vec(&entry)
-                        .map_err(|e| StoreError::encode("quarantine entry", e))?;
-                    self.quarantine.insert(id, json.as_slice())?;
-                    Reply::U64(id)
-                }
-            };
+                };
+                let json = serde_json::to_vec(&entry)
+                    .map_err(|e| StoreError::encode("quarantine entry", e))?;
+                self.quarantine.insert(id, json.as_slice())?;
+                Reply::U64(id)
+            }
+        };
         Ok(Ok(reply))
     }
 }

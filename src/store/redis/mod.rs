@@ -59,7 +59,8 @@
 //!   the stream (`XACK` + `XDEL`), the leases and the delays, change the task, then
 //!   re-`schedule` the group: its head becomes ready (`XADD`) or delayed (`ZADD`), unless a
 //!   task of the group is still leased. `complete` of an unknown id is a no-op (a worker whose
-//!   lease ran out may complete after another instance did).
+//!   lease ran out may complete after another instance did). A discard deletes a dead
+//!   letter's record and its index entry in one script.
 //!
 //! **Why our own lease ZSET instead of `XAUTOCLAIM`'s idle time.** The trait gives the lease
 //! length to the claim that takes the task; `XAUTOCLAIM min-idle-time` is chosen by the
@@ -136,7 +137,7 @@ use super::{
     QuarantineEntry, Queue, QueuedTask, StoreError, now_ms,
 };
 use crate::domain::{
-    call_log::{CallLogEntry, CallLogFilter},
+    call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
     manager::{ManagerId, ManagerState},
     phone_number::PhoneNumber,
 };
@@ -623,40 +624,72 @@ impl CallLog for RedisStore {
     async fn query_call_log(
         &self,
         filter: &CallLogFilter,
+        before: Option<CallLogPosition>,
         limit: usize,
-    ) -> Result<Vec<CallLogEntry>, StoreError> {
+    ) -> Result<Vec<LoggedCall>, StoreError> {
         let mut conn = self.conn();
         let index = self.key(CALL_LOG);
         let entries = self.key(CALL_LOG_ENTRIES);
+        // Members of one score (call date) come in descending member (sequence) order, so
+        // the log reads in descending position; a cursor starts at its date and skips the
+        // members of that date at or after its sequence.
+        let max = before.map_or_else(|| "+inf".to_owned(), |p| p.date_ms.to_string());
         let mut out = Vec::new();
-        let mut start = 0isize;
+        let mut offset = 0usize;
         while out.len() < limit {
-            let stop = start + CALL_LOG_PAGE as isize - 1;
-            let members: Vec<String> = conn
-                .zrevrange(&index, start, stop)
-                .await
-                .map_err(StoreError::Redis)?;
-            if members.is_empty() {
-                break;
-            }
-            let jsons: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(&entries)
-                .arg(&members)
+            let page: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&index)
+                .arg(&max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(CALL_LOG_PAGE)
                 .query_async(&mut conn)
                 .await
                 .map_err(StoreError::Redis)?;
-            for (member, json) in members.iter().zip(jsons) {
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len();
+            let mut positions = Vec::with_capacity(page.len());
+            for (member, score) in &page {
+                let seq: u64 = member
+                    .parse()
+                    .map_err(|e| StoreError::corrupt(format!("{CALL_LOG}/{member}"), e))?;
+                let position = CallLogPosition {
+                    date_ms: *score as i64,
+                    seq,
+                };
+                if before.is_none_or(|b| position < b) {
+                    positions.push((member, position));
+                }
+            }
+            if positions.is_empty() {
+                continue;
+            }
+            let jsons: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&entries)
+                .arg(
+                    positions
+                        .iter()
+                        .map(|(m, _)| m.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::Redis)?;
+            for ((member, position), json) in positions.into_iter().zip(jsons) {
                 let Some(json) = json else { continue };
                 let entry: CallLogEntry = serde_json::from_slice(&json)
                     .map_err(|e| StoreError::corrupt(format!("{CALL_LOG_ENTRIES}/{member}"), e))?;
                 if filter.matches(&entry) {
-                    out.push(entry);
+                    out.push(LoggedCall { position, entry });
                     if out.len() >= limit {
                         break;
                     }
                 }
             }
-            start += CALL_LOG_PAGE as isize;
         }
         Ok(out)
     }
@@ -786,6 +819,13 @@ impl Queue for RedisStore {
             .run(&self.scripts.replay, &[], &[id.to_string().as_bytes()])
             .await?;
         Ok(replayed == 1)
+    }
+
+    async fn discard_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
+        let discarded: i64 = self
+            .run(&self.scripts.discard, &[], &[id.to_string().as_bytes()])
+            .await?;
+        Ok(discarded == 1)
     }
 
     async fn quarantine(
