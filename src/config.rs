@@ -149,6 +149,9 @@ pub struct CrmSettings {
     pub base_url: String,
     /// retailCRM API key.
     pub api_key: SecretString,
+    /// The integration module's `clientId`, checked on retailCRM's callbacks (empty = they
+    /// are refused).
+    pub client_id: SecretString,
     /// One CRM request's timeout.
     pub timeout_ms: u64,
     /// Store code for events whose site cannot be told.

@@ -4,6 +4,7 @@
 //! the per-source rate limit; every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
 //! request timeout.
 
+pub mod auth;
 pub mod error;
 pub mod payload;
 pub mod routes;

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub const WEBHOOK_TOKEN: &str = "test-webhook-token";
 /// The admin token of test apps.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The retailCRM module's `clientId` (`crm.client_id`) of test apps.
+pub const CLIENT_ID: &str = "callgate-test";
 
 /// Alina (CRM user 27) and Tatiana (CRM user 28), the seed's managers, plus the senior
 /// manager (CRM user 1).
@@ -68,13 +70,21 @@ pub fn test_settings(dir: &TempDir, extra: &str) -> Settings {
     let mut settings = Settings::from_toml(&toml).expect("test settings parse");
     settings.server.port = 0;
     settings.store.path = dir.path().join("callgate.redb");
+    settings.crm.client_id = CLIENT_ID.into();
     settings
 }
 
 /// A callgate on the sandbox CRM.
 pub async fn spawn_app(extra: &str) -> TestApp {
+    spawn_app_configured(extra, |_| ()).await
+}
+
+/// A callgate on the sandbox CRM, its settings changed by `configure` after `extra` (for
+/// what TOML cannot say over the test defaults, such as an empty secret).
+pub async fn spawn_app_configured(extra: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
-    let settings = test_settings(&dir, extra);
+    let mut settings = test_settings(&dir, extra);
+    configure(&mut settings);
     start(settings, dir, None).await
 }
 
@@ -192,7 +202,7 @@ impl TestApp {
         self.client
             .post(self.url("/retailcrm/user-status"))
             .form(&[
-                ("clientId", "callgate-test"),
+                ("clientId", CLIENT_ID),
                 ("userId", &user_id.to_string()),
                 ("status", status),
             ])

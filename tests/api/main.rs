@@ -2,6 +2,7 @@
 //! retailCRM (or running on its sandbox CRM).
 
 mod calls;
+mod crm_callbacks;
 mod helpers;
 mod lookup;
 mod rules;

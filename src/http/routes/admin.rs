@@ -12,11 +12,10 @@ use axum::{
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::{
     domain::{call_log::CallLogFilter, manager::ManagerId},
-    http::{AppState, error::ApiError},
+    http::{AppState, auth, error::ApiError},
 };
 
 /// Default and largest page of an admin listing.
@@ -39,7 +38,7 @@ pub async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    if auth::secret_matches(given.as_bytes(), expected.as_bytes()) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::Unauthorized)
