@@ -77,6 +77,10 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     /// Bound on reading a request's headers, also the keep-alive idle bound (0 = none).
     pub header_read_timeout_ms: u64,
+    /// Bound on reading a request's body, from its headers (0 = none).
+    pub body_read_timeout_ms: u64,
+    /// Most connections served at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Grace period on shutdown.
     pub shutdown_grace_secs: u64,
     /// Per-source-IP limit on public endpoints (0 = off).
@@ -364,6 +368,9 @@ impl Settings {
         if self.lookup.response_key.trim().is_empty() {
             return Err(invalid("lookup.response_key must not be empty"));
         }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections must be at least 1"));
+        }
         if self.server.body_limit_bytes < 1024 {
             return Err(invalid("server.body_limit_bytes must be at least 1024"));
         }
@@ -498,6 +505,9 @@ mod tests {
         assert_eq!(s.lookup.policy, LookupPolicy::OwnerIfAvailable);
         assert_eq!(s.crm.kind, CrmKind::Sandbox);
         assert_eq!(s.store.kind, StoreKind::Embedded);
+        // SPEC §9: slow clients are cut off by default.
+        assert!(s.server.header_read_timeout_ms > 0 && s.server.body_read_timeout_ms > 0);
+        assert_eq!(s.server.max_connections, 10_000);
         s.validate().expect("defaults are valid");
     }
 

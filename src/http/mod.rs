@@ -5,6 +5,7 @@
 //! request timeout.
 
 pub mod auth;
+pub mod deadline;
 pub mod error;
 pub mod payload;
 pub mod routes;
