@@ -87,6 +87,8 @@ pub struct ServerSettings {
     pub per_ip_rps: u32,
     /// Allowed client IPs on Ringostat endpoints (empty = any).
     pub ip_allowlist: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

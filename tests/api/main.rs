@@ -5,6 +5,7 @@ mod calls;
 mod crm_callbacks;
 mod helpers;
 mod lookup;
+mod proxies;
 mod rules;
 mod server;
 mod shared_redis;
