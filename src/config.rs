@@ -166,6 +166,8 @@ pub struct CrmSettings {
     pub rate_limit_rps: u32,
     /// Telephony CRM requests per second.
     pub telephony_rate_limit_rps: u32,
+    /// Share of both rates reserved for lookups; the worker gets the rest.
+    pub lookup_share: f64,
     pub create_on_incoming: CreateOnIncoming,
     pub create_on_outgoing: CreateOnOutgoing,
     /// Senior manager (0 = none).
@@ -398,6 +400,11 @@ impl Settings {
         if self.crm.rate_limit_rps == 0 || self.crm.telephony_rate_limit_rps == 0 {
             return Err(invalid(
                 "crm.rate_limit_rps and crm.telephony_rate_limit_rps must be positive",
+            ));
+        }
+        if !(self.crm.lookup_share > 0.0 && self.crm.lookup_share < 1.0) {
+            return Err(invalid(
+                "crm.lookup_share must be above 0 and below 1 (a share of the CRM rates)",
             ));
         }
         if self.crm.default_site.trim().is_empty() {

@@ -12,6 +12,7 @@ use crate::{
     config::{CrmKind, Settings, StoreKind},
     crm::{
         Crm,
+        budget::{Consumer, CrmBudget, Gate},
         limited::LimitedCrm,
         retailcrm::{RetailCrm, RetailCrmConfig},
         sandbox::SandboxCrm,
@@ -68,14 +69,35 @@ impl Application {
         let directory = Arc::new(validated.directory.clone());
         let metrics = Arc::new(Metrics::new());
         let mut sandbox = None;
-        let crm: Arc<dyn Crm> = match settings.crm.kind {
+        // Every CRM request takes a token from the key's budget, lookups and the worker each
+        // from their share (crm::budget); the sandbox has no limit.
+        let (general_rps, telephony_rps) = match settings.crm.kind {
+            CrmKind::Sandbox => (0, 0),
+            CrmKind::Retailcrm => (
+                settings.crm.rate_limit_rps,
+                settings.crm.telephony_rate_limit_rps,
+            ),
+        };
+        let budget = CrmBudget::new(
+            general_rps,
+            telephony_rps,
+            settings.crm.lookup_share,
+            metrics.clone(),
+        );
+        let limited = |inner: Arc<dyn Crm>, per_call: Option<Gate>| -> Arc<dyn Crm> {
+            Arc::new(LimitedCrm::new(inner, per_call, metrics.clone()))
+        };
+        let (lookup_crm, crm) = match settings.crm.kind {
             CrmKind::Sandbox => {
                 let s = Arc::new(SandboxCrm::new(store.clone(), directory.clone()));
                 sandbox = Some(s.clone());
-                s
+                (
+                    limited(s.clone(), Some(budget.gate(Consumer::Lookup))),
+                    limited(s, Some(budget.gate(Consumer::Worker))),
+                )
             }
-            CrmKind::Retailcrm => Arc::new(
-                RetailCrm::new(
+            CrmKind::Retailcrm => {
+                let adapter = RetailCrm::new(
                     RetailCrmConfig {
                         base_url: settings.crm.base_url.parse().context("crm.base_url")?,
                         api_key: settings.crm.api_key.expose_secret().into(),
@@ -84,26 +106,22 @@ impl Application {
                     },
                     validated.normalizer.clone(),
                 )
-                .context("Failed to build the retailCRM client.")?,
-            ),
+                .context("Failed to build the retailCRM client.")?;
+                (
+                    limited(
+                        Arc::new(adapter.with_gate(budget.gate(Consumer::Lookup))),
+                        None,
+                    ),
+                    limited(
+                        Arc::new(adapter.with_gate(budget.gate(Consumer::Worker))),
+                        None,
+                    ),
+                )
+            }
         };
-        // Every CRM request goes through the limiters and metrics; the sandbox has no limit.
-        let (general_rps, telephony_rps) = match settings.crm.kind {
-            CrmKind::Sandbox => (0, 0),
-            CrmKind::Retailcrm => (
-                settings.crm.rate_limit_rps,
-                settings.crm.telephony_rate_limit_rps,
-            ),
-        };
-        let crm: Arc<dyn Crm> = Arc::new(LimitedCrm::new(
-            crm,
-            general_rps,
-            telephony_rps,
-            metrics.clone(),
-        ));
         let lookup = LookupService::new(
             store.clone(),
-            crm.clone(),
+            lookup_crm,
             directory.clone(),
             validated.normalizer.clone(),
             LookupConfig {

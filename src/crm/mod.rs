@@ -6,6 +6,7 @@
 //! decides between "retry with backoff" and "dead-letter with the CRM's reason"
 //! (SPEC §6: cancel only bad content, retry the rest).
 
+pub mod budget;
 pub mod limited;
 pub mod retailcrm;
 pub mod sandbox;

@@ -42,6 +42,7 @@ use super::{
     CallEventNotice, CallEventType, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser,
     CustomerId, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId,
     TaskLink, TaskUpdate, UploadOutcome,
+    budget::{Class, Gate},
 };
 use crate::domain::{
     manager::ManagerId,
@@ -164,7 +165,10 @@ pub struct ExternalPhone {
 }
 
 /// The retailCRM API v5 adapter.
+#[derive(Clone)]
 pub struct RetailCrm {
+    /// The CRM budget every HTTP request takes a token from (none: unlimited).
+    gate: Option<Gate>,
     http: reqwest::Client,
     /// `…/api/v5/`, always ending in `/`.
     api: Url,
@@ -221,6 +225,7 @@ impl RetailCrm {
             .build()
             .map_err(RetailCrmBuildError::Client)?;
         Ok(RetailCrm {
+            gate: None,
             http,
             api,
             timeout: cfg.timeout,
@@ -265,6 +270,15 @@ impl RetailCrm {
         Ok(outcome)
     }
 
+    /// The same adapter (one HTTP client) taking a token from `gate` before every HTTP
+    /// request, each page of a paged read included.
+    pub fn with_gate(&self, gate: Gate) -> RetailCrm {
+        RetailCrm {
+            gate: Some(gate),
+            ..self.clone()
+        }
+    }
+
     /// The store code to send: the given one when not empty, else the configured default.
     fn site_or_default<'a>(&'a self, given: Option<&'a str>) -> Option<&'a str> {
         given.filter(|s| !s.is_empty()).or(self.site.as_deref())
@@ -282,7 +296,7 @@ impl RetailCrm {
 
     async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CrmError> {
         let req = self.http.get(self.endpoint(segments)).query(query);
-        self.send(req).await
+        self.send(segments, req).await
     }
 
     async fn post_form(
@@ -291,11 +305,27 @@ impl RetailCrm {
         form: &[(&str, String)],
     ) -> Result<Answer, CrmError> {
         let req = self.http.post(self.endpoint(segments)).form(form);
-        self.send(req).await
+        self.send(segments, req).await
     }
 
-    /// Sends one request and classifies the answer.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Answer, CrmError> {
+    /// Sends one request (after taking its token) and classifies the answer.
+    async fn send(
+        &self,
+        segments: &[&str],
+        req: reqwest::RequestBuilder,
+    ) -> Result<Answer, CrmError> {
+        let first = segments.first().copied().unwrap_or("");
+        if let Some(gate) = &self.gate {
+            gate.admit(Class::of_path(first)).await;
+        }
+        let result = self.exchange(req).await;
+        if let Some(gate) = &self.gate {
+            gate.observe(first, &result);
+        }
+        result
+    }
+
+    async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Answer, CrmError> {
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
