@@ -302,7 +302,7 @@ mod tests {
         // At 1,000/s a source's budget is full again within a millisecond or so.
         crate::testing::eventually(Duration::from_secs(5), "idle sources forgotten", || {
             forget_idle_sources(&limiter);
-            std::future::ready((limiter.len() == 0).then_some(()))
+            std::future::ready(limiter.is_empty().then_some(()))
         })
         .await;
         // A source still within its budget's refill is kept.
