@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::config::Settings;
+use crate::config::Config;
 
 /// How long one admin request may take.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,19 +35,19 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// `url` overrides the address derived from `server.host`/`server.port`.
-    pub fn new(settings: &Settings, url: Option<String>) -> Result<Self, AdminClientError> {
-        let token = settings.admin.token.expose_secret().to_owned();
+    pub fn new(config: &Config, url: Option<String>) -> Result<Self, AdminClientError> {
+        let token = config.admin.token.expose_secret().to_owned();
         if token.is_empty() {
             return Err(AdminClientError::NoToken);
         }
         let base = url.unwrap_or_else(|| {
-            let host = match settings.server.host {
+            let host = match config.server.host {
                 std::net::IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
                 std::net::IpAddr::V6(v6) if v6.is_unspecified() => "[::1]".to_owned(),
                 std::net::IpAddr::V6(v6) => format!("[{v6}]"),
                 ip => ip.to_string(),
             };
-            format!("http://{host}:{}", settings.server.port)
+            format!("http://{host}:{}", config.server.port)
         });
         let http = reqwest::Client::builder()
             .timeout(ADMIN_TIMEOUT)

@@ -1,7 +1,10 @@
 //! Configuration: `config/default.toml` (built in) → an optional file → `CALLGATE__SECTION__KEY`
-//! environment variables, into typed [`Settings`], then validated ([`Settings::validate`])
-//! into the pieces the application needs. Any error is a [`ConfigError`]; `main` prints it
-//! and exits with code 64 (EX_USAGE).
+//! environment variables, into the raw [`Settings`] (the file's shape, keys in their documented
+//! units), then validated once into [`Config`] (durations as `Duration`, numbers parsed, the
+//! manager directory, sites, planner and retry schedule built): [`Config::load`]. Tests build
+//! a [`Settings`] in code ([`Settings::defaults`], then set fields) and validate it with
+//! `Config::try_from`. Any error is a [`ConfigError`]; `main` prints it and exits with code
+//! 64 (EX_USAGE).
 //!
 //! Secrets are `SecretString`: their `Debug` prints `[REDACTED]`, so logging a `Settings`
 //! never leaks them.
@@ -18,11 +21,13 @@ use serde::Deserialize;
 pub use crate::domain::plan::{CreateOnIncoming, CreateOnOutgoing};
 use crate::domain::{
     call::FieldAliases,
-    lookup::LookupPolicy,
+    lookup::{LookupPolicy, OnMiss},
     manager::{Manager, ManagerDirectory, ManagerId},
     phone_number::{PhoneNormalizer, PhoneNumber},
     plan::{PlannerConfig, TaskTexts},
+    site::{Site, Sites},
 };
+use crate::worker::retry::RetrySchedule;
 
 /// The built-in defaults, every key commented.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -43,6 +48,8 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
 
+/// The configuration as written (`config/default.toml`'s shape); [`Config`] is what the
+/// application uses.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -56,6 +63,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub rules: RulesSettings,
     pub telemetry: TelemetrySettings,
+    pub sync: SyncSettings,
     /// `[[managers]]`.
     #[serde(default)]
     pub managers: Vec<ManagerSettings>,
@@ -126,18 +134,23 @@ pub struct LookupSettings {
     pub negative_ttl_secs: u64,
     /// Most CRM owner fetches in flight at once.
     pub max_crm_fetches: usize,
+    /// After the owner mirror's first import, a number it does not have: `nobody` or
+    /// `ask_crm`.
+    pub on_miss: OnMiss,
 }
 
-impl LookupSettings {
-    pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.deadline_ms)
-    }
-    pub fn owner_ttl(&self) -> Duration {
-        Duration::from_secs(self.owner_ttl_secs)
-    }
-    pub fn negative_ttl(&self) -> Duration {
-        Duration::from_secs(self.negative_ttl_secs)
-    }
+/// `[sync]`: the owner mirror (flow F, SPEC §3.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Import the CRM's customers and follow its history and users.
+    pub enabled: bool,
+    /// `customers/history` poll interval.
+    pub history_interval_secs: u64,
+    /// `users` poll interval.
+    pub users_interval_secs: u64,
+    /// Poll lease time on the Redis store (another instance takes over after it).
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -183,15 +196,6 @@ pub struct CrmSettings {
     /// Texts of the tasks callgate creates (`{phone}`, `{manager}`, `{count}`, `{number}`).
     #[serde(default)]
     pub task_texts: TaskTexts,
-}
-
-impl CrmSettings {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-    pub fn senior_manager(&self) -> Option<ManagerId> {
-        (self.senior_manager_id != 0).then_some(ManagerId(self.senior_manager_id))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -304,30 +308,141 @@ pub struct SiteSettings {
     pub tracking_numbers: Vec<String>,
 }
 
-/// A site with its tracking numbers normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub code: String,
-    pub project_ids: Vec<String>,
-    pub tracking_numbers: Vec<PhoneNumber>,
-}
-
-/// What [`Settings::validate`] derives: parsed, cross-checked pieces.
+/// The validated configuration: every key parsed, cross-checked and in the unit it is used
+/// in. Built once, by [`Config::load`] (or `Config::try_from(settings)` for settings built
+/// in code), and only read from then on.
 #[derive(Debug, Clone)]
-pub struct Validated {
+pub struct Config {
+    pub server: ServerOptions,
+    /// Parses numbers without a country code in `phone.default_region`.
     pub normalizer: PhoneNormalizer,
+    pub lookup: LookupOptions,
+    pub crm: CrmOptions,
+    pub store: StoreOptions,
+    pub ringostat: RingostatSettings,
+    pub worker: WorkerOptions,
+    pub admin: AdminSettings,
+    pub rules: RulesSettings,
+    pub telemetry: TelemetrySettings,
+    /// `[sync]`; `None` when the owner mirror is off.
+    pub sync: Option<SyncOptions>,
+    /// `[[managers]]`, cross-checked.
     pub directory: ManagerDirectory,
-    pub sites: Vec<Site>,
-    /// Own lines from `phone.own_numbers` (tracking numbers and manager phones are in
-    /// `sites` / `directory`).
-    pub own_numbers: Vec<PhoneNumber>,
-    /// The planner's configuration (own numbers: all three kinds).
+    /// `[[sites]]`, tracking numbers normalized.
+    pub sites: Sites,
+    /// The planner's configuration (`[crm]`; own numbers: `phone.own_numbers`, the sites'
+    /// tracking numbers and the managers' phones).
     pub planner: PlannerConfig,
 }
 
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub host: IpAddr,
+    /// 0 = any free port.
+    pub port: u16,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    /// Bound on reading a request's headers (`None`: no bound).
+    pub header_read_timeout: Option<Duration>,
+    /// Bound on reading a request's body, from its headers (`None`: no bound).
+    pub body_read_timeout: Option<Duration>,
+    /// Most connections served at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    /// Per-source-IP limit on public endpoints (0 = off).
+    pub per_ip_rps: u32,
+    /// Allowed client IPs on Ringostat endpoints (empty = any).
+    pub ip_allowlist: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `[lookup]`, validated.
+#[derive(Debug, Clone)]
+pub struct LookupOptions {
+    pub deadline: Duration,
+    pub format: LookupFormat,
+    pub response_key: String,
+    pub policy: LookupPolicy,
+    pub owner_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub max_crm_fetches: usize,
+    pub on_miss: OnMiss,
+}
+
+/// `[sync]`, validated (present when `enabled`).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub history_interval: Duration,
+    pub users_interval: Duration,
+    pub lease: Duration,
+}
+
+/// Which CRM callgate talks to.
+#[derive(Debug, Clone)]
+pub enum CrmBackend {
+    /// The embedded sandbox CRM.
+    Sandbox,
+    /// A real retailCRM account.
+    Retailcrm {
+        base_url: url::Url,
+        api_key: SecretString,
+    },
+}
+
+/// `[crm]`, validated (the planner's part is [`Config::planner`]).
+#[derive(Debug, Clone)]
+pub struct CrmOptions {
+    pub backend: CrmBackend,
+    /// One CRM request's timeout.
+    pub timeout: Duration,
+    /// Store code for events whose site cannot be told.
+    pub default_site: String,
+    pub rate_limit_rps: u32,
+    pub telephony_rate_limit_rps: u32,
+    /// Share of both rates reserved for lookups (strictly between 0 and 1); the worker
+    /// gets the rest.
+    pub lookup_share: f64,
+    /// The integration module's `clientId`, checked on retailCRM's callbacks (`None`:
+    /// they are refused).
+    pub client_id: Option<SecretString>,
+    /// Status groups whose orders are closed.
+    pub closed_status_groups: HashSet<String>,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub enum StoreOptions {
+    Embedded { path: PathBuf },
+    Redis { url: String, key_prefix: String },
+}
+
+/// `[worker]`, validated.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub enabled: bool,
+    pub concurrency: usize,
+    /// How long a claimed task stays invisible to other workers.
+    pub lease: Duration,
+    pub retry: RetrySchedule,
+}
+
+impl Config {
+    /// Loads defaults → `file` (if given; must exist) → env, and validates.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        Config::try_from(Settings::load(file)?)
+    }
+}
+
 impl Settings {
-    /// Loads defaults → `file` (if given; must exist) → env.
-    pub fn load(file: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
+    /// The built-in defaults (`config/default.toml`), for settings built in code.
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        Self::extract(Figment::from(Toml::string(DEFAULT_TOML)))
+    }
+
+    /// Loads defaults → `file` (if given; must exist) → env; not yet validated.
+    fn load(file: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
@@ -342,20 +457,19 @@ impl Settings {
         Self::extract(figment)
     }
 
-    /// Defaults plus a TOML string (tests and `rules explain`).
-    pub fn from_toml(extra: &str) -> Result<Settings, ConfigError> {
-        Self::extract(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(extra)))
-    }
-
     fn extract(figment: Figment) -> Result<Settings, ConfigError> {
         figment
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))
     }
+}
 
-    /// Cross-field checks; parses numbers and builds the manager directory.
-    pub fn validate(&self) -> Result<Validated, ConfigError> {
-        let normalizer = PhoneNormalizer::new(&self.phone.default_region)
+impl TryFrom<Settings> for Config {
+    type Error = ConfigError;
+
+    /// The one validation: cross-field checks, numbers parsed, the manager directory built.
+    fn try_from(s: Settings) -> Result<Config, ConfigError> {
+        let normalizer = PhoneNormalizer::new(&s.phone.default_region)
             .map_err(|e| invalid(format!("phone.default_region: {e}")))?;
         let parse = |what: &str, raw: &str| {
             normalizer
@@ -363,71 +477,100 @@ impl Settings {
                 .map(|p| p.number)
                 .map_err(|e| invalid(format!("{what}: {raw:?} is not a phone number: {e}")))
         };
-        if self.lookup.deadline_ms == 0 || self.lookup.deadline_ms > 10_000 {
+        if s.lookup.deadline_ms == 0 || s.lookup.deadline_ms > 10_000 {
             return Err(invalid("lookup.deadline_ms must be between 1 and 10000"));
         }
-        if self.lookup.max_crm_fetches == 0 {
+        if s.lookup.max_crm_fetches == 0 {
             return Err(invalid("lookup.max_crm_fetches must be at least 1"));
         }
-        if self.lookup.response_key.trim().is_empty() {
+        if s.lookup.response_key.trim().is_empty() {
             return Err(invalid("lookup.response_key must not be empty"));
         }
-        if self.server.max_connections == 0 {
+        if s.server.max_connections == 0 {
             return Err(invalid("server.max_connections must be at least 1"));
         }
-        if self.server.body_limit_bytes < 1024 {
+        if s.sync.history_interval_secs == 0 || s.sync.users_interval_secs == 0 {
+            return Err(invalid(
+                "sync.history_interval_secs and sync.users_interval_secs must be positive",
+            ));
+        }
+        if s.sync.lease_secs < 3 {
+            return Err(invalid("sync.lease_secs must be at least 3"));
+        }
+        if s.server.body_limit_bytes < 1024 {
             return Err(invalid("server.body_limit_bytes must be at least 1024"));
         }
-        if self.crm.kind == CrmKind::Retailcrm {
-            let url = url::Url::parse(&self.crm.base_url).map_err(|e| {
-                invalid(format!(
-                    "crm.base_url {:?} is not a URL ({e}); it is required when crm.kind = \"retailcrm\"",
-                    self.crm.base_url
-                ))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid("crm.base_url must be an http(s) URL"));
+        let backend = match s.crm.kind {
+            CrmKind::Sandbox => CrmBackend::Sandbox,
+            CrmKind::Retailcrm => {
+                let base_url = url::Url::parse(&s.crm.base_url).map_err(|e| {
+                    invalid(format!(
+                        "crm.base_url {:?} is not a URL ({e}); it is required when crm.kind = \"retailcrm\"",
+                        s.crm.base_url
+                    ))
+                })?;
+                if !matches!(base_url.scheme(), "http" | "https") {
+                    return Err(invalid("crm.base_url must be an http(s) URL"));
+                }
+                if s.crm.api_key.expose_secret().is_empty() {
+                    return Err(invalid(
+                        "crm.api_key is required when crm.kind = \"retailcrm\"",
+                    ));
+                }
+                CrmBackend::Retailcrm {
+                    base_url,
+                    api_key: s.crm.api_key.clone(),
+                }
             }
-            if self.crm.api_key.expose_secret().is_empty() {
-                return Err(invalid(
-                    "crm.api_key is required when crm.kind = \"retailcrm\"",
-                ));
-            }
-        }
-        if self.crm.timeout_ms == 0 {
+        };
+        if s.crm.timeout_ms == 0 {
             return Err(invalid("crm.timeout_ms must be positive"));
         }
-        if self.crm.rate_limit_rps == 0 || self.crm.telephony_rate_limit_rps == 0 {
+        if s.crm.rate_limit_rps == 0 || s.crm.telephony_rate_limit_rps == 0 {
             return Err(invalid(
                 "crm.rate_limit_rps and crm.telephony_rate_limit_rps must be positive",
             ));
         }
-        if !(self.crm.lookup_share > 0.0 && self.crm.lookup_share < 1.0) {
+        if !(s.crm.lookup_share > 0.0 && s.crm.lookup_share < 1.0) {
             return Err(invalid(
                 "crm.lookup_share must be above 0 and below 1 (a share of the CRM rates)",
             ));
         }
-        if self.crm.default_site.trim().is_empty() {
+        if s.crm.default_site.trim().is_empty() {
             return Err(invalid("crm.default_site must not be empty"));
         }
-        if self.store.kind == StoreKind::Redis && self.store.redis_url.is_empty() {
+        let store = match s.store.kind {
+            StoreKind::Redis if s.store.redis_url.is_empty() => {
+                return Err(invalid(
+                    "store.redis_url is required when store.kind = \"redis\"",
+                ));
+            }
+            StoreKind::Redis => StoreOptions::Redis {
+                url: s.store.redis_url.clone(),
+                key_prefix: s.store.key_prefix.clone(),
+            },
+            StoreKind::Embedded if s.store.path.as_os_str().is_empty() => {
+                return Err(invalid("store.path must not be empty"));
+            }
+            StoreKind::Embedded => StoreOptions::Embedded {
+                path: s.store.path.clone(),
+            },
+        };
+        if s.worker.lease_secs < 3 {
             return Err(invalid(
-                "store.redis_url is required when store.kind = \"redis\"",
+                "worker.lease_secs must be at least 3 (renewed every third of it)",
             ));
         }
-        if self.store.kind == StoreKind::Embedded && self.store.path.as_os_str().is_empty() {
-            return Err(invalid("store.path must not be empty"));
-        }
-        if self.worker.concurrency == 0 {
+        if s.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency must be at least 1"));
         }
-        if self.worker.retry_base_ms == 0 || self.worker.retry_max_ms < self.worker.retry_base_ms {
+        if s.worker.retry_base_ms == 0 || s.worker.retry_max_ms < s.worker.retry_base_ms {
             return Err(invalid(
                 "worker.retry_base_ms must be positive and at most worker.retry_max_ms",
             ));
         }
-        let mut managers = Vec::with_capacity(self.managers.len());
-        for (i, m) in self.managers.iter().enumerate() {
+        let mut managers = Vec::with_capacity(s.managers.len());
+        for (i, m) in s.managers.iter().enumerate() {
             let what = format!("managers[{i}]");
             if m.crm_user_id == 0 {
                 return Err(invalid(format!("{what}.crm_user_id must be positive")));
@@ -450,54 +593,106 @@ impl Settings {
             });
         }
         let directory = ManagerDirectory::new(managers).map_err(|e| invalid(e.to_string()))?;
-        let mut sites = Vec::with_capacity(self.sites.len());
-        for (i, s) in self.sites.iter().enumerate() {
-            if s.code.trim().is_empty() {
+        let mut sites = Vec::with_capacity(s.sites.len());
+        for (i, site) in s.sites.iter().enumerate() {
+            if site.code.trim().is_empty() {
                 return Err(invalid(format!("sites[{i}].code must not be empty")));
             }
-            let tracking_numbers = s
+            let tracking_numbers = site
                 .tracking_numbers
                 .iter()
                 .map(|n| parse(&format!("sites[{i}].tracking_numbers"), n))
                 .collect::<Result<Vec<_>, _>>()?;
             sites.push(Site {
-                code: s.code.clone(),
-                project_ids: s.project_ids.clone(),
+                code: site.code.clone(),
+                project_ids: site.project_ids.clone(),
                 tracking_numbers,
             });
         }
-        let own_numbers = self
+        let own_numbers = s
             .phone
             .own_numbers
             .iter()
             .map(|n| parse("phone.own_numbers", n))
             .collect::<Result<Vec<_>, _>>()?;
-        if self.crm.callback_window_min == 0 {
+        if s.crm.callback_window_min == 0 {
             return Err(invalid("crm.callback_window_min must be at least 1"));
         }
-        let mut all_own: HashSet<PhoneNumber> = own_numbers.iter().cloned().collect();
-        all_own.extend(
-            sites
-                .iter()
-                .flat_map(|s| s.tracking_numbers.iter().cloned()),
-        );
+        let mut all_own: HashSet<PhoneNumber> = own_numbers.into_iter().collect();
+        let sites = Sites::new(sites);
+        all_own.extend(sites.tracking_numbers().cloned());
         all_own.extend(directory.all().iter().filter_map(|m| m.phone.clone()));
         let planner = PlannerConfig {
-            create_on_incoming: self.crm.create_on_incoming,
-            create_on_outgoing: self.crm.create_on_outgoing,
-            senior_manager_id: self.crm.senior_manager(),
-            callback_window_min: self.crm.callback_window_min,
-            default_order_status: self.crm.default_order_status.clone(),
-            default_site: self.crm.default_site.clone(),
+            create_on_incoming: s.crm.create_on_incoming,
+            create_on_outgoing: s.crm.create_on_outgoing,
+            senior_manager_id: (s.crm.senior_manager_id != 0)
+                .then_some(ManagerId(s.crm.senior_manager_id)),
+            callback_window_min: s.crm.callback_window_min,
+            default_order_status: s.crm.default_order_status.clone(),
+            sites: sites.clone(),
+            default_site: s.crm.default_site.clone(),
             own_numbers: all_own,
-            texts: self.crm.task_texts.clone(),
-            popup_after_call: self.crm.popup_after_call,
+            texts: s.crm.task_texts.clone(),
+            popup_after_call: s.crm.popup_after_call,
         };
-        Ok(Validated {
+        Ok(Config {
+            server: ServerOptions {
+                host: s.server.host,
+                port: s.server.port,
+                body_limit_bytes: s.server.body_limit_bytes,
+                request_timeout: Duration::from_millis(s.server.request_timeout_ms),
+                header_read_timeout: (s.server.header_read_timeout_ms > 0)
+                    .then(|| Duration::from_millis(s.server.header_read_timeout_ms)),
+                body_read_timeout: (s.server.body_read_timeout_ms > 0)
+                    .then(|| Duration::from_millis(s.server.body_read_timeout_ms)),
+                max_connections: s.server.max_connections,
+                shutdown_grace: Duration::from_secs(s.server.shutdown_grace_secs),
+                per_ip_rps: s.server.per_ip_rps,
+                ip_allowlist: s.server.ip_allowlist,
+                trusted_proxies: s.server.trusted_proxies,
+            },
             normalizer,
+            lookup: LookupOptions {
+                deadline: Duration::from_millis(s.lookup.deadline_ms),
+                format: s.lookup.format,
+                response_key: s.lookup.response_key,
+                policy: s.lookup.policy,
+                owner_ttl: Duration::from_secs(s.lookup.owner_ttl_secs),
+                negative_ttl: Duration::from_secs(s.lookup.negative_ttl_secs),
+                max_crm_fetches: s.lookup.max_crm_fetches,
+                on_miss: s.lookup.on_miss,
+            },
+            crm: CrmOptions {
+                backend,
+                timeout: Duration::from_millis(s.crm.timeout_ms),
+                default_site: s.crm.default_site,
+                rate_limit_rps: s.crm.rate_limit_rps,
+                telephony_rate_limit_rps: s.crm.telephony_rate_limit_rps,
+                lookup_share: s.crm.lookup_share,
+                client_id: (!s.crm.client_id.expose_secret().is_empty()).then_some(s.crm.client_id),
+                closed_status_groups: s.crm.closed_status_groups.into_iter().collect(),
+            },
+            store,
+            ringostat: s.ringostat,
+            worker: WorkerOptions {
+                enabled: s.worker.enabled,
+                concurrency: s.worker.concurrency,
+                lease: Duration::from_secs(s.worker.lease_secs),
+                retry: RetrySchedule {
+                    base: Duration::from_millis(s.worker.retry_base_ms),
+                    max: Duration::from_millis(s.worker.retry_max_ms),
+                },
+            },
+            admin: s.admin,
+            rules: s.rules,
+            telemetry: s.telemetry,
+            sync: s.sync.enabled.then(|| SyncOptions {
+                history_interval: Duration::from_secs(s.sync.history_interval_secs),
+                users_interval: Duration::from_secs(s.sync.users_interval_secs),
+                lease: Duration::from_secs(s.sync.lease_secs),
+            }),
             directory,
             sites,
-            own_numbers,
             planner,
         })
     }
@@ -507,55 +702,59 @@ impl Settings {
 mod tests {
     use super::*;
 
+    /// Defaults plus a TOML fragment, not yet validated.
+    fn from_toml(extra: &str) -> Result<Settings, ConfigError> {
+        Settings::extract(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(extra)))
+    }
+
     #[test]
     fn defaults_load_and_validate() {
-        let s = Settings::from_toml("").expect("defaults parse");
+        let s = Settings::defaults().expect("defaults parse");
         assert_eq!(s.lookup.deadline_ms, 300);
-        assert_eq!(s.lookup.policy, LookupPolicy::OwnerIfAvailable);
-        assert_eq!(s.crm.kind, CrmKind::Sandbox);
-        assert_eq!(s.store.kind, StoreKind::Embedded);
+        let c = Config::try_from(s).expect("defaults are valid");
+        assert_eq!(c.lookup.deadline, Duration::from_millis(300));
+        assert_eq!(c.lookup.policy, LookupPolicy::OwnerIfAvailable);
+        assert!(matches!(c.crm.backend, CrmBackend::Sandbox));
+        assert!(matches!(c.store, StoreOptions::Embedded { .. }));
+        assert!(c.worker.retry.base <= c.worker.retry.max);
         // SPEC §9: slow clients are cut off by default.
-        assert!(s.server.header_read_timeout_ms > 0 && s.server.body_read_timeout_ms > 0);
-        assert_eq!(s.server.max_connections, 10_000);
-        s.validate().expect("defaults are valid");
+        assert!(c.server.header_read_timeout.is_some() && c.server.body_read_timeout.is_some());
+        assert_eq!(c.server.max_connections, 10_000);
     }
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let err = Settings::from_toml("[lookup]\ndeadline = 5\n").unwrap_err();
+        let err = from_toml("[lookup]\ndeadline = 5\n").unwrap_err();
         assert!(err.to_string().contains("deadline"), "{err}");
     }
 
     #[test]
     fn retailcrm_needs_url_and_key() {
-        let s = Settings::from_toml("[crm]\nkind = \"retailcrm\"\n").unwrap();
-        let err = s.validate().unwrap_err().to_string();
+        let s = from_toml("[crm]\nkind = \"retailcrm\"\n").unwrap();
+        let err = Config::try_from(s).unwrap_err().to_string();
         assert!(err.contains("crm.base_url"), "{err}");
-        let s = Settings::from_toml(
-            "[crm]\nkind = \"retailcrm\"\nbase_url = \"https://x.retailcrm.ru\"\n",
-        )
-        .unwrap();
-        let err = s.validate().unwrap_err().to_string();
+        let s = from_toml("[crm]\nkind = \"retailcrm\"\nbase_url = \"https://x.retailcrm.ru\"\n")
+            .unwrap();
+        let err = Config::try_from(s).unwrap_err().to_string();
         assert!(err.contains("crm.api_key"), "{err}");
     }
 
     #[test]
     fn secrets_do_not_appear_in_debug() {
-        let s = Settings::from_toml(
-            "[crm]\napi_key = \"k-very-secret\"\n[admin]\ntoken = \"t-very-secret\"\n",
-        )
-        .unwrap();
+        let s =
+            from_toml("[crm]\napi_key = \"k-very-secret\"\n[admin]\ntoken = \"t-very-secret\"\n")
+                .unwrap();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
     }
 
     #[test]
     fn duplicate_manager_identities_are_refused() {
-        let s = Settings::from_toml(
+        let s = from_toml(
             "[[managers]]\ncrm_user_id = 1\nsip = \"a\"\n[[managers]]\ncrm_user_id = 2\nsip = [\"A\"]\n",
         )
         .unwrap();
-        let err = s.validate().unwrap_err().to_string();
+        let err = Config::try_from(s).unwrap_err().to_string();
         assert!(err.contains("sip login"), "{err}");
     }
 }

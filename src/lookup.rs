@@ -1,8 +1,11 @@
 //! The pre-call lookup service (SPEC §3, flow A): caller → owner → destination, always within
 //! `lookup.deadline_ms`.
 //!
-//! Hot path: parse the caller, read the owner index and the manager's state from the store
-//! (in memory for the embedded store), decide. A miss asks the CRM once per number however
+//! Hot path: parse the caller, read the owner mirror (flow F, in this process's memory on
+//! every store), then the manager's state, decide. Once the mirror's first import is done a
+//! number it does not have is nobody (`lookup.on_miss = "nobody"`), without asking anyone.
+//! Before that (or with `"ask_crm"`, or without `[sync]`) a miss reads the owner index
+//! (in memory for the embedded store) and then asks the CRM once per number however
 //! many lookups wait for it (single flight): the fetch runs as its own task, so a lookup that
 //! gives up at the deadline does not cancel it, and its answer fills the index for the next
 //! call. A failing CRM or store yields "nobody", never an error.
@@ -17,17 +20,18 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::{
-    config::Site,
     crm::Crm,
     domain::{
-        lookup::{CallerFacts, LookupDecision, LookupPolicy, LookupReason, decide},
+        lookup::{CallerFacts, LookupDecision, LookupPolicy, LookupReason, OnMiss, decide},
         manager::{ManagerDirectory, ManagerId, ManagerState},
         phone_number::{PhoneNormalizer, PhoneNumber},
         rules::{LookupOverride, MatchContext},
+        site::Sites,
     },
     metrics::Metrics,
     rules::RuleBook,
     store::{OwnerEntry, Store},
+    sync::mirror::SharedMirror,
 };
 
 /// A pre-call question: who should take a call from `caller`?
@@ -76,12 +80,16 @@ pub struct LookupConfig {
     pub max_crm_fetches: usize,
     /// `[[sites]]`: a lookup that names no `site` gets the one whose tracking numbers hold
     /// its `dst` (for rules on `site`).
-    pub sites: Vec<Site>,
+    pub sites: Sites,
+    /// A mirror miss after the first import: nobody, or ask the CRM.
+    pub on_miss: OnMiss,
 }
 
 pub struct LookupService {
     store: Arc<dyn Store>,
     crm: Arc<dyn Crm>,
+    /// The owner mirror, when `[sync]` is on.
+    mirror: Option<Arc<SharedMirror>>,
     directory: Arc<ManagerDirectory>,
     normalizer: PhoneNormalizer,
     config: LookupConfig,
@@ -95,9 +103,11 @@ pub struct LookupService {
 }
 
 impl LookupService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         crm: Arc<dyn Crm>,
+        mirror: Option<Arc<SharedMirror>>,
         directory: Arc<ManagerDirectory>,
         normalizer: PhoneNormalizer,
         config: LookupConfig,
@@ -107,6 +117,7 @@ impl LookupService {
         Arc::new(LookupService {
             store,
             crm,
+            mirror,
             directory,
             normalizer,
             config,
@@ -167,8 +178,7 @@ impl LookupService {
             let dst = dst.as_ref().filter(|_| site_from_dst)?;
             self.config
                 .sites
-                .iter()
-                .find(|s| s.tracking_numbers.contains(dst))
+                .by_tracking_number(dst)
                 .map(|s| s.code.as_str())
         });
         let mut ctx = MatchContext::for_lookup(caller, dst.as_ref(), site, Utc::now());
@@ -234,16 +244,22 @@ impl LookupService {
         if policy == LookupPolicy::IgnoreOwner {
             return LookupDecision::nobody(LookupReason::IgnoreOwner);
         }
-        let owner = match self.store.get_owner(&phone).await {
-            Ok(Some(entry)) => entry,
-            Ok(None) => match self.fetch_owner(phone.clone()).await {
+        let mirrored = self
+            .mirror
+            .as_ref()
+            .map(|m| (m.owner(&phone), m.imported()));
+        let owner = match mirrored {
+            Some((Some((customer, manager)), _)) => OwnerEntry {
+                customer_id: Some(customer),
+                manager_id: manager,
+            },
+            Some((None, true)) if self.config.on_miss == OnMiss::Nobody => {
+                return LookupDecision::nobody(LookupReason::None);
+            }
+            _ => match self.owner_from_index_or_crm(&phone).await {
                 Some(entry) => entry,
                 None => return LookupDecision::nobody(LookupReason::Unavailable),
             },
-            Err(e) => {
-                tracing::warn!(error = %e, "Owner index read failed; answering nobody.");
-                return LookupDecision::nobody(LookupReason::Unavailable);
-            }
         };
         let last_talked = if policy == LookupPolicy::LastTalked {
             self.store.last_talked(&phone).await.unwrap_or_else(|e| {
@@ -253,15 +269,38 @@ impl LookupService {
         } else {
             None
         };
+        // A user the CRM lists as inactive is never a destination (SPEC §3.1).
+        let active = |m: &ManagerId| {
+            self.mirror
+                .as_ref()
+                .is_none_or(|mirror| mirror.is_active(*m))
+        };
+        let inactive_owner = owner.manager_id.is_some_and(|m| !active(&m));
         let facts = CallerFacts {
-            owner: owner.manager_id,
-            last_talked,
+            owner: owner.manager_id.filter(active),
+            last_talked: last_talked.filter(active),
         };
         let state = match facts.owner {
             Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.state_of(id).await,
             _ => ManagerState::default(),
         };
-        decide(policy, facts, &self.directory, |_| state)
+        let decision = decide(policy, facts, &self.directory, |_| state);
+        if inactive_owner && decision.reason == LookupReason::None {
+            return LookupDecision::nobody(LookupReason::OwnerUnavailable);
+        }
+        decision
+    }
+
+    /// The owner index (filled by earlier fetches and by the worker), else the CRM.
+    async fn owner_from_index_or_crm(self: &Arc<Self>, phone: &PhoneNumber) -> Option<OwnerEntry> {
+        match self.store.get_owner(phone).await {
+            Ok(Some(entry)) => Some(entry),
+            Ok(None) => self.fetch_owner(phone.clone()).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "Owner index read failed; answering nobody.");
+                None
+            }
+        }
     }
 
     async fn state_of(&self, id: ManagerId) -> ManagerState {

@@ -1,11 +1,11 @@
-//! The `callgate` binary: telemetry → settings (exit 64 when invalid) → the chosen verb.
+//! The `callgate` binary: the validated config (exit 64 when invalid) → telemetry → the chosen verb.
 #![forbid(unsafe_code)]
 
 use std::{path::PathBuf, process::ExitCode};
 
 use callgate::{
     admin_client::AdminClient,
-    config::{EXIT_CONFIG, Settings},
+    config::{Config, EXIT_CONFIG},
     domain::phone_number::PhoneNormalizer,
     rules::{RulesLoadError, explain_event, load_dir, reload_on_sighup},
     startup::{Application, shutdown_signal},
@@ -29,6 +29,13 @@ enum Command {
     /// Run the gateway (HTTP endpoints and the worker).
     Serve,
     /// Print the E.164 form of a phone number, or why it is not one.
+    Normalize {
+        /// The number as typed (quote it when it has spaces).
+        number: String,
+        /// Default region for numbers without a country code (default: phone.default_region).
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Dead letters of a running callgate (through its admin API).
     DeadLetters {
         #[command(subcommand)]
@@ -44,13 +51,6 @@ enum Command {
         /// Admin API base URL (default: from server.host and server.port).
         #[arg(long, global = true)]
         url: Option<String>,
-    },
-    Normalize {
-        /// The number as typed (quote it when it has spaces).
-        number: String,
-        /// Default region for numbers without a country code (default: phone.default_region).
-        #[arg(long)]
-        region: Option<String>,
     },
     /// Check routing rules, or explain which rule fires for an event (never touches the CRM).
     Rules {
@@ -87,6 +87,7 @@ enum RulesCommand {
 enum DeadLetterAction {
     /// Print the dead letters (newest first) as JSON.
     List {
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -95,6 +96,7 @@ enum DeadLetterAction {
         /// The dead letter's id.
         #[arg(required_unless_present = "all")]
         id: Option<u64>,
+        /// Replay every dead letter.
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
@@ -104,6 +106,7 @@ enum DeadLetterAction {
 enum QuarantineAction {
     /// Print the quarantined payloads (newest first) as JSON.
     List {
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -112,13 +115,13 @@ enum QuarantineAction {
 /// Default configuration file, used when present.
 const DEFAULT_CONFIG_FILE: &str = "callgate.toml";
 
-fn load_settings(path: Option<PathBuf>) -> Result<Settings, ExitCode> {
+/// Loads and validates the configuration; an invalid one is exit 64 with its message.
+fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     let path = path.or_else(|| {
         let default = PathBuf::from(DEFAULT_CONFIG_FILE);
         default.exists().then_some(default)
     });
-    let settings = Settings::load(path.as_deref()).and_then(|s| s.validate().map(|_| s));
-    settings.map_err(|e| {
+    Config::load(path.as_deref()).map_err(|e| {
         eprintln!("callgate: {e}");
         ExitCode::from(EXIT_CONFIG as u8)
     })
@@ -153,11 +156,11 @@ fn main() -> ExitCode {
             (false, format!("/admin/quarantine?limit={limit}")),
         ),
         Command::Serve => {
-            let settings = match load_settings(cli.config) {
-                Ok(s) => s,
+            let config = match load_config(cli.config) {
+                Ok(c) => c,
                 Err(code) => return code,
             };
-            telemetry::init(settings.telemetry.format);
+            telemetry::init(config.telemetry.format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -165,13 +168,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(serve(settings))
+            runtime.block_on(serve(config))
         }
     }
 }
 
-async fn serve(settings: Settings) -> ExitCode {
-    let app = match Application::build(settings).await {
+async fn serve(config: Config) -> ExitCode {
+    let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("callgate: {e:#}");
@@ -184,13 +187,13 @@ async fn serve(settings: Settings) -> ExitCode {
     };
     tracing::info!(port = app.port(), "callgate is listening.");
     tokio::spawn(reload_on_sighup(app.state().rules.clone()));
-    let settings = &app.state().settings;
-    if secrecy::ExposeSecret::expose_secret(&settings.ringostat.webhook_token).is_empty() {
+    let config = &app.state().config;
+    if secrecy::ExposeSecret::expose_secret(&config.ringostat.webhook_token).is_empty() {
         tracing::warn!(
             "ringostat.webhook_token is empty: /ringostat/webhook refuses every event until it is set."
         );
     }
-    if secrecy::ExposeSecret::expose_secret(&settings.admin.token).is_empty() {
+    if secrecy::ExposeSecret::expose_secret(&config.admin.token).is_empty() {
         tracing::warn!("admin.token is empty: the /admin API is disabled.");
     }
     let token = app.shutdown_token();
@@ -210,11 +213,11 @@ async fn serve(settings: Settings) -> ExitCode {
 
 /// Runs one admin API call and prints its JSON answer.
 fn admin(config: Option<PathBuf>, url: Option<String>, (post, path): (bool, String)) -> ExitCode {
-    let settings = match load_settings(config) {
-        Ok(s) => s,
+    let config = match load_config(config) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    let client = match AdminClient::new(&settings, url) {
+    let client = match AdminClient::new(&config, url) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("callgate: {e}");
@@ -254,19 +257,18 @@ fn admin(config: Option<PathBuf>, url: Option<String>, (post, path): (bool, Stri
 }
 
 fn normalize(config: Option<PathBuf>, number: &str, region: Option<String>) -> ExitCode {
-    let region = match region {
-        Some(r) => r,
-        None => match load_settings(config) {
-            Ok(s) => s.phone.default_region,
+    let normalizer = match region {
+        Some(region) => match PhoneNormalizer::new(&region.to_ascii_uppercase()) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("callgate: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+        },
+        None => match load_config(config) {
+            Ok(c) => c.normalizer,
             Err(code) => return code,
         },
-    };
-    let normalizer = match PhoneNormalizer::new(&region.to_ascii_uppercase()) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("callgate: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
     };
     match normalizer.parse(number) {
         Ok(parsed) => {
@@ -285,21 +287,14 @@ fn normalize(config: Option<PathBuf>, number: &str, region: Option<String>) -> E
 }
 
 fn rules(config: Option<PathBuf>, command: RulesCommand) -> ExitCode {
-    let settings = match load_settings(config) {
-        Ok(s) => s,
+    let config = match load_config(config) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    let validated = match settings.validate() {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("callgate: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
-    let managers: Vec<_> = validated.directory.all().iter().map(|m| m.id).collect();
+    let managers: Vec<_> = config.directory.all().iter().map(|m| m.id).collect();
     let load = |dir: Option<PathBuf>| {
-        let dir = dir.unwrap_or_else(|| settings.rules.dir.clone());
-        load_dir(&dir, &validated.normalizer, &managers).map_err(|e| {
+        let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+        load_dir(&dir, &config.normalizer, &managers).map_err(|e| {
             eprintln!("callgate: {e}");
             ExitCode::from(EXIT_CONFIG as u8)
         })
@@ -332,7 +327,7 @@ fn rules(config: Option<PathBuf>, command: RulesCommand) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let report = match explain_event(&payload, &settings, &validated, &rules) {
+            let report = match explain_event(&payload, &config, &rules) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("callgate: {} is not a call event: {e}", event.display());

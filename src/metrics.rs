@@ -1,6 +1,8 @@
 //! Prometheus metrics (SPEC §8), one registry per [`crate::startup::Application`] so that
 //! several apps in one test process never share counters.
 
+use std::sync::atomic::AtomicU64;
+
 use crate::domain::lookup::LookupReason;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -35,6 +37,11 @@ pub struct LimiterLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
@@ -65,6 +72,17 @@ pub struct Metrics {
     pub crm_latency: Family<MethodLabel, Histogram>,
     /// Time spent waiting for a CRM rate limiter, seconds.
     pub limiter_wait: Family<LimiterLabel, Histogram>,
+    /// Customers in the owner mirror.
+    pub mirror_customers: Gauge,
+    /// Distinct numbers in the owner mirror.
+    pub mirror_phones: Gauge,
+    /// The first import's progress, 0 to 1.
+    pub mirror_import_progress: Gauge<f64, AtomicU64>,
+    /// Seconds since the last history poll that reached the newest record.
+    pub mirror_history_lag: Gauge<f64, AtomicU64>,
+    /// Failed sync steps by kind (`crm`, `crm_rate_limited`, `crm_unreachable`, `store`,
+    /// `bus`, `corrupt`).
+    pub sync_errors: Family<KindLabel, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -141,6 +159,36 @@ impl Metrics {
             "Time spent waiting for a CRM rate limiter",
             limiter_wait.clone(),
         );
+        let mirror_customers = Gauge::default();
+        registry.register(
+            "mirror_customers",
+            "Customers in the owner mirror",
+            mirror_customers.clone(),
+        );
+        let mirror_phones = Gauge::default();
+        registry.register(
+            "mirror_phones",
+            "Distinct phone numbers in the owner mirror",
+            mirror_phones.clone(),
+        );
+        let mirror_import_progress = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "mirror_import_progress",
+            "Progress of the owner mirror's first import, 0 to 1",
+            mirror_import_progress.clone(),
+        );
+        let mirror_history_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "mirror_history_lag_seconds",
+            "Seconds since the last customers/history poll that reached the newest record",
+            mirror_history_lag.clone(),
+        );
+        let sync_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "sync_errors",
+            "Failed owner mirror sync steps by kind",
+            sync_errors.clone(),
+        );
         let lookup_outcome_counters = LookupReason::ALL
             .iter()
             .map(|&reason| {
@@ -165,7 +213,17 @@ impl Metrics {
             crm_requests,
             crm_latency,
             limiter_wait,
+            mirror_customers,
+            mirror_phones,
+            mirror_import_progress,
+            mirror_history_lag,
+            sync_errors,
         }
+    }
+
+    /// Counts a failed sync step.
+    pub fn sync_error(&self, kind: &'static str) {
+        self.sync_errors.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// The `lookup_outcomes` counter of `reason`.

@@ -221,11 +221,11 @@ pub struct ExplainReport {
 /// touching the CRM. The CRM facts are simulated: no customer unless `"customer_exists":
 /// true`, which stands for one customer owned by `"customer_owner"` (else the manager who
 /// answered, else `crm.senior_manager_id`), with one open order when `"open_order": true`
-/// (else no order). The site comes from `[[sites]]` as in the worker; the clock is now.
+/// (else no order). Site, rule and plan come from [`crate::domain::plan::decide`], the
+/// worker's own pipeline; the clock is now.
 pub fn explain_event(
     payload: &serde_json::Map<String, serde_json::Value>,
-    settings: &crate::config::Settings,
-    validated: &crate::config::Validated,
+    config: &crate::config::Config,
     rules: &Rules,
 ) -> Result<ExplainReport, crate::domain::call::PayloadError> {
     use serde_json::Value;
@@ -234,8 +234,9 @@ pub fn explain_event(
         crm::{CustomerId, OrderId},
         domain::{
             call::CallEvent,
-            plan::{Action, CrmFacts, CustomerFacts, OrderFacts, plan, resolve_parties},
-            rules::MatchContext,
+            plan::{
+                Action, CrmFacts, CustomerFacts, OrderFacts, decide_explained, resolve_parties,
+            },
         },
     };
 
@@ -253,40 +254,22 @@ pub fn explain_event(
         .remove("customer_owner")
         .and_then(|v| v.as_u64())
         .map(ManagerId);
-    let normalize = |raw: &str| validated.normalizer.parse(raw).map(|p| p.number);
+    let normalize = |raw: &str| config.normalizer.parse(raw).map(|p| p.number);
     let event = CallEvent::parse(
         &fields,
-        &settings.ringostat.fields,
+        &config.ringostat.fields,
         hint.as_deref(),
         &normalize,
     )?;
 
     let now = chrono::Local::now().naive_local();
     let mut facts = CrmFacts::new_number(now);
-    let parties = resolve_parties(&event, &validated.directory);
+    let parties = resolve_parties(&event, &config.directory);
     facts.answered_by = parties.answered_by;
     facts.client_is_manager = parties.client_is_manager;
-    facts.site = event
-        .project_id
-        .as_ref()
-        .and_then(|p| {
-            validated
-                .sites
-                .iter()
-                .find(|s| s.project_ids.iter().any(|id| id == p))
-        })
-        .or_else(|| {
-            event.tracking_number.as_ref().and_then(|n| {
-                validated
-                    .sites
-                    .iter()
-                    .find(|s| s.tracking_numbers.contains(n))
-            })
-        })
-        .map(|s| s.code.clone());
     let owner = owner
         .or(parties.answered_by)
-        .or(validated.planner.senior_manager_id);
+        .or(config.planner.senior_manager_id);
     if customer_exists {
         facts.customers.push(CustomerFacts {
             id: CustomerId(1),
@@ -305,26 +288,11 @@ pub fn explain_event(
             },
         });
     }
-    let site = facts
-        .site
-        .clone()
-        .unwrap_or_else(|| validated.planner.default_site.clone());
-    let ctx = MatchContext::for_event(
-        &event,
-        Some(&site),
-        Some(customer_exists),
-        chrono::Utc::now(),
-    );
-    let explanation = rules.explain(&ctx);
-    let fired = explanation
-        .fired
-        .and_then(|i| rules.get(&explanation.verdicts[i].name));
-    let p = plan(
-        &event,
-        &facts,
-        &validated.planner,
-        fired.and_then(|r| r.planner_actions()),
-    );
+    let (decision, explanation) =
+        decide_explained(&event, &facts, &config.planner, rules, chrono::Utc::now());
+    let fired = decision.matched_rule;
+    let p = decision.plan;
+    let site = &p.site;
     let client = match &event.client {
         Ok(n) => n.e164().to_owned(),
         Err(e) => format!(

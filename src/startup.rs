@@ -1,7 +1,7 @@
-//! The one place that wires adapters together: settings → store, CRM, services, router,
+//! The one place that wires adapters together: the validated config → store, CRM, services, router,
 //! worker → [`Application`].
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -9,7 +9,7 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{CrmKind, Settings, StoreKind},
+    config::{Config, CrmBackend, StoreOptions},
     crm::{
         Crm,
         budget::{Consumer, CrmBudget, Gate},
@@ -22,7 +22,8 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{Store, embedded::EmbeddedStore, redis::RedisStore},
-    worker::{Worker, retry::RetrySchedule},
+    sync::{SyncConfig, Syncer, mirror::SharedMirror, redis::RedisSyncBus},
+    worker::{Worker, WorkerConfig, WorkerDeps},
 };
 
 /// A built, bound, not yet running callgate.
@@ -32,63 +33,58 @@ pub struct Application {
     state: AppState,
     sandbox: Option<Arc<SandboxCrm>>,
     shutdown: CancellationToken,
-    grace: Duration,
 }
 
 impl Application {
-    /// Validates the settings and the routing rules, opens the store, builds the CRM adapter
-    /// and binds the port (`server.port = 0` picks a free one). Bad rules are a
+    /// Loads the routing rules, opens the store, builds the CRM adapter and binds the port
+    /// (`server.port = 0` picks a free one). Bad rules are a
     /// [`crate::rules::RulesLoadError`] in the error chain (`main` exits 64 on it).
-    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let validated = settings.validate()?;
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
         let rules = Arc::new(RuleBook::load(
-            &settings.rules.dir,
-            validated.normalizer.clone(),
-            validated.directory.all().iter().map(|m| m.id).collect(),
+            &config.rules.dir,
+            config.normalizer.clone(),
+            config.directory.all().iter().map(|m| m.id).collect(),
         )?);
         tracing::info!(
             rules = rules.current().len(),
-            dir = %settings.rules.dir.display(),
+            dir = %config.rules.dir.display(),
             "Routing rules loaded."
         );
-        let store: Arc<dyn Store> = match settings.store.kind {
-            StoreKind::Embedded => {
-                Arc::new(EmbeddedStore::open(&settings.store.path).with_context(|| {
-                    format!(
-                        "Failed to open the embedded store {}.",
-                        settings.store.path.display()
-                    )
+        let store: Arc<dyn Store> = match &config.store {
+            StoreOptions::Embedded { path } => {
+                Arc::new(EmbeddedStore::open(path).with_context(|| {
+                    format!("Failed to open the embedded store {}.", path.display())
                 })?)
             }
-            StoreKind::Redis => Arc::new(
-                RedisStore::connect(&settings.store.redis_url, &settings.store.key_prefix)
+            StoreOptions::Redis { url, key_prefix } => Arc::new(
+                RedisStore::connect(url, key_prefix)
                     .await
                     .context("Failed to connect to the Redis store.")?,
             ),
         };
-        let directory = Arc::new(validated.directory.clone());
+        let directory = Arc::new(config.directory.clone());
         let metrics = Arc::new(Metrics::new());
         let mut sandbox = None;
         // Every CRM request takes a token from the key's budget, lookups and the worker each
         // from their share (crm::budget); the sandbox has no limit.
-        let (general_rps, telephony_rps) = match settings.crm.kind {
-            CrmKind::Sandbox => (0, 0),
-            CrmKind::Retailcrm => (
-                settings.crm.rate_limit_rps,
-                settings.crm.telephony_rate_limit_rps,
+        let (general_rps, telephony_rps) = match &config.crm.backend {
+            CrmBackend::Sandbox => (0, 0),
+            CrmBackend::Retailcrm { .. } => (
+                config.crm.rate_limit_rps,
+                config.crm.telephony_rate_limit_rps,
             ),
         };
         let budget = CrmBudget::new(
             general_rps,
             telephony_rps,
-            settings.crm.lookup_share,
+            config.crm.lookup_share,
             metrics.clone(),
         );
         let limited = |inner: Arc<dyn Crm>, per_call: Option<Gate>| -> Arc<dyn Crm> {
             Arc::new(LimitedCrm::new(inner, per_call, metrics.clone()))
         };
-        let (lookup_crm, crm) = match settings.crm.kind {
-            CrmKind::Sandbox => {
+        let (lookup_crm, crm) = match &config.crm.backend {
+            CrmBackend::Sandbox => {
                 let s = Arc::new(SandboxCrm::new(store.clone(), directory.clone()));
                 sandbox = Some(s.clone());
                 (
@@ -96,15 +92,15 @@ impl Application {
                     limited(s, Some(budget.gate(Consumer::Worker))),
                 )
             }
-            CrmKind::Retailcrm => {
+            CrmBackend::Retailcrm { base_url, api_key } => {
                 let adapter = RetailCrm::new(
                     RetailCrmConfig {
-                        base_url: settings.crm.base_url.parse().context("crm.base_url")?,
-                        api_key: settings.crm.api_key.expose_secret().into(),
-                        timeout: settings.crm.timeout(),
-                        site: Some(settings.crm.default_site.clone()),
+                        base_url: base_url.clone(),
+                        api_key: api_key.expose_secret().into(),
+                        timeout: config.crm.timeout,
+                        site: Some(config.crm.default_site.clone()),
                     },
-                    validated.normalizer.clone(),
+                    config.normalizer.clone(),
                 )
                 .context("Failed to build the retailCRM client.")?;
                 (
@@ -119,74 +115,104 @@ impl Application {
                 )
             }
         };
+        // The owner mirror (flow F): loaded from the store before the port is bound, so the
+        // first lookup already answers from it. Its paged reads share the worker's budget.
+        let syncer = match &config.sync {
+            Some(sync) => {
+                let bus = match &config.store {
+                    StoreOptions::Embedded { .. } => None,
+                    StoreOptions::Redis { url, key_prefix } => Some(Arc::new(
+                        RedisSyncBus::connect(url, key_prefix)
+                            .await
+                            .context("Failed to connect the owner mirror's Redis bus.")?,
+                    )),
+                };
+                let syncer = Syncer::new(
+                    crm.clone(),
+                    store.clone(),
+                    Arc::new(SharedMirror::new()),
+                    config.normalizer.clone(),
+                    SyncConfig {
+                        history_interval: sync.history_interval,
+                        users_interval: sync.users_interval,
+                        lease: sync.lease,
+                    },
+                    metrics.clone(),
+                    bus,
+                );
+                syncer
+                    .load()
+                    .await
+                    .context("Failed to load the owner mirror from the store.")?;
+                Some(syncer)
+            }
+            None => None,
+        };
+        let mirror = syncer.as_ref().map(|s| s.mirror().clone());
         let lookup = LookupService::new(
             store.clone(),
             lookup_crm,
+            mirror.clone(),
             directory.clone(),
-            validated.normalizer.clone(),
+            config.normalizer.clone(),
             LookupConfig {
-                deadline: settings.lookup.deadline(),
-                policy: settings.lookup.policy,
-                owner_ttl: settings.lookup.owner_ttl(),
-                negative_ttl: settings.lookup.negative_ttl(),
-                max_crm_fetches: settings.lookup.max_crm_fetches,
-                sites: validated.sites.clone(),
+                deadline: config.lookup.deadline,
+                policy: config.lookup.policy,
+                owner_ttl: config.lookup.owner_ttl,
+                negative_ttl: config.lookup.negative_ttl,
+                max_crm_fetches: config.lookup.max_crm_fetches,
+                sites: config.sites.clone(),
+                on_miss: config.lookup.on_miss,
             },
             metrics.clone(),
             rules.clone(),
         );
-        let address = SocketAddr::new(settings.server.host, settings.server.port);
+        let address = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("Failed to bind {address}."))?;
-        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-        let aliases = Arc::new(settings.ringostat.fields.clone());
+        let aliases = Arc::new(config.ringostat.fields.clone());
         let wakeup = Arc::new(Notify::new());
+        let worker = Arc::new(Worker::new(
+            WorkerDeps {
+                store: store.clone(),
+                crm: crm.clone(),
+                directory: directory.clone(),
+                metrics: metrics.clone(),
+                wakeup: wakeup.clone(),
+                rules: rules.clone(),
+                mirror,
+            },
+            WorkerConfig {
+                normalizer: config.normalizer.clone(),
+                aliases: aliases.clone(),
+                planner: config.planner.clone(),
+                closed_status_groups: config.crm.closed_status_groups.clone(),
+                schedule: config.worker.retry,
+                lease: config.worker.lease,
+                owner_ttl: config.lookup.owner_ttl,
+            },
+        ));
         let state = AppState::new(AppContext {
-            settings: Arc::new(settings),
+            normalizer: config.normalizer.clone(),
+            config: Arc::new(config),
             store,
             crm,
             directory,
             lookup,
             metrics,
-            normalizer: validated.normalizer.clone(),
             sandbox: sandbox.clone(),
-            aliases: aliases.clone(),
-            worker_wakeup: wakeup.clone(),
-            rules: rules.clone(),
-        });
-        let worker = Worker::new(
-            state.store.clone(),
-            state.crm.clone(),
-            state.directory.clone(),
-            validated.normalizer.clone(),
             aliases,
-            validated.planner.clone(),
-            validated.sites.clone(),
-            state
-                .settings
-                .crm
-                .closed_status_groups
-                .iter()
-                .cloned()
-                .collect(),
-            RetrySchedule {
-                base: Duration::from_millis(state.settings.worker.retry_base_ms),
-                max: Duration::from_millis(state.settings.worker.retry_max_ms),
-            },
-            Duration::from_secs(state.settings.worker.lease_secs),
-            state.settings.lookup.owner_ttl(),
-            state.metrics.clone(),
-            wakeup,
-        );
-        let worker = Arc::new(worker.with_rules(rules));
+            worker_wakeup: wakeup,
+            rules,
+            sync: syncer,
+        });
         Ok(Application {
             listener,
             worker,
             state,
             sandbox,
             shutdown: CancellationToken::new(),
-            grace,
         })
     }
 
@@ -217,28 +243,39 @@ impl Application {
     /// (bounded by `server.shutdown_grace_secs`). Queued work stays in the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let token = self.shutdown.clone();
-        let worker = self.state.settings.worker.enabled.then(|| {
-            let concurrency = self.state.settings.worker.concurrency;
+        let grace = self.state.config.server.shutdown_grace;
+        let worker = self.state.config.worker.enabled.then(|| {
+            let concurrency = self.state.config.worker.concurrency;
             tokio::spawn(
                 self.worker
                     .clone()
                     .run_until_stopped(concurrency, token.clone()),
             )
         });
+        let sync = self
+            .state
+            .sync
+            .clone()
+            .map(|syncer| tokio::spawn(syncer.run_until_stopped(token.clone())));
         let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
             () = &mut server => {}
             () = token.cancelled() => {
-                if tokio::time::timeout(self.grace, &mut server).await.is_err() {
-                    tracing::warn!(grace = ?self.grace, "In-flight requests did not finish within the grace period.");
+                if tokio::time::timeout(grace, &mut server).await.is_err() {
+                    tracing::warn!(grace = ?grace, "In-flight requests did not finish within the grace period.");
                 }
             }
         }
         // Whatever ended the server also stops the worker.
         token.cancel();
+        if let Some(sync) = sync
+            && tokio::time::timeout(grace, sync).await.is_err()
+        {
+            tracing::warn!("The owner mirror sync did not stop within the grace period.");
+        }
         if let Some(worker) = worker
-            && tokio::time::timeout(self.grace, worker).await.is_err()
+            && tokio::time::timeout(grace, worker).await.is_err()
         {
             tracing::warn!(
                 "The worker did not stop within the grace period; its tasks stay queued."

@@ -140,3 +140,92 @@ async fn serve_reloads_rules_on_sighup_and_stops_cleanly_on_sigterm() {
     .await;
     assert!(status.success(), "serve exited with {status}");
 }
+
+/// `callgate [VERB…] --help`: exits 0 and prints its help on stdout.
+fn help(verbs: &[&str]) -> String {
+    let mut args = verbs.to_vec();
+    args.push("--help");
+    let out = callgate(&args);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn every_verb_shows_its_own_help() {
+    // (verb path, the description its own help opens with, an argument only it has)
+    let verbs: &[(&[&str], &str, &str)] = &[
+        (
+            &["serve"],
+            "Run the gateway (HTTP endpoints and the worker)",
+            "Usage: callgate serve",
+        ),
+        (
+            &["normalize"],
+            "Print the E.164 form of a phone number, or why it is not one",
+            "--region",
+        ),
+        (
+            &["dead-letters"],
+            "Dead letters of a running callgate (through its admin API)",
+            "replay",
+        ),
+        (
+            &["dead-letters", "list"],
+            "Print the dead letters (newest first) as JSON",
+            "--limit",
+        ),
+        (
+            &["dead-letters", "replay"],
+            "Put a dead letter (or all of them) back in the queue",
+            "--all",
+        ),
+        (
+            &["quarantine"],
+            "Quarantined webhook payloads of a running callgate (through its admin API)",
+            "Usage: callgate quarantine",
+        ),
+        (
+            &["quarantine", "list"],
+            "Print the quarantined payloads (newest first) as JSON",
+            "--limit",
+        ),
+        (
+            &["rules"],
+            "Check routing rules, or explain which rule fires for an event",
+            "explain",
+        ),
+        (&["rules", "check"], "Validate a rules directory", "[DIR]"),
+        (
+            &["rules", "explain"],
+            "Show which rule fires for a webhook payload",
+            "--json",
+        ),
+    ];
+    let top = help(&[]);
+    assert!(top.starts_with(env!("CARGO_PKG_DESCRIPTION")), "{top}");
+    for (path, description, own_arg) in verbs {
+        let text = help(path);
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(description),
+            "`callgate {} --help` opens with {first:?}, not its own description {description:?}",
+            path.join(" ")
+        );
+        assert!(
+            text.contains(own_arg),
+            "{path:?} --help lacks {own_arg}: {text}"
+        );
+        // Each verb is listed, with its own one-line description, in its parent's help.
+        let parent = help(&path[..path.len() - 1]);
+        let name = path[path.len() - 1];
+        let listed = parent
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} is not listed in its parent's help: {parent}"));
+        let summary: String = description.chars().take(30).collect();
+        assert!(
+            listed.contains(&summary),
+            "{name} is listed as {listed:?}, not with its own description"
+        );
+    }
+}

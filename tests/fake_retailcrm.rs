@@ -556,3 +556,122 @@ async fn status_groups_are_maps_keyed_by_code() {
     );
     assert_eq!(statuses["statuses"]["complete"]["group"], "complete");
 }
+
+#[tokio::test]
+async fn phone_search_is_a_digit_substring_of_the_number_as_stored() {
+    let api = Api::default().await;
+    let id = api.crm.add_customer(&["0981234567"], Some(7));
+
+    let (_, international) = body(
+        api.get("telephony/manager?phone=380981234567&details=1&ignoreStatus=1")
+            .await,
+    )
+    .await;
+    let (_, national) = body(
+        api.get("telephony/manager?phone=981234567&details=1&ignoreStatus=1")
+            .await,
+    )
+    .await;
+    let (_, search_international) =
+        body(api.get("customers?filter[name]=380981234567").await).await;
+    let (_, search_national) = body(api.get("customers?filter[name]=981234567").await).await;
+
+    assert!(international.get("customer").is_none(), "{international}");
+    assert_eq!(national["customer"]["id"], id);
+    assert_eq!(search_international["customers"], json!([]));
+    assert_eq!(search_national["customers"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn customers_history_records_api_and_by_hand_changes_in_the_documented_shapes() {
+    // Arrange: a customer created through the API, then changed through the API and by hand.
+    let api = Api::default().await;
+    api.crm.add_user(FakeUser::manager(8, "Ivan", None));
+    let created = api
+        .post(
+            "customers/create",
+            &[(
+                "customer",
+                json!({"phones": [{"number": "0981234567"}], "managerId": 7}).to_string(),
+            )],
+        )
+        .await;
+    let (_, created) = body(created).await;
+    let a = created["id"].as_u64().expect("id");
+    let edited = api
+        .post(
+            &format!("customers/{a}/edit"),
+            &[
+                ("by", "id".to_owned()),
+                ("customer", json!({"managerId": 8}).to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status(), StatusCode::OK);
+    assert!(api.crm.set_customer_phones_by_hand(a, &["(098) 765-43-21"]));
+    let b = api.crm.add_customer(&["0501112233"], None);
+    assert!(api.crm.merge_customers_by_hand(b, a));
+    let c = api.crm.add_customer(&["0671112233"], None);
+    assert!(api.crm.delete_customer_by_hand(c));
+
+    // Act
+    let (status, all) = body(
+        api.get("customers/history?filter[sinceId]=0&limit=100")
+            .await,
+    )
+    .await;
+    let (_, after_two) = body(
+        api.get("customers/history?filter[sinceId]=2&limit=20")
+            .await,
+    )
+    .await;
+    let with_page = api.get("customers/history?filter[sinceId]=0&page=1").await;
+    let bad_date = api
+        .get("customers/history?filter[startDate]=yesterday")
+        .await;
+
+    // Assert
+    assert_eq!(status, StatusCode::OK);
+    assert!(all["generatedAt"].is_string());
+    let h = all["history"].as_array().expect("history");
+    let fields: Vec<&str> = h.iter().map(|r| r["field"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        ["id", "manager", "phones", "id", "phones", "id", "id", "id"],
+        "{all:#}"
+    );
+    // created through the API: the whole customer, source api with the current key
+    assert_eq!(h[0]["created"], true);
+    assert_eq!(h[0]["source"], "api");
+    assert_eq!(h[0]["apiKey"], json!({"current": true}));
+    assert_eq!(
+        h[0]["customer"]["phones"],
+        json!([{"number": "0981234567"}])
+    );
+    // manager changed through the API
+    assert_eq!(h[1]["oldValue"], json!({"id": 7}));
+    assert_eq!(h[1]["newValue"], json!({"id": 8}));
+    assert_eq!(h[1]["customer"]["id"], a);
+    // a phone changed by hand: one record, the numbers themselves as values
+    assert_eq!(h[2]["source"], "user");
+    assert_eq!(h[2]["oldValue"], "0981234567");
+    assert_eq!(h[2]["newValue"], "(098) 765-43-21");
+    // merge: the survivor gains the number, the merged one is deleted with combinedTo
+    assert_eq!(h[3]["created"], true);
+    assert_eq!(
+        (h[4]["oldValue"].clone(), h[4]["newValue"].clone()),
+        (Value::Null, json!("0501112233"))
+    );
+    assert_eq!(h[5]["deleted"], true);
+    assert_eq!(h[5]["customer"]["id"], b);
+    assert_eq!(h[5]["combinedTo"]["id"], a);
+    assert_eq!(h[7]["deleted"], true);
+    assert!(h[7].get("combinedTo").is_none());
+    // walking by sinceId
+    assert_eq!(after_two["history"][0]["id"], 3);
+    assert_eq!(after_two["pagination"]["limit"], 20);
+    assert_eq!(with_page.status(), StatusCode::BAD_REQUEST);
+    let (status, bad) = body(bad_date).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(bad["errors"].get("children[startDate]").is_some(), "{bad}");
+}

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 
 use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
-    NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId, TaskUpdate,
-    UploadOutcome,
+    CustomerSnapshot, CustomersPage, HistoryCursor, HistoryPage, NewCustomer, NewOrder, NewTask,
+    OrderId, ResponsibleManager, StatusGroups, TaskId, TaskUpdate, UploadOutcome,
     budget::{Class, Gate},
 };
 use crate::{
@@ -180,6 +180,34 @@ impl Crm for LimitedCrm {
             "reference/statuses",
             Class::General,
             self.inner.status_groups(),
+        )
+        .await
+    }
+    async fn customers_page(&self, page: u32, limit: u32) -> Result<CustomersPage, CrmError> {
+        self.call(
+            "customers",
+            Class::General,
+            self.inner.customers_page(page, limit),
+        )
+        .await
+    }
+    async fn customer_by_id(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, CrmError> {
+        self.call(
+            "customers/get",
+            Class::General,
+            self.inner.customer_by_id(id),
+        )
+        .await
+    }
+    async fn customers_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage, CrmError> {
+        self.call(
+            "customers/history",
+            Class::General,
+            self.inner.customers_history(cursor, limit),
         )
         .await
     }

@@ -6,6 +6,11 @@
 //! phone, `externalId`s are unique, a repeated call `externalId` is reported as a duplicate,
 //! closed status groups decide whether an order is open. Users are the configured managers,
 //! all `free` until told otherwise.
+//!
+//! It keeps a customer history too (`sandbox:history:`), so the owner mirror follows the
+//! sandbox exactly as it follows retailCRM (SPEC §3.1): every customer added by hand or
+//! created by the worker leaves a `created` record. Sandbox customers are never edited or
+//! deleted, so that is the only kind of record.
 
 use std::sync::Arc;
 
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
+    CustomerSnapshot, CustomersPage, HistoryChange, HistoryCursor, HistoryPage, HistoryRecord,
     NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId, TaskLink,
     TaskUpdate, UploadOutcome, UtmSource,
 };
@@ -23,7 +29,7 @@ use crate::{
         manager::{ManagerDirectory, ManagerId},
         phone_number::PhoneNumber,
     },
-    store::{Store, StoreError, keys},
+    store::{KeyValueExt, Store, StoreError, keys},
 };
 
 const CUSTOMER: &str = "customer:";
@@ -34,6 +40,7 @@ const EVENT: &str = "event:";
 const PHONE_INDEX: &str = "phone:";
 const CUSTOMER_ORDERS: &str = "customer-orders:";
 const EXTERNAL: &str = "ext:";
+const HISTORY: &str = "history:";
 /// Most records one listing returns.
 const SCAN_LIMIT: usize = 10_000;
 
@@ -48,6 +55,14 @@ pub struct SandboxCustomer {
     pub source: UtmSource,
     pub ga_client_id: Option<String>,
     pub created_at: String,
+}
+
+/// A sandbox history record: a customer was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxHistoryRecord {
+    pub id: u64,
+    pub created_at: String,
+    pub customer: SandboxCustomer,
 }
 
 /// A sandbox order.
@@ -86,7 +101,7 @@ fn now_string() -> String {
 }
 
 fn storage(e: StoreError) -> CrmError {
-    CrmError::Storage(e.to_string())
+    CrmError::Storage(e)
 }
 
 fn rejected(message: &str, field: &str, problem: &str) -> CrmError {
@@ -132,34 +147,37 @@ impl SandboxCrm {
     }
 
     fn key(kind: &str, rest: impl std::fmt::Display) -> String {
-        format!("{}{kind}{rest}", keys::SANDBOX)
+        keys::sandbox(kind, rest)
     }
 
-    async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CrmError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| CrmError::Storage(e.to_string()))?;
-        self.store.set_raw(key, &bytes, None).await.map_err(storage)
+    async fn put<T: Serialize + Sync>(&self, key: &str, value: &T) -> Result<(), CrmError> {
+        self.store.set_json(key, value, None).await.map_err(storage)
     }
 
     async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CrmError> {
-        match self.store.get_raw(key).await.map_err(storage)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CrmError::Storage(format!("{key}: {e}"))),
-            None => Ok(None),
-        }
+        self.store.get_json(key).await.map_err(storage)
     }
 
-    async fn list<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, CrmError> {
+    async fn list<T: DeserializeOwned + Send>(&self, kind: &str) -> Result<Vec<T>, CrmError> {
+        self.list_up_to(kind, SCAN_LIMIT).await
+    }
+
+    /// Every record of `kind`, in id order (the mirror's import and history reads).
+    async fn list_all<T: DeserializeOwned + Send>(&self, kind: &str) -> Result<Vec<T>, CrmError> {
+        self.list_up_to(kind, usize::MAX).await
+    }
+
+    async fn list_up_to<T: DeserializeOwned + Send>(
+        &self,
+        kind: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, CrmError> {
         let rows = self
             .store
-            .scan_prefix(&Self::key(kind, ""), SCAN_LIMIT)
+            .scan_json(&Self::key(kind, ""), limit)
             .await
             .map_err(storage)?;
-        rows.into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|e| CrmError::Storage(format!("{k}: {e}")))
-            })
-            .collect()
+        Ok(rows.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Claims a unique `externalId` for `kind`, or says who has it.
@@ -238,7 +256,27 @@ impl SandboxCrm {
             );
             self.store.set_raw(&key, &[], None).await.map_err(storage)?;
         }
-        Ok(())
+        let id = self
+            .store
+            .next_id("sandbox-history")
+            .await
+            .map_err(storage)?;
+        let record = SandboxHistoryRecord {
+            id,
+            created_at: customer.created_at.clone(),
+            customer: customer.clone(),
+        };
+        self.put(&Self::key(HISTORY, format!("{id:020}")), &record)
+            .await
+    }
+
+    fn to_snapshot(c: SandboxCustomer) -> CustomerSnapshot {
+        CustomerSnapshot {
+            id: c.id,
+            manager: c.manager_id,
+            phones: c.phones,
+            created_at: Some(c.created_at),
+        }
     }
 
     /// Adds an order by hand (admin API and tests).
@@ -576,10 +614,9 @@ impl Crm for SandboxCrm {
         let mut outcome = UploadOutcome::default();
         for call in calls {
             let key = Self::key(CALL, &call.external_id);
-            let bytes = serde_json::to_vec(call).map_err(|e| CrmError::Storage(e.to_string()))?;
             if self
                 .store
-                .set_raw_if_absent(&key, &bytes, None)
+                .set_json_if_absent(&key, call, None)
                 .await
                 .map_err(storage)?
             {
@@ -593,6 +630,58 @@ impl Crm for SandboxCrm {
 
     async fn status_groups(&self) -> Result<StatusGroups, CrmError> {
         Ok(self.statuses.clone())
+    }
+
+    async fn customers_page(&self, page: u32, limit: u32) -> Result<CustomersPage, CrmError> {
+        let all = self.list_all::<SandboxCustomer>(CUSTOMER).await?;
+        let total = all.len() as u64;
+        let limit = limit.max(1);
+        let skip = (page.max(1) as usize - 1).saturating_mul(limit as usize);
+        Ok(CustomersPage {
+            customers: all
+                .into_iter()
+                .skip(skip)
+                .take(limit as usize)
+                .map(Self::to_snapshot)
+                .collect(),
+            total_count: Some(total),
+            total_pages: Some(total.div_ceil(u64::from(limit)) as u32),
+        })
+    }
+
+    async fn customer_by_id(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, CrmError> {
+        Ok(self
+            .get::<SandboxCustomer>(&Self::key(CUSTOMER, format!("{:020}", id.0)))
+            .await?
+            .map(Self::to_snapshot))
+    }
+
+    async fn customers_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage, CrmError> {
+        let all = self.list_all::<SandboxHistoryRecord>(HISTORY).await?;
+        let records: Vec<HistoryRecord> = all
+            .into_iter()
+            .filter(|r| match cursor {
+                HistoryCursor::AfterId(after) => r.id > *after,
+                HistoryCursor::Since(at) => r.created_at.as_str() >= at.as_str(),
+            })
+            .take(limit as usize)
+            .map(|r| HistoryRecord {
+                id: r.id,
+                created_at: Some(r.created_at),
+                customer: r.customer.id,
+                change: HistoryChange::Created(Self::to_snapshot(r.customer)),
+            })
+            .collect();
+        Ok(HistoryPage {
+            last_id: records.iter().map(|r| r.id).max(),
+            received: records.len(),
+            records,
+            generated_at: Some(now_string()),
+        })
     }
 }
 

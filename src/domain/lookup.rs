@@ -34,6 +34,18 @@ impl LookupPolicy {
     }
 }
 
+/// What a lookup does when the owner mirror has no customer for the caller, once the first
+/// import is done (`lookup.on_miss`, SPEC §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMiss {
+    /// The mirror is the whole CRM: answer nobody without asking.
+    #[default]
+    Nobody,
+    /// Ask the CRM within the deadline, as before the import.
+    AskCrm,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown lookup policy {0:?}: expected owner, owner_if_available, last_talked or ignore_owner"
@@ -76,7 +88,7 @@ pub enum LookupReason {
     NotANumber,
     /// The CRM did not answer within the deadline.
     Timeout,
-    /// The CRM (or the store) failed.
+    /// The CRM (or the store) failed, or the lookup itself did (a panic answers nobody).
     Unavailable,
 }
 

@@ -15,6 +15,8 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::Config;
+
 use super::{
     AppState,
     error::ApiError,
@@ -36,11 +38,11 @@ pub fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
 
 /// Checks a retailCRM callback's `clientId` against `crm.client_id`: 503 while the key is
 /// unset, 401 when `given` is missing or wrong.
-pub fn check_client_id(state: &AppState, given: Option<&str>) -> Result<(), ApiError> {
-    let expected = state.settings.crm.client_id.expose_secret();
-    if expected.is_empty() {
+pub fn check_client_id(config: &Config, given: Option<&str>) -> Result<(), ApiError> {
+    let Some(expected) = &config.crm.client_id else {
         return Err(ApiError::NotConfigured("crm.client_id"));
-    }
+    };
+    let expected = expected.expose_secret();
     match given {
         Some(given) if secret_matches(given.as_bytes(), expected.as_bytes()) => Ok(()),
         _ => Err(ApiError::Unauthorized),
@@ -69,7 +71,7 @@ impl FromRequest<AppState> for CrmCallback {
         })?;
         match payload::read(query, &headers, &body) {
             Ok(payload) => {
-                check_client_id(state, payload.text(CLIENT_ID_FIELD).as_deref())?;
+                check_client_id(&state.config, payload.text(CLIENT_ID_FIELD).as_deref())?;
                 Ok(CrmCallback(payload))
             }
             // An unreadable body: the query string may still authenticate the caller, who
@@ -78,7 +80,7 @@ impl FromRequest<AppState> for CrmCallback {
                 let from_query = payload::read(query, &HeaderMap::new(), &[])
                     .ok()
                     .and_then(|p| p.text(CLIENT_ID_FIELD));
-                check_client_id(state, from_query.as_deref())?;
+                check_client_id(&state.config, from_query.as_deref())?;
                 Err(unreadable)
             }
         }

@@ -33,7 +33,7 @@ use ipnet::IpNet;
 use secrecy::ExposeSecret;
 
 use super::{auth, error::ApiError};
-use crate::config::Settings;
+use crate::config::Config;
 
 /// How often the per-source limiter forgets idle sources.
 pub const FORGET_EVERY: Duration = Duration::from_secs(10);
@@ -52,10 +52,10 @@ pub struct PublicGuard {
 }
 
 impl PublicGuard {
-    /// The guard of `settings`; with a per-source limit, also starts the task that forgets
+    /// The guard of `config`; with a per-source limit, also starts the task that forgets
     /// idle sources (it ends when the guard is dropped). Needs a tokio runtime.
-    pub fn new(settings: &Settings) -> Self {
-        let server = &settings.server;
+    pub fn new(config: &Config) -> Self {
+        let server = &config.server;
         let limiter = NonZeroU32::new(server.per_ip_rps)
             .map(|rps| Arc::new(RateLimiter::keyed(Quota::per_second(rps))));
         if let Some(limiter) = &limiter {
@@ -65,7 +65,7 @@ impl PublicGuard {
             allowlist: Arc::new(server.ip_allowlist.clone()),
             trusted_proxies: Arc::new(server.trusted_proxies.clone()),
             limiter,
-            webhook_token: settings.ringostat.webhook_token.expose_secret().into(),
+            webhook_token: config.ringostat.webhook_token.expose_secret().into(),
         }
     }
 

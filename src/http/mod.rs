@@ -2,18 +2,19 @@
 //!
 //! Public endpoints (`/ringostat/*`, `/retailcrm/*`) sit behind the optional IP allow-list and
 //! the per-source rate limit ([`guard`]: client addresses from `X-Forwarded-For`/`Forwarded`
-//! only behind `server.trusted_proxies`); every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
-//! request timeout.
+//! only behind `server.trusted_proxies`); every endpoint has the body limit (SPEC §9: 64 KiB → 413)
+//! and a request timeout. A panicking handler still answers (see [`panic`]).
 
 pub mod auth;
 pub mod deadline;
 pub mod error;
 pub mod guard;
+pub mod panic;
 pub mod payload;
 pub mod routes;
 pub mod server;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -22,16 +23,20 @@ use axum::{
     routing::{get, post},
 };
 use tokio::sync::Notify;
-use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
 use crate::{
-    config::Settings,
+    config::Config,
     crm::{Crm, sandbox::SandboxCrm},
     domain::{call::FieldAliases, manager::ManagerDirectory, phone_number::PhoneNormalizer},
     lookup::LookupService,
     metrics::Metrics,
     rules::RuleBook,
     store::Store,
+    sync::Syncer,
 };
 
 /// Everything a handler may need: one `Arc`, so the per-request clone axum makes is a single
@@ -55,7 +60,7 @@ impl std::ops::Deref for AppState {
 
 /// The contents of [`AppState`].
 pub struct AppContext {
-    pub settings: Arc<Settings>,
+    pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub crm: Arc<dyn Crm>,
     pub directory: Arc<ManagerDirectory>,
@@ -70,6 +75,8 @@ pub struct AppContext {
     pub worker_wakeup: Arc<Notify>,
     /// The live routing rules (`POST /admin/rules/reload` swaps them).
     pub rules: Arc<RuleBook>,
+    /// Flow F, when `[sync]` is on: the owner mirror's state for `/readyz` and `/metrics`.
+    pub sync: Option<Arc<Syncer>>,
 }
 
 /// The request span names the route, never the URI: query strings carry caller numbers and
@@ -84,18 +91,18 @@ fn request_span(request: &Request) -> tracing::Span {
 
 /// Whether the public guard (IP allow-list, per-source limit) has anything to check; when it
 /// has not, the lookup may be answered before the router ([`server`]).
-pub fn public_guard_configured(settings: &Settings) -> bool {
-    !settings.server.ip_allowlist.is_empty() || settings.server.per_ip_rps > 0
+pub fn public_guard_configured(config: &Config) -> bool {
+    !config.server.ip_allowlist.is_empty() || config.server.per_ip_rps > 0
 }
 
 /// Builds the router ([`server::serve`] serves it, putting each connection's client address
 /// into the request as `ConnectInfo` for the allow-list and the per-source limit).
 pub fn router(state: AppState) -> Router {
-    let server = &state.settings.server;
+    let server = &state.config.server;
     let body_limit = server.body_limit_bytes;
     let timeout = TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_millis(server.request_timeout_ms),
+        server.request_timeout,
     );
     // The lookup has its own, much shorter deadline (lookup.deadline_ms) and no timer on its
     // common path, and its own latency histogram and outcome counters: the request timeout
@@ -105,7 +112,12 @@ pub fn router(state: AppState) -> Router {
     let mut public = Router::new()
         .route(
             "/ringostat/webhook",
-            get(routes::webhook::webhook).post(routes::webhook::webhook),
+            get(routes::webhook::webhook)
+                .post(routes::webhook::webhook)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    panic::capture_webhook,
+                )),
         )
         .route(
             "/retailcrm/user-status",
@@ -118,8 +130,8 @@ pub fn router(state: AppState) -> Router {
             get(routes::route::route).post(routes::route::route),
         );
     // An idle guard is not layered at all.
-    if public_guard_configured(&state.settings) {
-        let guard = guard::PublicGuard::new(&state.settings);
+    if public_guard_configured(&state.config) {
+        let guard = guard::PublicGuard::new(&state.config);
         public = public.route_layer(middleware::from_fn_with_state(guard, guard::guard_public));
     }
     let admin = Router::new()
@@ -149,13 +161,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .route_layer(timeout)
-        .route_layer(trace);
+        .route("/metrics", get(routes::health::metrics));
+    #[cfg(feature = "panic-probe")]
+    let admin = admin.route("/__test/panic", get(panic::panicking_route));
+    let admin = admin.route_layer(timeout).route_layer(trace);
     Router::new()
         .merge(public)
         .merge(admin)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(CatchPanicLayer::custom(panic::internal_error))
 }

@@ -15,7 +15,8 @@
 //! as the deadlines have reaped an idle connection, and refusing costs callgate nothing.
 //!
 //! The fast path reads the body and calls [`routes::route::answer`], which the router's
-//! `/ringostat/route` handler calls too, so behaviour is identical; it only skips the router's
+//! `/ringostat/route` handler calls too, so behaviour is identical (a panic in the lookup
+//! included: `answer` catches it); it only skips the router's
 //! per-request work (route matching, method dispatch, boxed layers and bodies, the client
 //! address extension). With an allow-list or a per-source limit configured, every request goes
 //! through the router and its guard.
@@ -49,13 +50,14 @@ const ROUTE_PATH: &str = "/ringostat/route";
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting and waits for the
 /// open connections to finish their in-flight requests (the caller bounds that wait).
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
-    let fast_lookup = !public_guard_configured(&state.settings);
+    let fast_lookup = !public_guard_configured(&state.config);
     let router = router(state.clone());
     let http = hyper::server::conn::http1::Builder::new();
-    let server = &state.settings.server;
+    let server = &state.config.server;
+    // Zero: no deadline (ReadDeadlines).
     let deadlines = ReadDeadlines {
-        header: Duration::from_millis(server.header_read_timeout_ms),
-        body: Duration::from_millis(server.body_read_timeout_ms),
+        header: server.header_read_timeout.unwrap_or(Duration::ZERO),
+        body: server.body_read_timeout.unwrap_or(Duration::ZERO),
     };
     let slots = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
@@ -144,15 +146,15 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
             let state = self.state.clone();
             return Box::pin(async move {
                 let (parts, body) = request.into_parts();
-                let limit = state.settings.server.body_limit_bytes;
+                let limit = state.config.server.body_limit_bytes;
                 let body = Limited::new(body, limit).collect().await;
                 clock.handling();
                 let answer = match body {
                     Ok(body) => routes::route::answer(&state, &parts, &body.to_bytes()).await,
-                    Err(_) => Err(ApiError::TooLarge),
+                    Err(_) => ApiError::TooLarge.into_response(),
                 };
                 clock.expect_headers();
-                Ok(answer.into_response())
+                Ok(answer)
             });
         }
         let mut request = request.map(|body| Body::new(ClockedBody::new(body, clock.clone())));

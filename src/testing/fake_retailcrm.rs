@@ -41,16 +41,21 @@
 //!   the PHP factory test builds it with 400).
 //! - Validation error keys are plain field names (`datetime`, `performerId`, `customer`),
 //!   and `calls[3][result]` for a call in a batch; the messages are ours.
-//! - Phone matching in `telephony/manager`: strip non-digits, then two numbers match when
-//!   their last 10 digits are equal (when either has fewer than 10 digits, the whole digit
-//!   strings must be equal). The first (lowest id) matching customer wins. Without
+//! - Phone matching in `telephony/manager?phone=` and `customers?filter[name]=` is the
+//!   strictest plausible rule (PROTOCOLS §2.6, §2.8): the query's digits must be a substring
+//!   of a stored number's digits, as stored (`filter[name]` needs at least 3 digits, else it
+//!   searches first/last name and email as text). A search for `380981234567` does not find
+//!   a stored `0981234567`; the national significant number `981234567` finds every typed
+//!   form, and also `0981234567` inside a longer number: callers must check the answer.
+//!   In `telephony/manager` the first (lowest id) matching customer wins. Without
 //!   `ignoreStatus=1` a manager whose status is not `free` is left out. No match answers
 //!   `{"success":true,"links":{…}}` with neither `manager` nor `customer` (§2.6, §4 item 6).
 //!   `customer` is only present with `details=1`.
-//! - `customers?filter[name]=`: the search's digits (when it has at least 3) must be a
-//!   substring of a stored phone's digits; otherwise a case-insensitive substring of
-//!   first/last name or email. A search for `+380981234567` does not find a stored
-//!   `0981234567` (substring, not normalisation).
+//! - `customers` lists in id order (so `page` walks are stable while nothing is deleted).
+//! - `customers/history` (§2.10): see `handlers/history.rs` for the record shapes. Changes
+//!   made through the API and by hand ([`FakeRetailCrm::edit_customer_by_hand`],
+//!   [`FakeRetailCrm::delete_customer_by_hand`], [`FakeRetailCrm::merge_customers_by_hand`],
+//!   seeding with [`FakeRetailCrm::add_customer`]) all leave records.
 //! - `orders/create` without `customer` creates a customer from the order's
 //!   `firstName`/`lastName`/`phone`/`email`; `status` defaults to `new`.
 //! - calls/upload: a batch with any invalid call is refused as a whole (400);
@@ -309,6 +314,9 @@ struct CrmState {
     cfg: FakeCrmConfig,
     users: BTreeMap<u64, FakeUser>,
     customers: BTreeMap<u64, Value>,
+    /// `customers/history` records, oldest first.
+    history: Vec<Value>,
+    next_history_id: u64,
     orders: BTreeMap<u64, Value>,
     tasks: BTreeMap<u64, Value>,
     calls: Vec<Value>,
@@ -369,6 +377,8 @@ impl CrmState {
             cfg,
             users: BTreeMap::new(),
             customers: BTreeMap::new(),
+            history: Vec::new(),
+            next_history_id: 1,
             orders: BTreeMap::new(),
             tasks: BTreeMap::new(),
             calls: Vec::new(),
@@ -585,7 +595,77 @@ impl FakeRetailCrm {
             .map(str::to_owned)
             .or_else(|| st.cfg.sites.first().cloned())
             .unwrap_or_default();
-        handlers::insert_customer(&mut st, entity, &site)
+        handlers::insert_customer(
+            &mut st,
+            entity,
+            &site,
+            handlers::Actor::User(handlers::HAND_USER_ID),
+        )
+    }
+
+    /// Edits a customer as a user would in the CRM's UI (write shape: `managerId`,
+    /// `phones`, `firstName`, …), recording history. `false` for an unknown customer.
+    pub fn edit_customer_by_hand(&self, id: u64, patch: Value) -> bool {
+        let Value::Object(patch) = patch else {
+            return false;
+        };
+        let mut st = self.lock();
+        handlers::edit_customer(
+            &mut st,
+            id,
+            patch,
+            handlers::Actor::User(handlers::HAND_USER_ID),
+        )
+    }
+
+    /// Reassigns a customer to another manager (or none) by hand.
+    pub fn set_customer_manager_by_hand(&self, id: u64, manager_id: Option<u64>) -> bool {
+        self.edit_customer_by_hand(id, json!({"managerId": manager_id}))
+    }
+
+    /// Replaces a customer's phones (stored verbatim) by hand.
+    pub fn set_customer_phones_by_hand(&self, id: u64, phones: &[&str]) -> bool {
+        let phones: Vec<Value> = phones.iter().map(|p| json!({"number": p})).collect();
+        self.edit_customer_by_hand(id, json!({"phones": phones}))
+    }
+
+    /// Deletes a customer by hand. `false` for an unknown customer.
+    pub fn delete_customer_by_hand(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        handlers::delete_customer(
+            &mut st,
+            id,
+            None,
+            handlers::Actor::User(handlers::HAND_USER_ID),
+        )
+    }
+
+    /// Merges customer `from` into `into` by hand: `into` gains the numbers of `from`, and
+    /// `from` is deleted with `combinedTo`. `false` when either is unknown or they are one.
+    pub fn merge_customers_by_hand(&self, from: u64, into: u64) -> bool {
+        let mut st = self.lock();
+        handlers::delete_customer(
+            &mut st,
+            from,
+            Some(into),
+            handlers::Actor::User(handlers::HAND_USER_ID),
+        )
+    }
+
+    /// Sets a user's `active` flag (a deactivated employee) as if changed in the CRM UI.
+    pub fn set_user_active(&self, user_id: u64, active: bool) -> bool {
+        match self.lock().users.get_mut(&user_id) {
+            Some(u) => {
+                u.active = active;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `customers/history` records so far, oldest first.
+    pub fn history(&self) -> Vec<Value> {
+        self.lock().history.clone()
     }
 
     /// Adds an order for an existing customer. No validation. Returns the id.

@@ -1,7 +1,8 @@
 //! Test support shared by callgate's own tests and by the load-test binary.
 //!
-//! Compiled always (not only under `cfg(test)`), because `load-tests/` links against it.
-//! Nothing here is used by the production gateway.
+//! Compiled only with the `testing` cargo feature: `cargo test` turns it on (callgate is its
+//! own dev-dependency with the feature) and so does the load generator (`load-tests/`).
+//! The product (`cargo build --release`) contains none of it.
 //!
 //! - [`fake_retailcrm`]: a strict, stateful fake of retailCRM API v5 served over real HTTP
 //!   on `127.0.0.1:0`, with fault injection and rate limiting.

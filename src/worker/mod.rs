@@ -1,10 +1,14 @@
-//! The worker (SPEC §4, §6): takes stored call events from the queue, gathers CRM facts,
-//! asks the pure planner for a plan, and executes it against the CRM idempotently.
+//! The worker (SPEC §4, §6): takes stored call events ([`task::StoredWebhook`]) from the
+//! queue, gathers CRM facts, asks the pure pipeline ([`decide`]: site, routing rule, plan)
+//! what to do, and executes the plan against the CRM idempotently. The call log entry is
+//! stored as planned.
 //!
 //! Guarantees and how they are kept:
 //! - **Nothing lost**: a task leaves the queue only when its plan is fully applied
-//!   (`complete`) or parked with the CRM's reason (`dead_letter`). A crashed worker's lease
-//!   expires and the task runs again.
+//!   (`complete`) or parked with the CRM's reason (`dead_letter`). A running task's short
+//!   lease (`worker.lease_secs`) is renewed by a heartbeat every third of it; a crashed
+//!   worker's lease runs out and the task runs again; a task running longer than 4/5 of the
+//!   lease is abandoned and rescheduled; a worker whose lease was lost stores nothing.
 //! - **Nothing doubled**: every executed action is recorded under
 //!   `action:<event>:<action key>` with its result; a re-run skips recorded actions and reuses
 //!   their ids. A crash between a CRM write and its record is covered by `externalId`s
@@ -12,45 +16,44 @@
 //!   `externalId`. Tasks have no `externalId` in retailCRM, so a crash in that exact window can
 //!   repeat one task — the only remaining gap.
 //! - **One customer per number**: events of one client number are processed under a
-//!   per-number lock, facts included, so two simultaneous calls from a new number make one
+//!   per-number lock (owner token, renewed by the heartbeat, compare-and-delete), facts included, so two simultaneous calls from a new number make one
 //!   customer and the second call sees it (and its open order).
 //! - **In order**: the queue hands out one task per call at a time, in arrival order.
 //! - **Retries**: retryable CRM errors (network, timeouts, 5xx, 503/429, 403) are retried with
 //!   capped exponential backoff and jitter; bad content (validation) is dead-lettered at once.
 
 pub mod retry;
+pub mod task;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{Local, NaiveDateTime};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Site,
     crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
     domain::{
-        call::{CallEvent, FieldAliases},
+        call::{CallEvent, FieldAliases, PayloadError},
         manager::{ManagerDirectory, ManagerId},
+        mirror::{MirrorChange, MirrorCustomer, PhoneKey},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
-            Resolved, RuleActions, TaskPurpose, UnresolvedRef, plan, resolve_parties,
+            Resolved, TaskPurpose, UnresolvedRef, decide, resolve_parties,
         },
-        rules::{MatchContext, Rules},
     },
-    http::routes::webhook::StoredWebhook,
     metrics::Metrics,
     rules::RuleBook,
-    store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
+    store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
+    sync::mirror::SharedMirror,
 };
 use retry::RetrySchedule;
+use task::StoredWebhook;
 
 /// How long executed-action records and call-leg records are kept.
 pub const ACTION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
-/// How long one worker may hold a number's lock.
-pub const NUMBER_LOCK_TTL: Duration = Duration::from_secs(60);
 /// At most one S8 "check this number" task per unknown tracking number this often.
 pub const TRACKING_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How long a worker waits for a number's lock before putting the task back.
@@ -73,6 +76,9 @@ pub enum ExecutionOutcome {
     TaskDeadLettered,
     /// No task was due.
     EmptyQueue,
+    /// The task's lease was lost while it ran (it ran out, another worker took the task):
+    /// nothing of its outcome was stored; its new holder runs it.
+    TaskAbandoned,
 }
 
 /// Why processing one task stopped.
@@ -82,12 +88,21 @@ enum ProcessError {
     Crm(#[from] CrmError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the stored event cannot be decoded: {0}")]
+    Undecodable(#[source] serde_json::Error),
     #[error("the stored event cannot be read: {0}")]
-    Unreadable(String),
+    Unreadable(#[source] PayloadError),
     #[error(transparent)]
     Plan(#[from] UnresolvedRef),
     #[error("another worker holds the lock of this number")]
     Busy,
+}
+
+/// A number lock this worker holds: its key and the owner token stored in it.
+#[derive(Debug, Clone)]
+struct NumberLock {
+    key: String,
+    token: String,
 }
 
 /// Result of an executed action, recorded under its dedupe key.
@@ -116,6 +131,37 @@ struct LegsRecord {
     talkers: Vec<ManagerId>,
 }
 
+/// The worker's collaborators (shared with the HTTP side). Built once in `startup`.
+pub struct WorkerDeps {
+    pub store: Arc<dyn Store>,
+    pub crm: Arc<dyn Crm>,
+    pub directory: Arc<ManagerDirectory>,
+    pub metrics: Arc<Metrics>,
+    /// Notified when an event is queued.
+    pub wakeup: Arc<Notify>,
+    /// Routing rules; the first match gives the planner its [`RuleActions`].
+    pub rules: Arc<RuleBook>,
+    /// The owner mirror (`[sync]` on): customers the worker creates go into it at once; the
+    /// CRM's history brings them to every other instance within a poll.
+    pub mirror: Option<Arc<SharedMirror>>,
+}
+
+/// The worker's configuration, from the validated [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub normalizer: PhoneNormalizer,
+    /// Webhook field names.
+    pub aliases: Arc<FieldAliases>,
+    pub planner: PlannerConfig,
+    /// Status groups whose orders are closed.
+    pub closed_status_groups: HashSet<String>,
+    pub schedule: RetrySchedule,
+    /// How long a claimed task stays invisible to other workers.
+    pub lease: Duration,
+    /// TTL of the owner index entries the worker refreshes.
+    pub owner_ttl: Duration,
+}
+
 /// Everything the worker needs. Built once in `startup`.
 pub struct Worker {
     pub store: Arc<dyn Store>,
@@ -124,15 +170,15 @@ pub struct Worker {
     pub normalizer: PhoneNormalizer,
     pub aliases: Arc<FieldAliases>,
     pub planner: PlannerConfig,
-    pub sites: Vec<Site>,
     pub closed_status_groups: HashSet<String>,
     pub schedule: RetrySchedule,
     pub lease: Duration,
     pub owner_ttl: Duration,
     pub metrics: Arc<Metrics>,
     pub wakeup: Arc<Notify>,
-    /// Routing rules; the first match gives the planner its [`RuleActions`].
+    /// Routing rules; the first match gives the planner its actions ([`decide`]).
     pub rules: Arc<RuleBook>,
+    mirror: Option<Arc<SharedMirror>>,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
 }
 
@@ -141,23 +187,25 @@ fn local_now() -> NaiveDateTime {
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn Store>,
-        crm: Arc<dyn Crm>,
-        directory: Arc<ManagerDirectory>,
-        normalizer: PhoneNormalizer,
-        aliases: Arc<FieldAliases>,
-        planner: PlannerConfig,
-        sites: Vec<Site>,
-        closed_status_groups: HashSet<String>,
-        schedule: RetrySchedule,
-        lease: Duration,
-        owner_ttl: Duration,
-        metrics: Arc<Metrics>,
-        wakeup: Arc<Notify>,
-    ) -> Self {
-        let no_rules_normalizer = normalizer.clone();
+    pub fn new(deps: WorkerDeps, config: WorkerConfig) -> Self {
+        let WorkerDeps {
+            store,
+            crm,
+            directory,
+            metrics,
+            wakeup,
+            rules,
+            mirror,
+        } = deps;
+        let WorkerConfig {
+            normalizer,
+            aliases,
+            planner,
+            closed_status_groups,
+            schedule,
+            lease,
+            owner_ttl,
+        } = config;
         Worker {
             store,
             crm,
@@ -165,22 +213,16 @@ impl Worker {
             normalizer,
             aliases,
             planner,
-            sites,
             closed_status_groups,
             schedule,
             lease,
             owner_ttl,
             metrics,
             wakeup,
-            rules: Arc::new(RuleBook::fixed(Rules::default(), no_rules_normalizer)),
+            rules,
+            mirror,
             statuses: tokio::sync::Mutex::new(None),
         }
-    }
-
-    /// Uses `rules` (the worker starts with none).
-    pub fn with_rules(mut self, rules: Arc<RuleBook>) -> Self {
-        self.rules = rules;
-        self
     }
 
     /// Runs `concurrency` loops until `token` is cancelled; a task in progress finishes
@@ -217,14 +259,114 @@ impl Worker {
         }
     }
 
-    /// Takes one due task and applies it (tests call this directly).
+    /// How often a running task's lease (and its number lock) is renewed: a third of the
+    /// lease, so two renewals may fail before it runs out.
+    pub fn heartbeat(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// How long one task may run: below the lease (four fifths of it), so a task whose
+    /// heartbeat cannot reach the store stops before another worker may take it over.
+    pub fn task_deadline(&self) -> Duration {
+        self.lease * 4 / 5
+    }
+
+    /// Takes one due task and applies it (tests call this directly). While it runs, a
+    /// heartbeat renews its lease and its number lock; a task that loses its lease is
+    /// abandoned (another worker has it), one that exceeds [`Worker::task_deadline`] is
+    /// abandoned and rescheduled.
     pub async fn try_execute_task(&self) -> Result<ExecutionOutcome, StoreError> {
         let Some(task) = self.store.claim_next(self.lease).await? else {
             return Ok(ExecutionOutcome::EmptyQueue);
         };
-        let outcome = match self.process(&task).await {
+        let lease = task.lease();
+        let lock: std::sync::Mutex<Option<NumberLock>> = std::sync::Mutex::new(None);
+        let run = tokio::time::timeout(self.task_deadline(), self.process(&task, &lock));
+        let result = tokio::select! {
+            r = run => r,
+            lost = self.heartbeat_until_lost(lease, &lock) => {
+                tracing::warn!(task = task.id, error = %lost, "Task's lease was lost; abandoned to its new holder.");
+                self.release(&lock).await;
+                return Ok(ExecutionOutcome::TaskAbandoned);
+            }
+        };
+        self.release(&lock).await;
+        let outcome = match result {
+            Ok(result) => self.settle(&task, result).await,
+            Err(_elapsed) => {
+                let delay = self.schedule.delay(task.attempt, None);
+                let reason = format!(
+                    "the task ran longer than its {:?} deadline",
+                    self.task_deadline()
+                );
+                tracing::warn!(task = task.id, delay = ?delay, "Task exceeded its deadline; abandoned and rescheduled.");
+                self.store
+                    .reschedule(lease, delay, &reason)
+                    .await
+                    .map(|()| ExecutionOutcome::TaskRetried)
+            }
+        };
+        match outcome {
+            Err(StoreError::LeaseLost(id)) => {
+                tracing::warn!(
+                    task = id,
+                    "Task's lease ran out before its outcome was stored; its new holder runs it again."
+                );
+                Ok(ExecutionOutcome::TaskAbandoned)
+            }
+            other => other,
+        }
+    }
+
+    /// Renews the lease and the number lock every [`Worker::heartbeat`]; returns only when
+    /// the lease is lost. A store error is retried on the next beat.
+    async fn heartbeat_until_lost(
+        &self,
+        lease: crate::store::Lease,
+        lock: &std::sync::Mutex<Option<NumberLock>>,
+    ) -> StoreError {
+        loop {
+            tokio::time::sleep(self.heartbeat()).await;
+            match self.store.renew_lease(lease, self.lease).await {
+                Err(e @ StoreError::LeaseLost(_)) => return e,
+                Err(e) => tracing::warn!(error = %e, "Renewing a task's lease failed; retrying."),
+                Ok(()) => {}
+            }
+            let held = lock.lock().expect("lock slot poisoned").clone();
+            if let Some(l) = held
+                && let Err(e) = self
+                    .store
+                    .expire_if_equals(&l.key, l.token.as_bytes(), self.lease)
+                    .await
+            {
+                tracing::warn!(error = %e, "Renewing a number lock failed; retrying.");
+            }
+        }
+    }
+
+    /// Releases the number lock, if this task took one, only while it is still ours.
+    async fn release(&self, lock: &std::sync::Mutex<Option<NumberLock>>) {
+        let held = lock.lock().expect("lock slot poisoned").take();
+        if let Some(l) = held
+            && let Err(e) = self
+                .store
+                .delete_if_equals(&l.key, l.token.as_bytes())
+                .await
+        {
+            tracing::warn!(error = %e, "Releasing a number lock failed; it expires by itself.");
+        }
+    }
+
+    /// Stores the outcome of a task that ran to its end.
+    async fn settle(
+        &self,
+        task: &QueuedTask,
+        result: Result<(), ProcessError>,
+    ) -> Result<ExecutionOutcome, StoreError> {
+        let lease = task.lease();
+        let outcome = match result {
             Ok(()) => {
-                self.store.complete(task.id).await?;
+                self.store.complete(lease).await?;
                 ExecutionOutcome::TaskCompleted
             }
             Err(ProcessError::Crm(e)) if e.is_retryable() => {
@@ -234,32 +376,34 @@ impl Worker {
                 };
                 let delay = self.schedule.delay(task.attempt, retry_after);
                 tracing::warn!(task = task.id, attempt = task.attempt + 1, delay = ?delay, error = %e, "CRM work failed; will retry.");
-                self.store.reschedule(task.id, delay, &e.reason()).await?;
+                self.store.reschedule(lease, delay, &e.reason()).await?;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Crm(e)) => {
                 tracing::error!(task = task.id, error = %e, "The CRM refused the call's data; parked as a dead letter.");
-                self.store.dead_letter(task.id, &e.reason()).await?;
+                self.store.dead_letter(lease, &e.reason()).await?;
                 ExecutionOutcome::TaskDeadLettered
             }
             Err(ProcessError::Busy) => {
                 // Not a failure of the task: another event of the same number is in progress.
                 self.store
-                    .postpone(task.id, Duration::from_millis(200))
+                    .postpone(lease, Duration::from_millis(200))
                     .await?;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Store(e)) => {
                 let delay = self.schedule.delay(task.attempt, None);
                 tracing::warn!(task = task.id, error = %e, "Store failed during CRM work; will retry.");
-                self.store
-                    .reschedule(task.id, delay, &e.to_string())
-                    .await?;
+                self.store.reschedule(lease, delay, &e.to_string()).await?;
                 ExecutionOutcome::TaskRetried
             }
-            Err(e @ (ProcessError::Unreadable(_) | ProcessError::Plan(_))) => {
+            Err(
+                e @ (ProcessError::Undecodable(_)
+                | ProcessError::Unreadable(_)
+                | ProcessError::Plan(_)),
+            ) => {
                 tracing::error!(task = task.id, error = %e, "Task cannot be processed; parked as a dead letter.");
-                self.store.dead_letter(task.id, &e.to_string()).await?;
+                self.store.dead_letter(lease, &e.to_string()).await?;
                 ExecutionOutcome::TaskDeadLettered
             }
         };
@@ -278,8 +422,8 @@ impl Worker {
     }
 
     fn parse(&self, task: &QueuedTask) -> Result<CallEvent, ProcessError> {
-        let stored: StoredWebhook = serde_json::from_slice(&task.payload)
-            .map_err(|e| ProcessError::Unreadable(e.to_string()))?;
+        let stored: StoredWebhook =
+            serde_json::from_slice(&task.payload).map_err(ProcessError::Undecodable)?;
         let normalize = |raw: &str| self.normalizer.parse(raw).map(|p| p.number);
         CallEvent::parse(
             &stored.fields,
@@ -287,35 +431,35 @@ impl Worker {
             stored.event.as_deref(),
             &normalize,
         )
-        .map_err(|e| ProcessError::Unreadable(e.to_string()))
+        .map_err(ProcessError::Unreadable)
     }
 
-    async fn process(&self, task: &QueuedTask) -> Result<(), ProcessError> {
+    async fn process(
+        &self,
+        task: &QueuedTask,
+        lock: &std::sync::Mutex<Option<NumberLock>>,
+    ) -> Result<(), ProcessError> {
         let event = self.parse(task)?;
-        let lock = match &event.client {
-            Ok(phone) => Some(self.lock_number(phone).await?),
-            Err(_) => None,
-        };
-        let result = self.process_locked(&event).await;
-        if let Some(key) = lock
-            && let Err(e) = self.store.delete(&key).await
-        {
-            tracing::warn!(error = %e, "Releasing a number lock failed; it expires by itself.");
+        if let Ok(phone) = &event.client {
+            let taken = self.lock_number(phone).await?;
+            *lock.lock().expect("lock slot poisoned") = Some(taken);
         }
-        result
+        self.process_locked(&event).await
     }
 
-    /// Takes `lock:number:<e164>`, waiting up to [`NUMBER_LOCK_WAIT`].
-    async fn lock_number(&self, phone: &PhoneNumber) -> Result<String, ProcessError> {
-        let key = format!("{}number:{}", keys::LOCK, phone.e164());
+    /// Takes `lock:number:<e164>` with a fresh owner token, waiting up to
+    /// [`NUMBER_LOCK_WAIT`]. The lock lives one lease and is renewed by the task's heartbeat.
+    async fn lock_number(&self, phone: &PhoneNumber) -> Result<NumberLock, ProcessError> {
+        let key = keys::number_lock(phone);
+        let token = format!("{:016x}", rand::random::<u64>());
         let deadline = tokio::time::Instant::now() + NUMBER_LOCK_WAIT;
         loop {
             if self
                 .store
-                .set_raw_if_absent(&key, b"1", Some(NUMBER_LOCK_TTL))
+                .set_raw_if_absent(&key, token.as_bytes(), Some(self.lease))
                 .await?
             {
-                return Ok(key);
+                return Ok(NumberLock { key, token });
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ProcessError::Busy);
@@ -326,8 +470,12 @@ impl Worker {
 
     async fn process_locked(&self, event: &CallEvent) -> Result<(), ProcessError> {
         let facts = self.gather_facts(event).await?;
-        let rule = self.matching_rule(event, &facts);
-        let plan = plan(event, &facts, &self.planner, rule.as_ref());
+        let rules = self.rules.current();
+        let decision = decide(event, &facts, &self.planner, &rules, chrono::Utc::now());
+        if let Some(rule) = decision.matched_rule {
+            tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
+        }
+        let plan = decision.plan;
         let event_key = event.dedupe_key();
         let mut resolved = Resolved::default();
         for action in &plan.actions {
@@ -335,86 +483,26 @@ impl Worker {
                 .await?;
         }
         if let Some(entry) = &plan.log {
-            let key = format!("{}{event_key}:log", keys::ACTION);
+            let key = keys::action_log(&event_key);
             if self.store.get_raw(&key).await?.is_none() {
-                let mut entry = entry.clone();
-                if let Some(order) = resolved.order.or_else(|| {
-                    facts
-                        .customers
-                        .first()
-                        .and_then(|c| c.orders.iter().find(|o| o.open).map(|o| o.id))
-                }) {
-                    let date = facts
-                        .customers
-                        .iter()
-                        .flat_map(|c| &c.orders)
-                        .find(|o| o.id == order)
-                        .and_then(|o| o.created_at)
-                        .unwrap_or(facts.now);
-                    entry.order_date = Some(date.format("%Y-%m-%d").to_string());
-                }
-                self.store.append_call_log(&entry).await?;
+                self.store.append_call_log(entry).await?;
                 self.store.set_raw(&key, b"1", Some(ACTION_TTL)).await?;
             }
         }
         if event.moment.is_finished()
             && event.outcome() == crate::domain::call::CallOutcome::Answered
         {
-            let key = format!("{}{}", keys::CALL_LEGS, event.call_id);
-            let mut legs: LegsRecord = self.get_json(&key).await?.unwrap_or_default();
+            let key = keys::call_legs(&event.call_id);
+            let mut legs: LegsRecord = self.store.get_json(&key).await?.unwrap_or_default();
             legs.answered = true;
             if let Some(m) = facts.answered_by
                 && !legs.talkers.contains(&m)
             {
                 legs.talkers.push(m);
             }
-            self.set_json(&key, &legs, Some(ACTION_TTL)).await?;
+            self.store.set_json(&key, &legs, Some(ACTION_TTL)).await?;
         }
         Ok(())
-    }
-
-    /// The planner actions of the first routing rule matching the event (SPEC §5, S11), with
-    /// the site told from `[[sites]]` (else `crm.default_site`) and whether the CRM knows the
-    /// client. A lookup-only rule (`forward_to`, `lookup_policy`) gives the planner nothing.
-    fn matching_rule(&self, event: &CallEvent, facts: &CrmFacts) -> Option<RuleActions> {
-        let rules = self.rules.current();
-        if rules.is_empty() {
-            return None;
-        }
-        let site = facts.site.as_deref().unwrap_or(&self.planner.default_site);
-        let ctx = MatchContext::for_event(
-            event,
-            Some(site),
-            Some(!facts.customers.is_empty()),
-            chrono::Utc::now(),
-        );
-        let rule = rules.first_match(&ctx)?;
-        tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
-        rule.planner_actions().cloned()
-    }
-
-    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        match self.store.get_raw(key).await? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        key: key.to_owned(),
-                        detail: e.to_string(),
-                    })
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn set_json<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.store.set_raw(key, &bytes, ttl).await
     }
 
     async fn status_groups(&self) -> Result<StatusGroups, CrmError> {
@@ -429,30 +517,15 @@ impl Worker {
         Ok(groups)
     }
 
-    fn site_of(&self, event: &CallEvent) -> Option<String> {
-        let by_project = event.project_id.as_ref().and_then(|p| {
-            self.sites
-                .iter()
-                .find(|s| s.project_ids.iter().any(|id| id == p))
-        });
-        let by_number = || {
-            event
-                .tracking_number
-                .as_ref()
-                .and_then(|n| self.sites.iter().find(|s| s.tracking_numbers.contains(n)))
-        };
-        by_project.or_else(by_number).map(|s| s.code.clone())
-    }
-
     async fn gather_facts(&self, event: &CallEvent) -> Result<CrmFacts, ProcessError> {
         let mut facts = CrmFacts::new_number(local_now());
         let parties = resolve_parties(event, &self.directory);
-        facts.site = self.site_of(event);
         facts.answered_by = parties.answered_by;
         facts.answered_by_name = parties.answered_by.map(|id| self.manager_name(id));
         facts.client_is_manager = parties.client_is_manager;
         let legs: LegsRecord = self
-            .get_json(&format!("{}{}", keys::CALL_LEGS, event.call_id))
+            .store
+            .get_json(&keys::call_legs(&event.call_id))
             .await?
             .unwrap_or_default();
         facts.other_legs = OtherLegs {
@@ -470,7 +543,8 @@ impl Worker {
             return Ok(facts);
         }
         if let Some(cb) = self
-            .get_json::<CallbackRecord>(&format!("{}{}", keys::CALLBACK, phone.e164()))
+            .store
+            .get_json::<CallbackRecord>(&keys::callback(phone))
             .await?
         {
             facts.open_callback = Some(OpenCallback {
@@ -532,7 +606,7 @@ impl Worker {
         let Some(tracking) = &event.tracking_number else {
             return Ok(true);
         };
-        let key = format!("{}{}", keys::TRACKING_CHECK, tracking.e164());
+        let key = keys::tracking_check(tracking);
         if self
             .store
             .set_raw_if_absent(&key, event_key.as_bytes(), Some(TRACKING_CHECK_EVERY))
@@ -551,8 +625,8 @@ impl Worker {
         action: &Action,
         resolved: &mut Resolved,
     ) -> Result<(), ProcessError> {
-        let key = format!("{}{event_key}:{}", keys::ACTION, action.key());
-        let previous: Option<ActionRecord> = self.get_json(&key).await?;
+        let key = keys::action(event_key, &action.key());
+        let previous: Option<ActionRecord> = self.store.get_json(&key).await?;
         if let Some(record) = previous.filter(|r| r.done) {
             resolved.customer = record.customer.or(resolved.customer);
             resolved.order = record.order.or(resolved.order);
@@ -560,7 +634,9 @@ impl Worker {
         }
         let resumed = previous.is_some();
         let started = ActionRecord::default();
-        self.set_json(&key, &started, Some(ACTION_TTL)).await?;
+        self.store
+            .set_json(&key, &started, Some(ACTION_TTL))
+            .await?;
         let mut record = ActionRecord {
             done: true,
             ..ActionRecord::default()
@@ -582,6 +658,14 @@ impl Worker {
                     Some(found) => found,
                     None => (self.crm.create_customer(site, new).await?, new.manager_id),
                 };
+                if let Some(mirror) = &self.mirror {
+                    mirror.apply(&[MirrorChange::Upsert(MirrorCustomer {
+                        id,
+                        manager,
+                        phones: new.phones.iter().filter_map(PhoneKey::of).collect(),
+                        last_activity: local_now().and_utc().timestamp(),
+                    })]);
+                }
                 for p in &new.phones {
                     let entry = OwnerEntry {
                         customer_id: Some(id),
@@ -648,12 +732,9 @@ impl Worker {
                     };
                     let window =
                         Duration::from_secs(u64::from(self.planner.callback_window_min) * 60);
-                    self.set_json(
-                        &format!("{}{}", keys::CALLBACK, phone.e164()),
-                        &cb,
-                        Some(window),
-                    )
-                    .await?;
+                    self.store
+                        .set_json(&keys::callback(phone), &cb, Some(window))
+                        .await?;
                 }
                 record.task = Some(id);
             }
@@ -668,9 +749,7 @@ impl Worker {
                 };
                 self.crm.edit_task(*task_id, &update).await?;
                 if let Ok(phone) = &event.client {
-                    self.store
-                        .delete(&format!("{}{}", keys::CALLBACK, phone.e164()))
-                        .await?;
+                    self.store.delete(&keys::callback(phone)).await?;
                 }
                 record.task = Some(*task_id);
             }
@@ -679,7 +758,7 @@ impl Worker {
                 self.crm.upload_calls(std::slice::from_ref(call)).await?;
             }
         }
-        self.set_json(&key, &record, Some(ACTION_TTL)).await?;
+        self.store.set_json(&key, &record, Some(ACTION_TTL)).await?;
         Ok(())
     }
 }

@@ -7,7 +7,11 @@ use std::time::Duration;
 use callgate::testing::fake_retailcrm::{Fault, FaultRule};
 use serde_json::{Value, json};
 
-use crate::helpers::{MANUAL_WORKER, TestApp, WEBHOOK_TOKEN, spawn_app_with_crm, start_fake_crm};
+use callgate::config::{CreateOnIncoming, Settings};
+
+use crate::helpers::{
+    TestApp, WEBHOOK_TOKEN, fast_retries, manual_worker, site, spawn_app_with_crm, start_fake_crm,
+};
 
 /// An after-call webhook in the call-log naming, as Ringostat sends it.
 pub(crate) fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) -> Value {
@@ -30,12 +34,18 @@ pub(crate) fn after_call(id: &str, caller: &str, disposition: &str, staff: i64) 
     })
 }
 
-pub(crate) const TRACKING: &str =
-    "\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n";
+/// The shop's site with its one tracking number.
+pub(crate) fn tracking(settings: &mut Settings) {
+    settings.sites.push(site("shop1", &["+380441112233"]));
+}
 
 async fn app() -> TestApp {
     let crm = start_fake_crm().await;
-    spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{TRACKING}")).await
+    spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        tracking(s);
+    })
+    .await
 }
 
 fn tasks_of(app: &TestApp, performer: u64) -> Vec<Value> {
@@ -230,10 +240,11 @@ async fn one_webhook_delivered_three_times_makes_one_set_of_records() {
 #[tokio::test]
 async fn two_simultaneous_calls_from_one_new_number_make_one_customer() {
     let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(
-        &crm,
-        &format!("[worker]\nconcurrency = 4\nretry_base_ms = 1\nretry_max_ms = 5\n{TRACKING}"),
-    )
+    let app = spawn_app_with_crm(&crm, |s| {
+        s.worker.concurrency = 4;
+        fast_retries(s);
+        tracking(s);
+    })
     .await;
 
     let first = after_call("sim-1", "0931112233", "ANSWERED", 1028);
@@ -478,7 +489,11 @@ async fn the_cli_lists_and_replays_dead_letters_and_lists_the_quarantine() {
 
 #[tokio::test]
 async fn on_the_sandbox_crm_a_call_becomes_records_readable_through_the_admin_api() {
-    let app = crate::helpers::spawn_app(&format!("[crm]\nsenior_manager_id = 1\n{TRACKING}")).await;
+    let app = crate::helpers::spawn_app(|s| {
+        s.crm.senior_manager_id = 1;
+        tracking(s);
+    })
+    .await;
 
     let r = app
         .post_webhook(&after_call("sb-1", "0981234567", "ANSWERED", 1028))
@@ -691,10 +706,11 @@ async fn s9_an_internal_call_between_managers_creates_nothing() {
 #[tokio::test]
 async fn s13_with_customer_only_creation_the_closed_task_hangs_on_the_customer() {
     let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(
-        &crm,
-        &format!("{MANUAL_WORKER}create_on_incoming = \"customer\"\n{TRACKING}"),
-    )
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        s.crm.create_on_incoming = CreateOnIncoming::Customer;
+        tracking(s);
+    })
     .await;
     app.post_webhook(&after_call("co-1", "0981234567", "ANSWERED", 1028))
         .await;
@@ -777,4 +793,32 @@ async fn s14_a_missed_leg_that_arrives_first_has_its_call_back_closed_by_the_ans
         open[0]["text"].as_str().unwrap().contains("talked to"),
         "{open:#?}"
     );
+}
+
+#[tokio::test]
+async fn the_call_log_dates_a_new_order_by_the_call_not_by_the_time_the_worker_ran() {
+    // The call was on 2024-07-31; the worker applies it today. The order it creates is the
+    // call's, so the log's order date is the call's date (the planner's), not today's.
+    let app = app().await;
+    let r = app
+        .post_webhook(&after_call("od-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    assert_eq!(r.status(), 200);
+    app.run_worker_until_idle().await;
+    assert_eq!(app.fake().orders().len(), 1, "the call made an order");
+
+    let log = app
+        .client
+        .get(app.url("/admin/calls?manager_id=28"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let calls = log["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{log:#}");
+    assert_eq!(calls[0]["call_id"], "od-1");
+    assert_eq!(calls[0]["order_date"], "2024-07-31", "{log:#}");
 }

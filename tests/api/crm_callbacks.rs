@@ -8,7 +8,7 @@ use callgate::{
 use serde_json::Value;
 
 use crate::{
-    helpers::{CLIENT_ID, TestApp, redis_store_toml, spawn_app, spawn_app_configured},
+    helpers::{CLIENT_ID, TestApp, redis_store, spawn_app},
     redis_support::RedisKeys,
 };
 
@@ -52,7 +52,7 @@ async fn expect_code(response: reqwest::Response, status: u16, code: &str) {
 
 #[tokio::test]
 async fn a_missing_or_wrong_client_id_is_refused_and_changes_nothing() {
-    let app = spawn_app("").await;
+    let app = spawn_app(|_| {}).await;
     let before = snapshot(app.state.store.as_ref()).await;
 
     expect_code(
@@ -97,7 +97,7 @@ async fn a_missing_or_wrong_client_id_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn the_right_client_id_changes_the_status_in_any_layout() {
-    let app = spawn_app("").await;
+    let app = spawn_app(|_| {}).await;
     let r = user_status(&app, Some(CLIENT_ID), 27, "dinner").await;
     assert_eq!(r.status(), 200);
     let state = app.state.store.get_manager_state(ManagerId(27)).await;
@@ -140,7 +140,7 @@ async fn the_right_client_id_changes_the_status_in_any_layout() {
 
 #[tokio::test]
 async fn without_a_configured_client_id_every_callback_is_refused_with_503() {
-    let app = spawn_app_configured("", |s| s.crm.client_id = "".into()).await;
+    let app = spawn_app(|s| s.crm.client_id = "".into()).await;
     let before = snapshot(app.state.store.as_ref()).await;
     for given in [None, Some(""), Some(CLIENT_ID)] {
         expect_code(
@@ -174,13 +174,13 @@ async fn unknown_user_is_ignored(app: &TestApp) {
 
 #[tokio::test]
 async fn a_user_outside_the_directory_is_not_stored_on_the_embedded_store() {
-    let app = spawn_app("").await;
+    let app = spawn_app(|_| {}).await;
     unknown_user_is_ignored(&app).await;
 }
 
 #[tokio::test]
 async fn a_user_outside_the_directory_is_not_stored_on_the_redis_store() {
     let redis = RedisKeys::new();
-    let app = spawn_app(&redis_store_toml(&redis.url, &redis.prefix)).await;
+    let app = spawn_app(|s| redis_store(s, &redis.url, &redis.prefix)).await;
     unknown_user_is_ignored(&app).await;
 }

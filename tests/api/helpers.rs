@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 pub use callgate::testing::eventually;
 use callgate::{
-    config::Settings,
+    config::{Config, CrmKind, ManagerSettings, OneOrMany, Settings, SiteSettings, StoreKind},
     http::AppState,
     startup::Application,
     testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
@@ -23,27 +23,29 @@ pub const CLIENT_ID: &str = "callgate-test";
 
 /// Alina (CRM user 27) and Tatiana (CRM user 28), the seed's managers, plus the senior
 /// manager (CRM user 1).
-pub const MANAGERS_TOML: &str = r#"
-[[managers]]
-crm_user_id = 27
-ringostat_staff_id = 1027
-sip = ["shop_alina"]
-code = "127"
-phone = "+380671110027"
+pub fn seed_managers() -> Vec<ManagerSettings> {
+    let manager = |id: u64, sip: &str, code: &str, phone: Option<&str>| ManagerSettings {
+        crm_user_id: id,
+        ringostat_staff_id: Some(1000 + id as i64),
+        sip: Some(OneOrMany::Many(vec![sip.to_owned()])),
+        code: Some(code.to_owned()),
+        phone: phone.map(str::to_owned),
+    };
+    vec![
+        manager(27, "shop_alina", "127", Some("+380671110027")),
+        manager(28, "shop_tatiana", "128", Some("+380671110028")),
+        manager(1, "shop_senior", "101", None),
+    ]
+}
 
-[[managers]]
-crm_user_id = 28
-ringostat_staff_id = 1028
-sip = ["shop_tatiana"]
-code = "128"
-phone = "+380671110028"
-
-[[managers]]
-crm_user_id = 1
-ringostat_staff_id = 1001
-sip = ["shop_senior"]
-code = "101"
-"#;
+/// A `[[sites]]` entry with these tracking numbers.
+pub fn site(code: &str, tracking_numbers: &[&str]) -> SiteSettings {
+    SiteSettings {
+        code: code.to_owned(),
+        project_ids: Vec::new(),
+        tracking_numbers: tracking_numbers.iter().map(|n| (*n).to_owned()).collect(),
+    }
+}
 
 pub struct TestApp {
     pub address: String,
@@ -53,7 +55,7 @@ pub struct TestApp {
     pub worker: Arc<Worker>,
     token: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    _dir: Arc<TempDir>,
 }
 
 impl Drop for TestApp {
@@ -62,28 +64,27 @@ impl Drop for TestApp {
     }
 }
 
-/// Builds settings for a test: defaults + `extra` TOML, random port, fresh store file.
-pub fn test_settings(dir: &TempDir, extra: &str) -> Settings {
-    let toml = format!(
-        "{MANAGERS_TOML}\n[ringostat]\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n{extra}"
-    );
-    let mut settings = Settings::from_toml(&toml).expect("test settings parse");
+/// Settings for a test: the defaults, the seed's managers, the test tokens, a random port and
+/// a fresh store file.
+pub fn test_settings(dir: &TempDir) -> Settings {
+    let mut settings = Settings::defaults().expect("the defaults parse");
+    settings.managers = seed_managers();
+    settings.ringostat.webhook_token = WEBHOOK_TOKEN.into();
+    settings.admin.token = ADMIN_TOKEN.into();
     settings.server.port = 0;
+    // The owner mirror is off unless a test turns it on ([`mirror_on`]): most tests seed
+    // the fake CRM after the app started and exercise the lookup's CRM fetch, the path
+    // taken before the mirror's first import (and with `lookup.on_miss = "ask_crm"`).
+    settings.sync.enabled = false;
     settings.store.path = dir.path().join("callgate.redb");
     settings.crm.client_id = CLIENT_ID.into();
     settings
 }
 
-/// A callgate on the sandbox CRM.
-pub async fn spawn_app(extra: &str) -> TestApp {
-    spawn_app_configured(extra, |_| ()).await
-}
-
-/// A callgate on the sandbox CRM, its settings changed by `configure` after `extra` (for
-/// what TOML cannot say over the test defaults, such as an empty secret).
-pub async fn spawn_app_configured(extra: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
+/// A callgate on the sandbox CRM; `configure` changes the test settings.
+pub async fn spawn_app(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
-    let mut settings = test_settings(&dir, extra);
+    let mut settings = test_settings(&dir);
     configure(&mut settings);
     start(settings, dir, None).await
 }
@@ -97,30 +98,63 @@ pub async fn start_fake_crm() -> FakeRetailCrm {
     crm
 }
 
-/// A callgate talking to `crm` over real HTTP.
-pub async fn spawn_app_with_crm(crm: &FakeRetailCrm, extra: &str) -> TestApp {
+/// A callgate talking to `crm` over real HTTP; `configure` changes the test settings.
+pub async fn spawn_app_with_crm(
+    crm: &FakeRetailCrm,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
-    let mut settings = test_settings(&dir, extra);
-    settings.crm.kind = callgate::config::CrmKind::Retailcrm;
+    let mut settings = test_settings(&dir);
+    settings.crm.kind = CrmKind::Retailcrm;
     settings.crm.base_url = crm.base_url();
     settings.crm.api_key = crm.api_key().into();
     settings.crm.default_site = "shop1".to_owned();
+    configure(&mut settings);
     start(settings, dir, Some(crm.clone())).await
 }
 
-/// `[store]` TOML for a callgate on a shared Redis (`extra` of [`spawn_app_with_crm`]): apps
-/// given the same URL and prefix share one owner index, locks and queue.
-pub fn redis_store_toml(redis_url: &str, key_prefix: &str) -> String {
-    format!(
-        "[store]\nkind = \"redis\"\nredis_url = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\n"
-    )
+/// A callgate on a shared Redis: apps given the same URL and prefix share one owner index,
+/// locks and queue.
+pub fn redis_store(settings: &mut Settings, redis_url: &str, key_prefix: &str) {
+    settings.store.kind = StoreKind::Redis;
+    settings.store.redis_url = redis_url.to_owned();
+    settings.store.key_prefix = key_prefix.to_owned();
 }
 
-async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> TestApp {
+/// The owner mirror on, following the CRM every second (the lease at its minimum, 3 s).
+pub fn mirror_on(settings: &mut Settings) {
+    settings.sync.enabled = true;
+    settings.sync.history_interval_secs = 1;
+    settings.sync.users_interval_secs = 1;
+    settings.sync.lease_secs = 3;
+}
+
+/// A callgate on `crm` with the store file in `dir` (a restart: see [`TestApp::dir`]).
+pub async fn respawn_app_with_crm(
+    dir: Arc<TempDir>,
+    crm: &FakeRetailCrm,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings(&dir);
+    settings.crm.kind = CrmKind::Retailcrm;
+    settings.crm.base_url = crm.base_url();
+    settings.crm.api_key = crm.api_key().into();
+    settings.crm.default_site = "shop1".to_owned();
+    configure(&mut settings);
+    start(settings, dir, Some(crm.clone())).await
+}
+
+async fn start(
+    settings: Settings,
+    dir: impl Into<Arc<TempDir>>,
+    crm: Option<FakeRetailCrm>,
+) -> TestApp {
+    let dir = dir.into();
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(callgate::config::LogFormat::Pretty);
     }
-    let app = Application::build(settings).await.expect("app builds");
+    let config = Config::try_from(settings).expect("test settings are valid");
+    let app = Application::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let worker = app.worker();
@@ -138,8 +172,19 @@ async fn start(settings: Settings, dir: TempDir, crm: Option<FakeRetailCrm>) -> 
     }
 }
 
-/// Worker settings for tests that drive the worker by hand: no background worker, fast retries.
-pub const MANUAL_WORKER: &str = "[worker]\nenabled = false\nretry_base_ms = 1\nretry_max_ms = 5\n[crm]\nsenior_manager_id = 1\n";
+/// Fast retries (1 ms, at most 5 ms), so tests wait out retry delays quickly.
+pub fn fast_retries(settings: &mut Settings) {
+    settings.worker.retry_base_ms = 1;
+    settings.worker.retry_max_ms = 5;
+}
+
+/// For tests that drive the worker by hand: no background worker, fast retries, CRM user 1
+/// as the senior manager.
+pub fn manual_worker(settings: &mut Settings) {
+    settings.worker.enabled = false;
+    fast_retries(settings);
+    settings.crm.senior_manager_id = 1;
+}
 
 impl TestApp {
     /// Starts a graceful shutdown (as SIGTERM does) and returns the running application, which
@@ -177,6 +222,20 @@ impl TestApp {
             }
         })
         .await
+    }
+
+    /// The directory of the store file, to start another app on it after this one stopped
+    /// (and was dropped: the embedded store is one process's file).
+    pub fn dir(&self) -> Arc<TempDir> {
+        self._dir.clone()
+    }
+
+    /// Stops gracefully, waits for the end, and releases the store.
+    pub async fn shut_down(mut self) {
+        self.stop()
+            .await
+            .expect("the app task ends")
+            .expect("the app stops cleanly");
     }
 
     pub fn fake(&self) -> &FakeRetailCrm {

@@ -3,8 +3,10 @@
 
 mod calls;
 mod crm_callbacks;
+mod hardening;
 mod helpers;
 mod lookup;
+mod mirror;
 mod proxies;
 mod rules;
 mod server;

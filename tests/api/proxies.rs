@@ -7,6 +7,14 @@ use crate::{
     helpers::{TestApp, spawn_app},
 };
 
+fn ip(address: &str) -> std::net::IpAddr {
+    address.parse().expect("an IP address")
+}
+
+fn net(cidr: &str) -> ipnet::IpNet {
+    cidr.parse().expect("a CIDR")
+}
+
 /// `GET /ringostat/route` with the given forwarding headers; the status.
 async fn lookup(app: &TestApp, headers: &[(&str, &str)]) -> u16 {
     let mut request = app
@@ -21,7 +29,7 @@ async fn lookup(app: &TestApp, headers: &[(&str, &str)]) -> u16 {
 #[tokio::test]
 async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
     // 127.0.0.1 is no trusted proxy: every request is the peer's, whatever it claims.
-    let app = spawn_app("[server]\nper_ip_rps = 1\n").await;
+    let app = spawn_app(|s| s.server.per_ip_rps = 1).await;
     assert_eq!(
         lookup(&app, &[("x-forwarded-for", "198.51.100.1")]).await,
         200
@@ -35,7 +43,7 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
         429
     );
 
-    let app = spawn_app("[server]\nip_allowlist = [\"198.51.100.7\"]\n").await;
+    let app = spawn_app(|s| s.server.ip_allowlist = vec![ip("198.51.100.7")]).await;
     assert_eq!(
         lookup(&app, &[("x-forwarded-for", "198.51.100.7")]).await,
         403
@@ -44,7 +52,11 @@ async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_allowed() {
-    let app = spawn_app("[server]\nper_ip_rps = 1\ntrusted_proxies = [\"127.0.0.1/32\"]\n").await;
+    let app = spawn_app(|s| {
+        s.server.per_ip_rps = 1;
+        s.server.trusted_proxies = vec![net("127.0.0.1/32")];
+    })
+    .await;
     // Two clients behind the proxy have a budget each; a client spoofing a left-hand entry
     // is still known by what the proxy appended.
     assert_eq!(
@@ -69,9 +81,10 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_allowed() {
         429
     );
 
-    let app = spawn_app(
-        "[server]\nip_allowlist = [\"198.51.100.7\"]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
-    )
+    let app = spawn_app(|s| {
+        s.server.ip_allowlist = vec![ip("198.51.100.7")];
+        s.server.trusted_proxies = vec![net("127.0.0.0/8")];
+    })
     .await;
     assert_eq!(
         lookup(&app, &[("x-forwarded-for", "198.51.100.7")]).await,
@@ -86,7 +99,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_allowed() {
 
 #[tokio::test]
 async fn an_authenticated_webhook_is_never_rate_limited() {
-    let app = spawn_app("[server]\nper_ip_rps = 1\n").await;
+    let app = spawn_app(|s| s.server.per_ip_rps = 1).await;
     for i in 0..5 {
         let r = app
             .post_webhook(&after_call(

@@ -3,11 +3,12 @@
 
 use std::{path::Path, process::Command};
 
+use callgate::config::Settings;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    ADMIN_TOKEN, MANUAL_WORKER, TestApp, spawn_app, spawn_app_with_crm, start_fake_crm,
+    ADMIN_TOKEN, TestApp, manual_worker, site, spawn_app, spawn_app_with_crm, start_fake_crm,
 };
 
 /// The shipped examples directory.
@@ -27,13 +28,14 @@ fn rules_dir(files: &[&str]) -> TempDir {
     dir
 }
 
-/// `[rules] dir` plus the shop's tracking numbers (the feedback and complaints lines are
-/// the shop's own lines; an unknown tracking number would add an S8 task).
-fn rules_toml(dir: &TempDir) -> String {
-    format!(
-        "\n[rules]\ndir = {:?}\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112299\", \"+380441112298\", \"+380441112233\"]\n",
-        dir.path().display().to_string()
-    )
+/// `rules.dir` plus the shop's tracking numbers (the feedback and complaints lines are the
+/// shop's own lines; an unknown tracking number would add an S8 task).
+fn with_rules(settings: &mut Settings, dir: &TempDir) {
+    settings.rules.dir = dir.path().to_owned();
+    settings.sites.push(site(
+        "shop1",
+        &["+380441112299", "+380441112298", "+380441112233"],
+    ));
 }
 
 fn answered_call(id: &str, dst: &str) -> Value {
@@ -64,7 +66,11 @@ async fn a_call_to_the_feedback_line_creates_the_customer_and_task_but_no_order(
     // Arrange
     let dir = rules_dir(&["10-feedback-lines.toml"]);
     let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{}", rules_toml(&dir))).await;
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        with_rules(s, &dir);
+    })
+    .await;
 
     // Act
     let r = app
@@ -86,7 +92,11 @@ async fn a_call_to_the_feedback_line_creates_the_customer_and_task_but_no_order(
 async fn a_call_to_the_complaints_line_creates_the_order_cancelled_and_other_lines_are_untouched() {
     let dir = rules_dir(&["10-feedback-lines.toml"]);
     let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(&crm, &format!("{MANUAL_WORKER}{}", rules_toml(&dir))).await;
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        with_rules(s, &dir);
+    })
+    .await;
 
     app.post_webhook(&answered_call("cx-1", "0441112298")).await;
     app.run_worker_until_idle().await;
@@ -107,7 +117,7 @@ async fn a_call_to_the_complaints_line_creates_the_order_cancelled_and_other_lin
 #[tokio::test]
 async fn a_vip_lookup_answers_the_rules_destination_with_reason_rule() {
     let dir = rules_dir(&["20-vip-campaign.toml"]);
-    let app = spawn_app(&rules_toml(&dir)).await;
+    let app = spawn_app(|s| with_rules(s, &dir)).await;
 
     let r = app
         .get_route("caller=380981234567&utm_campaign=vip&format=json")
@@ -134,7 +144,7 @@ async fn a_lookup_without_a_site_gets_it_from_dst_through_sites() {
         "[[rule]]\nname = \"shop1 calls to the senior\"\nsite = \"shop1\"\nforward_to = \"shop_senior\"\n",
     )
     .unwrap();
-    let app = spawn_app(&rules_toml(&dir)).await;
+    let app = spawn_app(|s| with_rules(s, &dir)).await;
     let route = |query: &'static str| {
         let app = &app;
         async move {
@@ -164,7 +174,7 @@ async fn a_lookup_without_a_site_gets_it_from_dst_through_sites() {
 async fn a_bad_reload_keeps_the_old_rules_and_says_where_the_error_is() {
     // Arrange: the VIP rule runs.
     let dir = rules_dir(&["20-vip-campaign.toml"]);
-    let app = spawn_app(&rules_toml(&dir)).await;
+    let app = spawn_app(|s| with_rules(s, &dir)).await;
     let vip = "caller=380981234567&utm_campaign=vip&format=json";
     assert_eq!(
         app.get_route(vip).await.json::<Value>().await.unwrap()["reason"],
@@ -209,7 +219,7 @@ async fn a_bad_reload_keeps_the_old_rules_and_says_where_the_error_is() {
 #[tokio::test]
 async fn reloading_needs_the_admin_token_and_readyz_counts_the_rules() {
     let dir = rules_dir(&["10-feedback-lines.toml", "20-vip-campaign.toml"]);
-    let app = spawn_app(&rules_toml(&dir)).await;
+    let app = spawn_app(|s| with_rules(s, &dir)).await;
     let r = app
         .client
         .post(app.url("/admin/rules/reload"))

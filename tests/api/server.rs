@@ -20,7 +20,7 @@ fn socket_address(app: &crate::helpers::TestApp) -> String {
 async fn shutdown_lets_an_in_flight_lookup_finish_then_refuses_new_connections() {
     let crm = start_fake_crm().await;
     crm.set_fault(Fault::Hang);
-    let mut app = spawn_app_with_crm(&crm, "[lookup]\ndeadline_ms = 500\n").await;
+    let mut app = spawn_app_with_crm(&crm, |s| s.lookup.deadline_ms = 500).await;
     let in_flight = {
         let request = app
             .client
@@ -82,7 +82,7 @@ const HALF_LOOKUP_HEADERS: &[u8] =
 
 #[tokio::test]
 async fn a_client_stalling_in_its_headers_is_disconnected_after_the_header_deadline() {
-    let app = spawn_app("[server]\nheader_read_timeout_ms = 200\n").await;
+    let app = spawn_app(|s| s.server.header_read_timeout_ms = 200).await;
     for start in [HALF_HEADERS, HALF_LOOKUP_HEADERS, b"".as_slice()] {
         let (closed_after, said) = stall(&app, start, Duration::from_secs(10))
             .await
@@ -100,7 +100,7 @@ async fn a_client_stalling_in_its_headers_is_disconnected_after_the_header_deadl
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_deadline() {
-    let app = spawn_app("[server]\nheader_read_timeout_ms = 300\n").await;
+    let app = spawn_app(|s| s.server.header_read_timeout_ms = 300).await;
     let mut stream = TcpStream::connect(socket_address(&app)).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -118,7 +118,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_deadline() {
 
 #[tokio::test]
 async fn a_trickling_body_is_cut_off_after_the_body_deadline_without_an_answer() {
-    let app = spawn_app("[server]\nbody_read_timeout_ms = 200\n").await;
+    let app = spawn_app(|s| s.server.body_read_timeout_ms = 200).await;
     let lookup = b"POST /ringostat/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncaller=098".as_slice();
     let webhook = format!(
         "POST /ringostat/webhook?token={} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"uniqueid\":",
@@ -140,7 +140,11 @@ async fn a_trickling_body_is_cut_off_after_the_body_deadline_without_an_answer()
 
 #[tokio::test]
 async fn with_the_deadlines_off_a_slow_client_is_not_cut_off() {
-    let app = spawn_app("[server]\nheader_read_timeout_ms = 0\nbody_read_timeout_ms = 0\n").await;
+    let app = spawn_app(|s| {
+        s.server.header_read_timeout_ms = 0;
+        s.server.body_read_timeout_ms = 0;
+    })
+    .await;
     assert_eq!(
         stall(&app, HALF_HEADERS, Duration::from_millis(700)).await,
         None,
@@ -150,7 +154,11 @@ async fn with_the_deadlines_off_a_slow_client_is_not_cut_off() {
 
 #[tokio::test]
 async fn connections_over_the_cap_wait_until_a_slot_frees() {
-    let app = spawn_app("[server]\nmax_connections = 2\nheader_read_timeout_ms = 0\n").await;
+    let app = spawn_app(|s| {
+        s.server.max_connections = 2;
+        s.server.header_read_timeout_ms = 0;
+    })
+    .await;
     let address = socket_address(&app);
     let mut idle = Vec::new();
     for _ in 0..2 {

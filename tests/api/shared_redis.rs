@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::{
-    calls::{TRACKING, after_call},
-    helpers::{eventually, redis_store_toml, spawn_app_with_crm, start_fake_crm},
+    calls::{after_call, tracking},
+    helpers::{eventually, fast_retries, redis_store, spawn_app_with_crm, start_fake_crm},
     redis_support::RedisKeys,
 };
 
@@ -14,12 +14,14 @@ async fn two_instances_on_one_redis_make_one_customer_for_simultaneous_calls_fro
     // Arrange: two callgates (two ports, one Redis, one prefix) and one strict fake retailCRM.
     let redis = RedisKeys::new();
     let crm = start_fake_crm().await;
-    let extra = format!(
-        "{}[worker]\nconcurrency = 4\nretry_base_ms = 1\nretry_max_ms = 5\n{TRACKING}",
-        redis_store_toml(&redis.url, &redis.prefix)
-    );
-    let a = spawn_app_with_crm(&crm, &extra).await;
-    let b = spawn_app_with_crm(&crm, &extra).await;
+    let configure = |s: &mut callgate::config::Settings| {
+        redis_store(s, &redis.url, &redis.prefix);
+        s.worker.concurrency = 4;
+        fast_retries(s);
+        tracking(s);
+    };
+    let a = spawn_app_with_crm(&crm, configure).await;
+    let b = spawn_app_with_crm(&crm, configure).await;
     assert_ne!(a.address, b.address);
 
     // Act: the load balancer sends one webhook to each, at the same moment.

@@ -11,7 +11,7 @@ use std::{
 };
 
 use callgate::{
-    config::CrmKind,
+    config::{CrmKind, StoreKind},
     crm::CustomerId,
     domain::{
         manager::ManagerId,
@@ -305,10 +305,8 @@ fn warm_callgate_configured(
     }
     // The shop's tracking number is a site's, so a lookup with rules on `site` derives its
     // site from `dst` (the requests name none).
-    let mut settings = servers::settings(
-        dir,
-        "[worker]\nenabled = false\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n",
-    );
+    let mut settings = servers::settings(dir);
+    settings.sites.push(servers::shop_site());
     configure(&mut settings);
     Callgate::start(settings)
 }
@@ -576,10 +574,8 @@ fn lookup_hung_crm(
     );
     crm.set_fault(Fault::Hang);
     let dir = tempfile::tempdir()?;
-    let mut settings = servers::settings(
-        dir.path(),
-        &format!("[worker]\nenabled = false\n[lookup]\ndeadline_ms = {DEADLINE_MS}\n"),
-    );
+    let mut settings = servers::settings(dir.path());
+    settings.lookup.deadline_ms = DEADLINE_MS;
     settings.crm.kind = CrmKind::Retailcrm;
     settings.crm.base_url = crm.base_url();
     settings.crm.api_key = crm.api_key().into();
@@ -674,14 +670,12 @@ fn ingest_on(
     let mut failed = 0;
     for rep in 0..opts.reps {
         let dir = tempfile::tempdir()?;
-        let extra = match redis {
-            Some(url) => format!(
-                "[worker]\nenabled = false\n[store]\nkind = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"loadtest-{}-{rep}:\"\n",
-                std::process::id()
-            ),
-            None => "[worker]\nenabled = false\n".to_owned(),
-        };
-        let settings = servers::settings(dir.path(), &extra);
+        let mut settings = servers::settings(dir.path());
+        if let Some(url) = redis {
+            settings.store.kind = StoreKind::Redis;
+            settings.store.redis_url = url.to_owned();
+            settings.store.key_prefix = format!("loadtest-{}-{rep}:", std::process::id());
+        }
         let callgate = Callgate::start(settings)?;
         let s = gen_rt.block_on(generator::closed_loop(
             callgate.addr,
@@ -754,10 +748,9 @@ fn backlog(opts: &Options, gen_rt: &Runtime, notes: &mut Vec<String>) -> anyhow:
         },
     );
     let dir = tempfile::tempdir()?;
-    let mut settings = servers::settings(
-        dir.path(),
-        "[worker]\nenabled = false\n[crm]\nsenior_manager_id = 1\n[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"+380441112233\"]\n",
-    );
+    let mut settings = servers::settings(dir.path());
+    settings.crm.senior_manager_id = 1;
+    settings.sites.push(servers::shop_site());
     settings.crm.kind = CrmKind::Retailcrm;
     settings.crm.base_url = crm.base_url();
     settings.crm.api_key = crm.api_key().into();
@@ -1037,8 +1030,16 @@ fn lookup_deadlines_cost(
     })?;
     let on = warm_callgate(on_dir.path())?;
     let deadlines = (
-        on.state.settings.server.header_read_timeout_ms,
-        on.state.settings.server.body_read_timeout_ms,
+        on.state
+            .config
+            .server
+            .header_read_timeout
+            .map_or(0, |d| d.as_millis()),
+        on.state
+            .config
+            .server
+            .body_read_timeout
+            .map_or(0, |d| d.as_millis()),
     );
     let lookups = route_factory(WARM_OWNERS, "38050");
     let closed = |addr: SocketAddr| {
@@ -1163,7 +1164,12 @@ fn lookup_under_slow_clients(
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     let dir = tempfile::tempdir()?;
     let callgate = warm_callgate(dir.path())?;
-    let header_deadline = callgate.state.settings.server.header_read_timeout_ms;
+    let header_deadline = callgate
+        .state
+        .config
+        .server
+        .header_read_timeout
+        .map_or(0, |d| d.as_millis());
     let hello = Hello::start();
     let lookups = route_factory(WARM_OWNERS, "38050");
     let hello_req: RequestFactory = Arc::new(|_| generator::get("/"));

@@ -7,7 +7,12 @@
 use std::{convert::Infallible, net::SocketAddr, path::Path, time::Duration};
 
 use bytes::Bytes;
-use callgate::{config::Settings, http::AppState, startup::Application, worker::Worker};
+use callgate::{
+    config::{Config, ManagerSettings, OneOrMany, Settings, SiteSettings},
+    http::AppState,
+    startup::Application,
+    worker::Worker,
+};
 use http_body_util::Full;
 use hyper::{Response, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
@@ -91,7 +96,7 @@ impl Callgate {
         settings.server.host = [127, 0, 0, 1].into();
         settings.server.port = 0;
         let rt = runtime("callgate");
-        let app = rt.block_on(Application::build(settings))?;
+        let app = rt.block_on(Application::build(Config::try_from(settings)?))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
         let state = app.state().clone();
         let worker = app.worker();
@@ -146,22 +151,34 @@ impl Drop for Callgate {
     }
 }
 
-/// Settings for a load-test callgate: the defaults plus `extra` TOML, 40 managers
-/// (CRM users 1..=40, SIP logins `mgr_N`), a webhook token, the store file under `dir`.
-pub fn settings(dir: &Path, extra: &str) -> Settings {
-    let mut toml = String::from("[ringostat]\nwebhook_token = \"load-test-token\"\n");
-    toml.push_str(extra);
-    toml.push('\n');
-    for id in 1..=MANAGERS {
-        toml.push_str(&format!(
-            "[[managers]]\ncrm_user_id = {id}\nringostat_staff_id = {}\nsip = \"mgr_{id}\"\n",
-            1000 + id
-        ));
-    }
-    let mut settings = Settings::from_toml(&toml).expect("load-test settings parse");
+/// Settings for a load-test callgate: the defaults, 40 managers (CRM users 1..=40, SIP
+/// logins `mgr_N`), a webhook token, the store file under `dir`, no background worker (the
+/// scenarios start it when they measure it).
+pub fn settings(dir: &Path) -> Settings {
+    let mut settings = Settings::defaults().expect("the defaults parse");
+    settings.ringostat.webhook_token = WEBHOOK_TOKEN.into();
+    settings.managers = (1..=MANAGERS)
+        .map(|id| ManagerSettings {
+            crm_user_id: id,
+            ringostat_staff_id: Some(1000 + id as i64),
+            sip: Some(OneOrMany::One(format!("mgr_{id}"))),
+            code: None,
+            phone: None,
+        })
+        .collect();
+    settings.worker.enabled = false;
     settings.store.path = dir.join("callgate.redb");
     settings.rules.dir = dir.join("no-routing-rules");
     settings
+}
+
+/// The shop's site with its one tracking number.
+pub fn shop_site() -> SiteSettings {
+    SiteSettings {
+        code: "shop1".to_owned(),
+        project_ids: Vec::new(),
+        tracking_numbers: vec!["+380441112233".to_owned()],
+    }
 }
 
 /// Managers configured by [`settings`].

@@ -151,6 +151,8 @@ pub(super) fn success_flag(body: &Value) -> Option<bool> {
 #[serde(rename_all = "camelCase")]
 pub(super) struct Pagination {
     #[serde(default)]
+    pub total_count: Option<u64>,
+    #[serde(default)]
     pub current_page: Option<u32>,
     #[serde(default)]
     pub total_page_count: Option<u32>,
@@ -172,7 +174,16 @@ pub(super) struct ManagerAnswer {
     #[serde(default, deserialize_with = "object_or_empty")]
     pub manager: Option<ManagerRef>,
     #[serde(default, deserialize_with = "object_or_empty")]
-    pub customer: Option<EntityRef>,
+    pub customer: Option<ManagerCustomer>,
+}
+
+/// `customer` of `telephony/manager` with `details=1`: its id and phones as stored.
+#[derive(Debug, Deserialize)]
+pub(super) struct ManagerCustomer {
+    #[serde(default, deserialize_with = "opt_id")]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub phones: Vec<PhoneDto>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +243,41 @@ pub(super) struct CustomersPage {
     pub customers: Vec<CustomerDto>,
     #[serde(default)]
     pub pagination: Option<Pagination>,
+}
+
+/// `customers/history` (PROTOCOLS §2.10).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct HistoryAnswer {
+    #[serde(default)]
+    pub history: Vec<HistoryDto>,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub generated_at: Option<String>,
+}
+
+/// One history record. `customer` is the whole customer on a `created` record and a
+/// reference `{"id","externalId","site"}` otherwise, so it is kept as JSON until read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct HistoryDto {
+    #[serde(deserialize_with = "id")]
+    pub id: u64,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub old_value: Value,
+    #[serde(default)]
+    pub new_value: Value,
+    #[serde(default)]
+    pub customer: Value,
+    #[serde(default)]
+    pub created: Option<bool>,
+    #[serde(default)]
+    pub deleted: Option<bool>,
+    #[serde(default)]
+    pub combined_to: Value,
 }
 
 #[derive(Debug, Deserialize)]

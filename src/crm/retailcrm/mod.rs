@@ -34,14 +34,16 @@ use serde_json::Value;
 use url::Url;
 
 use self::dto::{
-    CallDto, CallEventDto, Created, CustomerAnswer, CustomerDto, CustomersPage, IdRef,
-    ManagerAnswer, ModuleEditAnswer, NewCustomerDto, NewOrderDto, NewPhoneDto, OrderAnswer,
-    OrderDto, OrdersPage, Pagination, SourceDto, StatusesAnswer, TaskDto, UploadAnswer, UsersPage,
+    CallDto, CallEventDto, Created, CustomerAnswer, CustomerDto, CustomersPage, HistoryAnswer,
+    HistoryDto, IdRef, ManagerAnswer, ModuleEditAnswer, NewCustomerDto, NewOrderDto, NewPhoneDto,
+    OrderAnswer, OrderDto, OrdersPage, Pagination, SourceDto, StatusesAnswer, TaskDto,
+    UploadAnswer, UsersPage,
 };
 use super::{
     CallEventNotice, CallEventType, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser,
-    CustomerId, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId,
-    TaskLink, TaskUpdate, UploadOutcome,
+    CustomerId, CustomerSnapshot, CustomersPage as CustomersPageOut, HistoryChange, HistoryCursor,
+    HistoryPage, HistoryRecord, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager,
+    StatusGroups, TaskId, TaskLink, TaskUpdate, UploadOutcome,
     budget::{Class, Gate},
 };
 use crate::domain::{
@@ -407,12 +409,13 @@ impl Crm for RetailCrm {
         &self,
         phone: &PhoneNumber,
     ) -> Result<ResponsibleManager, CrmError> {
-        // International digits without `+`: a `+` in a query string is decoded as a space
-        // by anything that treats the query as form data, and the CRM's own phone search
-        // works on digits. The fixture's national `8800…` form would need a region here.
-        let digits = phone.e164().trim_start_matches('+').to_owned();
+        // The national significant number: the CRM's phone search may match the query's
+        // digits as a substring of the number as stored (PROTOCOLS §2.6), and only the NSN is
+        // in every typed form (`0981234567`, `(098) 123-45-67`, `+38 098 …`); the
+        // international digits miss a number stored nationally. A substring can also hit a
+        // longer number, so the answer's customer is checked locally.
         let query = [
-            ("phone", digits),
+            ("phone", national_significant_number(phone)),
             ("details", "1".to_owned()),
             ("ignoreStatus", "1".to_owned()),
         ];
@@ -425,10 +428,37 @@ impl Crm for RetailCrm {
             Some(m) => (m.id.map(ManagerId), m.code),
             None => (None, None),
         };
-        Ok(ResponsibleManager {
-            manager_id,
-            manager_code,
-            customer_id: answer.customer.and_then(|c| c.id).map(CustomerId),
+        let customer = answer.customer.filter(|c| c.id.is_some());
+        if customer.is_none() && manager_id.is_none() {
+            return Ok(ResponsibleManager::default());
+        }
+        let verified = customer.as_ref().is_some_and(|c| {
+            c.phones
+                .iter()
+                .filter_map(|p| p.number.as_deref())
+                .any(|raw| self.same_phone(raw, phone))
+        });
+        if verified {
+            return Ok(ResponsibleManager {
+                manager_id,
+                manager_code,
+                customer_id: customer.and_then(|c| c.id).map(CustomerId),
+            });
+        }
+        // The CRM's pick is another number containing these digits (or it came without the
+        // customer's phones): search the customers and keep only true matches, the most
+        // recently created first (SPEC §2).
+        tracing::debug!(
+            "telephony/manager answered a customer of another number; searching customers."
+        );
+        let found = self.find_customers_by_phone(phone).await?;
+        Ok(match found.into_iter().next() {
+            Some(c) => ResponsibleManager {
+                manager_id: c.manager_id,
+                manager_code: None,
+                customer_id: Some(c.id),
+            },
+            None => ResponsibleManager::default(),
         })
     }
 
@@ -708,6 +738,65 @@ impl Crm for RetailCrm {
             .filter_map(|(key, s)| Some((s.code.unwrap_or(key), s.group?)))
             .collect())
     }
+
+    #[tracing::instrument(skip_all, fields(method = "customers", page))]
+    async fn customers_page(&self, page: u32, limit: u32) -> Result<CustomersPageOut, CrmError> {
+        let query = [("limit", limit.to_string()), ("page", page.to_string())];
+        let answer = self
+            .get(&["customers"], &query)
+            .await?
+            .parse::<CustomersPage>()?;
+        Ok(CustomersPageOut {
+            customers: answer
+                .customers
+                .into_iter()
+                .map(snapshot_from_dto)
+                .collect(),
+            total_count: answer.pagination.as_ref().and_then(|p| p.total_count),
+            total_pages: answer.pagination.and_then(|p| p.total_page_count),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(method = "customers/get"))]
+    async fn customer_by_id(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, CrmError> {
+        let query = [("by", "id".to_owned())];
+        match self.get(&["customers", &id.to_string()], &query).await {
+            Ok(a) => Ok(a.parse::<CustomerAnswer>()?.customer.map(snapshot_from_dto)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(method = "customers/history"))]
+    async fn customers_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage, CrmError> {
+        // Never `page` with `filter[sinceId]`: retailCRM refuses it with 400 (§2.10).
+        let filter = match cursor {
+            HistoryCursor::AfterId(id) => ("filter[sinceId]", id.to_string()),
+            HistoryCursor::Since(at) => ("filter[startDate]", at.clone()),
+        };
+        let query = [filter, ("limit", limit.to_string())];
+        let answer = self
+            .get(&["customers", "history"], &query)
+            .await?
+            .parse::<HistoryAnswer>()?;
+        let received = answer.history.len();
+        let last_id = answer.history.iter().map(|r| r.id).max();
+        let records = answer
+            .history
+            .into_iter()
+            .filter_map(history_record_from_dto)
+            .collect();
+        Ok(HistoryPage {
+            records,
+            last_id,
+            received,
+            generated_at: answer.generated_at,
+        })
+    }
 }
 
 impl RetailCrm {
@@ -893,6 +982,63 @@ fn national_significant_number(phone: &PhoneNumber) -> String {
         Ok(n) => n.get_national_significant_number(),
         Err(_) => phone.e164().trim_start_matches('+').to_owned(),
     }
+}
+
+fn snapshot_from_dto(c: CustomerDto) -> CustomerSnapshot {
+    CustomerSnapshot {
+        id: CustomerId(c.id),
+        manager: c.manager_id.map(ManagerId),
+        phones: c.phones.into_iter().filter_map(|p| p.number).collect(),
+        created_at: c.created_at,
+    }
+}
+
+/// An id given as a number or a numeric string.
+fn json_id(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A phone value of a `phones` record: the number itself (a string, or a number).
+fn json_phone(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        // Some accounts may send `{"number": …}`; accept it too.
+        Value::Object(o) => o.get("number").and_then(json_phone),
+        _ => None,
+    }
+}
+
+/// The domain's view of a history record; `None` when it names no customer.
+fn history_record_from_dto(r: HistoryDto) -> Option<HistoryRecord> {
+    let customer = CustomerId(json_id(&r.customer["id"])?);
+    let change = if r.created == Some(true) {
+        let dto = serde_json::from_value::<CustomerDto>(r.customer).ok()?;
+        HistoryChange::Created(snapshot_from_dto(dto))
+    } else if r.deleted == Some(true) {
+        HistoryChange::Deleted {
+            combined_to: json_id(&r.combined_to["id"]).map(CustomerId),
+        }
+    } else {
+        match r.field.as_deref() {
+            Some("manager") => HistoryChange::Manager(json_id(&r.new_value["id"]).map(ManagerId)),
+            Some("phones") => HistoryChange::Phone {
+                old: json_phone(&r.old_value),
+                new: json_phone(&r.new_value),
+            },
+            _ => HistoryChange::Other,
+        }
+    };
+    Some(HistoryRecord {
+        id: r.id,
+        created_at: r.created_at,
+        customer,
+        change,
+    })
 }
 
 fn customer_from_dto(c: CustomerDto) -> CrmCustomer {

@@ -83,12 +83,12 @@ async fn error_for(template: ResponseTemplate) -> CrmError {
 // ------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn responsible_manager_sends_digits_details_and_ignore_status_with_the_key() {
+async fn responsible_manager_sends_the_national_number_details_and_ignore_status_with_the_key() {
     let (server, crm) = setup().await;
     Mock::given(method("GET"))
         .and(path("/api/v5/telephony/manager"))
         .and(header("X-API-KEY", KEY))
-        .and(query_param("phone", "380981234567"))
+        .and(query_param("phone", "981234567"))
         .and(query_param("details", "1"))
         .and(query_param("ignoreStatus", "1"))
         .respond_with(ok(json!({
@@ -109,6 +109,45 @@ async fn responsible_manager_sends_digits_details_and_ignore_status_with_the_key
             manager_id: Some(ManagerId(27)),
             manager_code: Some("12".into()),
             customer_id: Some(CustomerId(1001)),
+        }
+    );
+}
+
+#[tokio::test]
+async fn responsible_manager_checks_the_answer_and_searches_when_it_is_another_number() {
+    // The CRM's substring search picked a longer number that contains the digits.
+    let (server, crm) = setup().await;
+    Mock::given(path("/api/v5/telephony/manager"))
+        .respond_with(ok(json!({
+            "success": true,
+            "manager": {"id": 5, "code": "105"},
+            "customer": {"id": 7, "phones": [{"number": "+1 (098) 123-45-67 1"}]},
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/v5/customers"))
+        .and(query_param("filter[name]", "981234567"))
+        .respond_with(ok(json!({
+            "success": true,
+            "pagination": {"limit": 100, "totalCount": 2, "currentPage": 1, "totalPageCount": 1},
+            "customers": [
+                {"id": 7, "managerId": 5, "phones": [{"number": "+1 (098) 123-45-67 1"}], "createdAt": "2024-05-01 10:00:00"},
+                {"id": 9, "managerId": 28, "phones": [{"number": "(098) 123-45-67"}], "createdAt": "2024-01-01 10:00:00"}
+            ]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let got = crm.responsible_manager(&phone()).await.unwrap();
+
+    assert_eq!(
+        got,
+        ResponsibleManager {
+            manager_id: Some(ManagerId(28)),
+            manager_code: None,
+            customer_id: Some(CustomerId(9)),
         }
     );
 }

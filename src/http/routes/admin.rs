@@ -28,7 +28,7 @@ pub async fn require_admin(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let expected = state.settings.admin.token.expose_secret();
+    let expected = state.config.admin.token.expose_secret();
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("admin.token"));
     }
@@ -235,7 +235,8 @@ pub struct NewSandboxCustomer {
     orders: Vec<String>,
 }
 
-/// Adds a customer to the sandbox CRM as a shop employee would type it (demos, tests).
+/// Adds a customer to the sandbox CRM as a shop employee would type it (demos, tests), and
+/// applies the sandbox's history to the owner mirror before answering.
 pub async fn sandbox_add_customer(
     State(state): State<AppState>,
     Json(body): Json<NewSandboxCustomer>,
@@ -263,7 +264,7 @@ pub async fn sandbox_add_customer(
     }
     let site = body
         .site
-        .unwrap_or_else(|| state.settings.crm.default_site.clone());
+        .unwrap_or_else(|| state.config.crm.default_site.clone());
     let manager = body.manager_id.map(ManagerId);
     let id = sandbox
         .add_customer(&site, &phones, manager)
@@ -277,6 +278,11 @@ pub async fn sandbox_add_customer(
                 .await
                 .map_err(|e| ApiError::bad_request("bad_order", Some("orders"), e.reason()))?,
         );
+    }
+    // The sandbox's history has the new customer: read it into the owner mirror now, so
+    // the next lookup routes it (the same path a retailCRM change takes, only sooner).
+    if let Some(sync) = &state.sync {
+        sync.poll_now().await;
     }
     Ok(Json(json!({ "id": id, "orders": orders })))
 }

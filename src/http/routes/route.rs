@@ -1,18 +1,28 @@
-//! `GET|POST /ringostat/route`: the pre-call lookup (SPEC §3). Always 200 within the deadline
-//! for a readable request; 400 only when the request itself cannot be read or has no caller.
+//! `GET|POST /ringostat/route`: the pre-call lookup (SPEC §3). Always 200 within the deadline,
+//! whatever the request holds: a caller that is missing, empty, `null`, an array, an object or
+//! text that is not a number, an unknown `format`, a body that cannot be read, even a panic
+//! inside the lookup — each answers "nobody" (a body over `server.body_limit_bytes` is the
+//! one exception: 413, SPEC §9).
+
+use std::panic::AssertUnwindSafe;
 
 use axum::{
     Json,
     extract::{Request, State},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
     response::{IntoResponse, Response},
 };
+use futures::FutureExt;
 use serde_json::{Map, Value, json};
 
 use crate::{
     config::LookupFormat,
-    domain::lookup::LookupDecision,
-    http::{AppState, error::ApiError, payload},
+    domain::lookup::{LookupDecision, LookupReason},
+    http::{
+        AppState,
+        error::ApiError,
+        payload::{self, Payload},
+    },
     lookup::LookupRequest,
 };
 
@@ -20,43 +30,51 @@ use crate::{
 pub const CALLER_FIELDS: &[&str] = &["caller", "caller_number", "userfield", "phone"];
 
 /// Takes the request whole (no `Uri`/`HeaderMap` copies): this is the hot path.
-pub async fn route(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub async fn route(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, state.settings.server.body_limit_bytes)
-        .await
-        .map_err(|_| ApiError::TooLarge)?;
-    answer(&state, &parts, &body).await
+    match axum::body::to_bytes(body, state.config.server.body_limit_bytes).await {
+        Ok(body) => answer(&state, &parts, &body).await,
+        Err(_) => ApiError::TooLarge.into_response(),
+    }
 }
 
 /// The lookup for a request whose body has been read ([`crate::http::server`] calls this
-/// directly on its fast path, reading the body without axum's boxing).
-pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Response, ApiError> {
-    let payload = payload::read(parts.uri.query(), &parts.headers, body)?;
-    let format = match payload.text("format") {
-        Some(f) => match f.as_str() {
-            "text" => LookupFormat::Text,
-            "json" => LookupFormat::Json,
-            "jsonrpc" => LookupFormat::Jsonrpc,
-            other => {
-                return Err(ApiError::bad_request(
-                    "bad_format",
-                    Some("format"),
-                    format!("format {other:?} is not one of text, json, jsonrpc"),
-                ));
-            }
-        },
-        None if payload.jsonrpc_id.is_some() => LookupFormat::Jsonrpc,
-        None => state.settings.lookup.format,
-    };
-    let Some(caller) = payload.first_text(CALLER_FIELDS) else {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            Some("caller"),
-            "no caller number: send it as caller (or caller_number, userfield, phone)",
-        ));
-    };
+/// directly on its fast path, reading the body without axum's boxing). A panic inside the
+/// lookup answers "nobody" (reason `unavailable`) in the requested format when that can
+/// still be told, else as text with an empty body.
+pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
+    match AssertUnwindSafe(lookup(state, parts, body))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_panic) => {
+            tracing::error!("The lookup panicked; answering nobody.");
+            let decision = LookupDecision::nobody(LookupReason::Unavailable);
+            state.metrics.lookup_outcome(decision.reason).inc();
+            let default = state.config.lookup.format;
+            let (format, jsonrpc_id) = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let payload = read_leniently(parts, body);
+                (requested_format(&payload, default), payload.jsonrpc_id)
+            }))
+            .unwrap_or((LookupFormat::Text, None));
+            render(
+                &decision,
+                format,
+                &state.config.lookup.response_key,
+                jsonrpc_id,
+            )
+        }
+    }
+}
+
+async fn lookup(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
+    crate::http::panic::probe(&parts.headers);
+    let payload = read_leniently(parts, body);
+    let format = requested_format(&payload, state.config.lookup.format);
+    // No caller (or `null`, an array, an object) is no number: the lookup says so.
     let request = LookupRequest {
-        caller,
+        caller: payload.first_text(CALLER_FIELDS).unwrap_or_default(),
         dst: payload.text("dst"),
         site: payload.text("site"),
         utm_source: payload.text("utm_source"),
@@ -64,12 +82,51 @@ pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Result<Resp
         utm_campaign: payload.text("utm_campaign"),
     };
     let decision = state.lookup.lookup(&request).await;
-    Ok(render(
+    render(
         &decision,
         format,
-        &state.settings.lookup.response_key,
+        &state.config.lookup.response_key,
         payload.jsonrpc_id,
-    ))
+    )
+}
+
+/// The request's fields. A body that cannot be read (not JSON on a JSON content type, a JSON
+/// array, JSON-RPC `params` that are not an object) counts as absent, so the lookup answers
+/// "nobody" rather than an error; the query string and a JSON-RPC `id` still count.
+fn read_leniently(parts: &Parts, body: &[u8]) -> Payload {
+    match payload::read(parts.uri.query(), &parts.headers, body) {
+        Ok(payload) => payload,
+        Err(_) => {
+            // The error is not logged: its text may quote the input.
+            tracing::debug!("Lookup body unreadable; reading the query string alone.");
+            let mut payload =
+                payload::read(parts.uri.query(), &HeaderMap::new(), b"").unwrap_or_default();
+            payload.jsonrpc_id = jsonrpc_id(body);
+            payload
+        }
+    }
+}
+
+/// The `id` of a body that is a JSON-RPC 2.0 request object, however wrong its `params`.
+fn jsonrpc_id(body: &[u8]) -> Option<Value> {
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Object(mut object) if object.get("jsonrpc") == Some(&Value::from("2.0")) => {
+            Some(object.remove("id").unwrap_or(Value::Null))
+        }
+        _ => None,
+    }
+}
+
+/// `format` when it names a known format; else `jsonrpc` for a JSON-RPC call; else
+/// `lookup.format`. An unknown `format` is not an error: the lookup always answers.
+fn requested_format(payload: &Payload, default: LookupFormat) -> LookupFormat {
+    match payload.text("format").as_deref() {
+        Some("text") => LookupFormat::Text,
+        Some("json") => LookupFormat::Json,
+        Some("jsonrpc") => LookupFormat::Jsonrpc,
+        _ if payload.jsonrpc_id.is_some() => LookupFormat::Jsonrpc,
+        _ => default,
+    }
 }
 
 fn render(

@@ -10,6 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::{API_V5_PREFIX, ApiError, ApiRequest, CrmState, FakeUser, UnknownField};
 
+mod history;
+pub(super) use history::{Actor, HAND_USER_ID};
+
 type Answer = Result<(StatusCode, Value), ApiError>;
 
 /// `limit` values retailCRM accepts (PROTOCOLS §2.1).
@@ -131,6 +134,7 @@ const CREDENTIALS: &[&str] = &[
     "/api/customers/{externalId}",
     "/api/customers/create",
     "/api/customers/{externalId}/edit",
+    "/api/customers/history",
     "/api/orders",
     "/api/orders/{externalId}",
     "/api/orders/create",
@@ -392,17 +396,13 @@ fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
 }
 
-/// The fake's matching rule (an assumption, see the module docs): last 10 digits equal, or
-/// whole digit strings equal when either is shorter than 10.
-fn phones_match(a: &str, b: &str) -> bool {
-    let (a, b) = (digits(a), digits(b));
-    if a.is_empty() || b.is_empty() {
-        return false;
-    }
-    if a.len() < 10 || b.len() < 10 {
-        return a == b;
-    }
-    a[a.len() - 10..] == b[b.len() - 10..]
+/// The fake's matching rule, the strictest plausible one (PROTOCOLS §2.6, §2.8): the
+/// query's digits are a substring of the stored number's digits, as stored. So the national
+/// significant number (`981234567`) finds every typed form, and the international digits
+/// (`380981234567`) miss a number stored nationally (`0981234567`).
+fn phones_match(stored: &str, query: &str) -> bool {
+    let q = digits(query);
+    !q.is_empty() && digits(stored).contains(&q)
 }
 
 fn customer_phones(c: &Value) -> Vec<&str> {
@@ -448,6 +448,7 @@ pub(super) fn route(st: &mut CrmState, req: &ApiRequest) -> Answer {
         ("POST", ["telephony", "call", "event"]) => call_event(st, req),
         ("POST", ["telephony", "calls", "upload"]) => calls_upload(st, req),
         ("GET", ["customers"]) => customers_list(st, req),
+        ("GET", ["customers", "history"]) => history::customers_history(st, req),
         ("POST", ["customers", "create"]) => customers_create(st, req),
         ("GET", ["customers", key]) => customer_get(st, req, key),
         ("POST", ["customers", key, "edit"]) => customer_edit(st, req, key),
@@ -832,7 +833,7 @@ fn calls_upload(st: &mut CrmState, req: &ApiRequest) -> Answer {
 // === Customers ===
 
 /// Stores a customer in its read shape. `entity` is the write shape (unchecked here).
-pub(super) fn insert_customer(st: &mut CrmState, entity: Value, site: &str) -> u64 {
+pub(super) fn insert_customer(st: &mut CrmState, entity: Value, site: &str, actor: Actor) -> u64 {
     let id = st.next_customer_id;
     st.next_customer_id += 1;
     let mut c = match entity {
@@ -852,6 +853,7 @@ pub(super) fn insert_customer(st: &mut CrmState, entity: Value, site: &str) -> u
         c.insert("managerId".into(), json!(m));
     }
     st.customers.insert(id, Value::Object(c));
+    history::created(st, id, actor);
     id
 }
 
@@ -962,7 +964,7 @@ fn customers_create(st: &mut CrmState, req: &ApiRequest) -> Answer {
     let site = site_param(st, req)?;
     validate_customer(st, &c, &site, None)?;
     record_unknown(st, &req.path, "customer", &c, CUSTOMER_FIELDS);
-    let id = insert_customer(st, Value::Object(c), &site);
+    let id = insert_customer(st, Value::Object(c), &site, Actor::Api);
     created(json!({"success": true, "id": id}))
 }
 
@@ -976,6 +978,22 @@ fn customer_edit(st: &mut CrmState, req: &ApiRequest, key: &str) -> Answer {
         .to_owned();
     validate_customer(st, &patch, &site, Some(id))?;
     record_unknown(st, &req.path, "customer", &patch, CUSTOMER_FIELDS);
+    edit_customer(st, id, patch, Actor::Api);
+    ok(json!({"success": true, "id": id}))
+}
+
+/// Applies an edit (write shape) to a stored customer and records its history; `false` for
+/// an unknown customer. No validation: the API handler validates, "by hand" edits may do
+/// what the UI allows.
+pub(super) fn edit_customer(
+    st: &mut CrmState,
+    id: u64,
+    patch: Map<String, Value>,
+    actor: Actor,
+) -> bool {
+    let Some(before) = st.customers.get(&id).cloned() else {
+        return false;
+    };
     if let Some(Value::Object(stored)) = st.customers.get_mut(&id) {
         for (k, v) in patch {
             if !matches!(k.as_str(), "id" | "createdAt" | "site") {
@@ -989,7 +1007,43 @@ fn customer_edit(st: &mut CrmState, req: &ApiRequest, key: &str) -> Answer {
         }
         normalise_empty_map(stored, "customFields");
     }
-    ok(json!({"success": true, "id": id}))
+    let after = st.customers[&id].clone();
+    history::edited(st, &before, &after, actor);
+    true
+}
+
+/// Deletes a customer (by hand; the API has no delete), or merges it into `combined_to`:
+/// the surviving customer gains the merged one's numbers (recorded as phone additions on
+/// it), then the merged one is deleted with `combinedTo`. `false` when either is unknown.
+pub(super) fn delete_customer(
+    st: &mut CrmState,
+    id: u64,
+    combined_to: Option<u64>,
+    actor: Actor,
+) -> bool {
+    if combined_to.is_some_and(|t| t == id || !st.customers.contains_key(&t)) {
+        return false;
+    }
+    let Some(before) = st.customers.get(&id).cloned() else {
+        return false;
+    };
+    if let Some(target) = combined_to {
+        let mut phones = st.customers[&target]["phones"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for p in before["phones"].as_array().into_iter().flatten() {
+            if !phones.iter().any(|q| q["number"] == p["number"]) {
+                phones.push(p.clone());
+            }
+        }
+        let mut patch = Map::new();
+        patch.insert("phones".into(), Value::Array(phones));
+        edit_customer(st, target, patch, actor);
+    }
+    st.customers.remove(&id);
+    history::deleted(st, &before, actor, combined_to);
+    true
 }
 
 // === Orders ===
@@ -1182,7 +1236,7 @@ fn orders_create(st: &mut CrmState, req: &ApiRequest) -> Answer {
         if let Some(p) = o.get("phone").and_then(Value::as_str) {
             c["phones"] = json!([{"number": p}]);
         }
-        insert_customer(st, c, &site)
+        insert_customer(st, c, &site, Actor::Api)
     });
     let mut entity = o;
     entity.remove("customer");
@@ -1562,13 +1616,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phones_match_on_last_ten_digits() {
-        assert!(phones_match("+38 (098) 123-45-67", "0981234567"));
-        assert!(phones_match("380981234567", "098 123 45 67"));
-        assert!(phones_match("+7 800 555 31 25", "88005553125"));
+    fn phones_match_the_query_digits_as_a_substring_of_the_stored_digits() {
+        let nsn = "981234567";
+        for stored in [
+            "0981234567",
+            "+380981234567",
+            "380981234567",
+            "(098) 123-45-67",
+            "+38 (098) 123 45 67",
+            "098-123-45-67",
+        ] {
+            assert!(phones_match(stored, nsn), "{stored}");
+        }
+        assert!(!phones_match("0981234567", "380981234567"));
+        assert!(!phones_match("(098) 123-45-67", "+380981234567"));
+        assert!(phones_match("+380981234567", "380981234567"));
+        assert!(
+            phones_match("10981234567", nsn),
+            "a substring, not a number match"
+        );
         assert!(!phones_match("0981234567", "0981234568"));
-        assert!(!phones_match("12345", "012345"));
         assert!(!phones_match("", ""));
+        assert!(!phones_match("0981234567", "-"));
     }
 
     #[test]

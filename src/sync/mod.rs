@@ -1,0 +1,569 @@
+//! Flow F (SPEC §3.1): the owner mirror is kept a true copy of the CRM.
+//!
+//! 1. **First import**: `GET customers`, `limit=100`, page after page through the
+//!    rate-limited CRM (so it shares the general limit with the worker), every phone of every
+//!    customer into the mirror. After each page the customers are stored and then the next
+//!    page number, so an import cut short (crash, restart) resumes at the first page it had
+//!    not finished, without reading the finished ones again. Progress goes to the log
+//!    (done/total, rate, ETA), to `/readyz` and to the metrics.
+//! 2. **Following**: before the first page, one `customers/history` read with a start date
+//!    in the future gives the CRM's clock (`generatedAt`); the cursor starts a minute before
+//!    it (`filter[startDate]`), so every change made while the import runs is applied after
+//!    it (applying a change the import already saw is harmless: the history replays to the
+//!    same state). Then `customers/history` from the last applied id every
+//!    `sync.history_interval_secs`, and `users` every `sync.users_interval_secs` (status
+//!    and presence into the manager states, inactive users never a destination). The cursor
+//!    is stored after each applied page, so it survives a restart.
+//! 3. **Several instances** (Redis store): one instance at a time holds the poll lease
+//!    ([`redis::RedisSyncBus`]) and polls; it stores each change and appends it to a stream
+//!    that every other instance reads into its own memory. The embedded store has one
+//!    instance, which always polls.
+//!
+//! The mirror is stored in the store's key/value space (`mirror:`), one record per
+//! customer, and loaded into memory at start: a restart needs no new import.
+
+pub mod mirror;
+pub mod redis;
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::NaiveDateTime;
+use futures::future::try_join_all;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    mirror::{SharedMirror, SyncPhase},
+    redis::{RedisSyncBus, SyncEvent},
+};
+use crate::{
+    crm::{Crm, CrmError, CustomerId},
+    domain::{
+        manager::{ManagerId, ManagerState},
+        mirror::{HistoryCursor, MirrorChange, MirrorCustomer},
+        phone_number::PhoneNormalizer,
+    },
+    metrics::Metrics,
+    store::{KeyValueExt, Store, StoreError, keys},
+};
+
+/// `limit` of the import's `customers` pages and of history reads.
+pub const PAGE_LIMIT: u32 = 100;
+/// How far before the CRM's clock at the import's start the history is followed from.
+pub const HISTORY_OVERLAP: Duration = Duration::from_secs(60);
+/// A start date no record has: the probe that reads the CRM's clock.
+const CLOCK_PROBE: &str = "2100-01-01 00:00:00";
+/// The CRM's date-time format.
+const DATETIME: &str = "%Y-%m-%d %H:%M:%S";
+/// Pause after a failed step before the next try.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// `mirror:c:<customer id, 20 digits>`: one mirrored customer.
+fn customer_key(id: CustomerId) -> String {
+    keys::mirror_customer(id.0)
+}
+/// `mirror:state`: import progress and the history cursor ([`SyncState`]).
+fn state_key() -> String {
+    keys::mirror_state()
+}
+/// `mirror:inactive`: the users the CRM lists as inactive.
+fn inactive_key() -> String {
+    keys::mirror_inactive()
+}
+
+/// Settings of flow F.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub history_interval: Duration,
+    pub users_interval: Duration,
+    /// How long the poll lease lasts without renewal (Redis store).
+    pub lease: Duration,
+}
+
+/// What is stored of the sync's progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    pub import_done: bool,
+    /// The first page the import has not finished.
+    pub next_page: u32,
+    pub total_pages: Option<u32>,
+    pub total_count: Option<u64>,
+    /// Customers read by the import so far.
+    pub imported: u64,
+    /// Where the next history read starts; set before the import's first page.
+    pub cursor: Option<HistoryCursor>,
+}
+
+/// Why a sync step failed (a label of `callgate_sync_errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Crm(#[from] CrmError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the mirror's Redis bus failed")]
+    Bus(#[source] redis::BusError),
+}
+
+impl SyncError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Crm(e) => match e {
+                CrmError::RateLimited { .. } => "crm_rate_limited",
+                CrmError::Timeout(_) | CrmError::Transport(_) => "crm_unreachable",
+                _ => "crm",
+            },
+            SyncError::Store(_) => "store",
+            SyncError::Bus(_) => "bus",
+        }
+    }
+}
+
+/// Runs flow F for one instance.
+pub struct Syncer {
+    crm: Arc<dyn Crm>,
+    store: Arc<dyn Store>,
+    mirror: Arc<SharedMirror>,
+    normalizer: PhoneNormalizer,
+    config: SyncConfig,
+    metrics: Arc<Metrics>,
+    bus: Option<Arc<RedisSyncBus>>,
+    /// One poll at a time (the loop and [`Syncer::poll_now`]).
+    poll: Mutex<()>,
+    /// The stream position after loading (Redis store).
+    position: Mutex<String>,
+    wake: Notify,
+}
+
+impl Syncer {
+    pub fn new(
+        crm: Arc<dyn Crm>,
+        store: Arc<dyn Store>,
+        mirror: Arc<SharedMirror>,
+        normalizer: PhoneNormalizer,
+        config: SyncConfig,
+        metrics: Arc<Metrics>,
+        bus: Option<Arc<RedisSyncBus>>,
+    ) -> Arc<Self> {
+        Arc::new(Syncer {
+            crm,
+            store,
+            mirror,
+            normalizer,
+            config,
+            metrics,
+            bus,
+            poll: Mutex::new(()),
+            position: Mutex::new("0-0".to_owned()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn mirror(&self) -> &Arc<SharedMirror> {
+        &self.mirror
+    }
+
+    fn error(&self, e: &SyncError, what: &str) {
+        self.metrics.sync_error(e.kind());
+        tracing::warn!(error = %e, kind = e.kind(), step = what, "Owner mirror sync step failed; will retry.");
+    }
+
+    // === Loading ===
+
+    /// Loads the stored mirror into memory (at start, before serving).
+    pub async fn load(&self) -> Result<(), SyncError> {
+        if let Some(bus) = &self.bus {
+            *self.position.lock().await = bus.position().await.map_err(SyncError::Bus)?;
+        }
+        let started = Instant::now();
+        let prefix = keys::mirror_customers();
+        let rows = self
+            .store
+            .scan_json::<MirrorCustomer>(&prefix, usize::MAX)
+            .await?;
+        let changes: Vec<MirrorChange> = rows
+            .into_iter()
+            .map(|(_, c)| MirrorChange::Upsert(c))
+            .collect();
+        self.mirror.apply(&changes);
+        if let Some(inactive) = self
+            .store
+            .get_json::<Vec<ManagerId>>(&inactive_key())
+            .await?
+        {
+            self.mirror.set_inactive(inactive.into_iter().collect());
+        }
+        let state = self.load_state().await?;
+        if state.import_done {
+            self.mirror.set_imported();
+        } else if state.next_page > 1 {
+            self.mirror.set_phase(SyncPhase::Importing {
+                done: state.imported,
+                total: state.total_count,
+            });
+        }
+        self.update_size_metrics();
+        tracing::info!(
+            customers = changes.len(),
+            imported = state.import_done,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Owner mirror loaded from the store."
+        );
+        Ok(())
+    }
+
+    async fn load_state(&self) -> Result<SyncState, SyncError> {
+        match self.store.get_json(&state_key()).await? {
+            Some(state) => Ok(state),
+            None => Ok(SyncState {
+                next_page: 1,
+                ..SyncState::default()
+            }),
+        }
+    }
+
+    async fn save_state(&self, state: &SyncState) -> Result<(), SyncError> {
+        self.store.set_json(&state_key(), state, None).await?;
+        Ok(())
+    }
+
+    // === Running ===
+
+    /// Polls (when this instance holds the lease) and follows the other instances' changes
+    /// until `token` is cancelled.
+    pub async fn run_until_stopped(self: Arc<Self>, token: CancellationToken) {
+        let tail = self.bus.clone().map(|bus| {
+            let this = self.clone();
+            let token = token.clone();
+            tokio::spawn(async move { this.tail(bus, token).await })
+        });
+        let tick = match &self.bus {
+            Some(_) => self.config.history_interval.min(self.config.lease / 3),
+            None => self.config.history_interval,
+        };
+        let mut next_users = Instant::now();
+        let mut next_history = Instant::now();
+        loop {
+            let leader = match &self.bus {
+                None => true,
+                Some(bus) => match bus.try_lead(self.config.lease).await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        self.error(&SyncError::Bus(e), "lease");
+                        false
+                    }
+                },
+            };
+            if leader {
+                if Instant::now() >= next_users {
+                    match self.users_once().await {
+                        Ok(()) => next_users = Instant::now() + self.config.users_interval,
+                        Err(e) => self.error(&e, "users"),
+                    }
+                }
+                if !self.mirror.imported() {
+                    if let Err(e) = self.import(&token).await {
+                        self.error(&e, "import");
+                    }
+                } else if Instant::now() >= next_history {
+                    match self.poll_history().await {
+                        Ok(_) => next_history = Instant::now() + self.config.history_interval,
+                        Err(e) => self.error(&e, "history"),
+                    }
+                }
+            }
+            let wait = if leader && !self.mirror.imported() {
+                RETRY_PAUSE
+            } else if leader {
+                next_history
+                    .saturating_duration_since(Instant::now())
+                    .min(next_users.saturating_duration_since(Instant::now()))
+                    .min(tick)
+            } else {
+                tick
+            };
+            tokio::select! {
+                () = token.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => { next_history = Instant::now(); }
+            }
+        }
+        if let Some(bus) = &self.bus
+            && let Err(e) = bus.release().await
+        {
+            tracing::warn!(error = %e, "Could not give the poll lease up; it expires on its own.");
+        }
+        if let Some(tail) = tail {
+            let _ = tail.await;
+        }
+    }
+
+    /// Reads the history now, when this instance polls and the import is done (the sandbox
+    /// CRM's admin API: its new customer routes at the next lookup). Otherwise wakes the
+    /// poll loop.
+    pub async fn poll_now(&self) {
+        let leader = match &self.bus {
+            None => true,
+            Some(bus) => bus.try_lead(self.config.lease).await.unwrap_or(false),
+        };
+        if leader && self.mirror.imported() {
+            if let Err(e) = self.poll_history().await {
+                self.error(&e, "history");
+            }
+        } else {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Stores changes, applies them in memory and tells the other instances.
+    async fn commit(&self, changes: Vec<MirrorChange>) -> Result<(), SyncError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let store = &self.store;
+        try_join_all(changes.iter().map(|change| async move {
+            match change {
+                MirrorChange::Upsert(c) => store.set_json(&customer_key(c.id), c, None).await,
+                MirrorChange::Remove(id) => store.delete(&customer_key(*id)).await,
+            }
+        }))
+        .await?;
+        self.mirror.apply(&changes);
+        self.publish(SyncEvent::Changes(changes)).await;
+        self.update_size_metrics();
+        Ok(())
+    }
+
+    async fn publish(&self, event: SyncEvent) {
+        if let Some(bus) = &self.bus
+            && let Err(e) = bus.publish(&event).await
+        {
+            // The change is stored: an instance that misses it has it at its next start.
+            self.error(&SyncError::Bus(e), "publish");
+        }
+    }
+
+    fn update_size_metrics(&self) {
+        let (customers, phones) = self.mirror.size();
+        self.metrics.mirror_customers.set(customers as i64);
+        self.metrics.mirror_phones.set(phones as i64);
+    }
+
+    // === The first import ===
+
+    /// Imports every customer, resuming where a previous run stopped.
+    pub async fn import(&self, token: &CancellationToken) -> Result<(), SyncError> {
+        let _poll = self.poll.lock().await;
+        let mut state = self.load_state().await?;
+        if state.import_done {
+            self.mirror.set_imported();
+            return Ok(());
+        }
+        if state.cursor.is_none() {
+            state.cursor = Some(self.history_start().await?);
+            self.save_state(&state).await?;
+        }
+        let started = Instant::now();
+        let resumed_at = state.imported;
+        tracing::info!(
+            page = state.next_page,
+            "Importing the CRM's customers into the owner mirror."
+        );
+        loop {
+            if token.is_cancelled() {
+                return Ok(());
+            }
+            let page = state.next_page;
+            let answer = tokio::select! {
+                // Shutting down: the finished pages are stored, the import resumes here.
+                () = token.cancelled() => return Ok(()),
+                answer = self.crm.customers_page(page, PAGE_LIMIT) => answer?,
+            };
+            let got = answer.customers.len();
+            let changes = answer
+                .customers
+                .iter()
+                .map(|c| MirrorChange::Upsert(c.to_mirror(&self.normalizer, 0)))
+                .collect();
+            self.commit(changes).await?;
+            state.next_page = page + 1;
+            state.imported += got as u64;
+            state.total_pages = answer.total_pages.or(state.total_pages);
+            state.total_count = answer.total_count.or(state.total_count);
+            let finished = got == 0 || state.total_pages.is_none_or(|t| page >= t);
+            state.import_done = finished;
+            self.save_state(&state).await?;
+            self.report_progress(&state, resumed_at, started);
+            if finished {
+                break;
+            }
+        }
+        self.mirror.set_imported();
+        self.mirror.set_phase(SyncPhase::Synced { synced_at: None });
+        self.metrics.mirror_import_progress.set(1.0);
+        self.publish(SyncEvent::Imported).await;
+        tracing::info!(
+            customers = state.imported,
+            elapsed_s = started.elapsed().as_secs(),
+            "Owner mirror imported; following the CRM's history from now on."
+        );
+        drop(_poll);
+        // Catch up with what changed during the import at once.
+        self.poll_history().await.map(|_| ())
+    }
+
+    fn report_progress(&self, state: &SyncState, resumed_at: u64, started: Instant) {
+        self.mirror.set_phase(SyncPhase::Importing {
+            done: state.imported,
+            total: state.total_count,
+        });
+        self.metrics
+            .mirror_import_progress
+            .set(self.mirror.progress());
+        let elapsed = started.elapsed().as_secs_f64().max(0.001);
+        let rate = (state.imported - resumed_at) as f64 / elapsed;
+        let eta = state
+            .total_count
+            .filter(|_| rate > 0.0)
+            .map(|t| (t.saturating_sub(state.imported) as f64 / rate).round() as u64);
+        tracing::info!(
+            done = state.imported,
+            total = state.total_count,
+            page = state.next_page - 1,
+            pages = state.total_pages,
+            rate_per_s = format!("{rate:.0}"),
+            eta_s = eta,
+            "Importing customers."
+        );
+    }
+
+    /// The history cursor of a first import: a minute before the CRM's clock now.
+    async fn history_start(&self) -> Result<HistoryCursor, SyncError> {
+        let probe = self
+            .crm
+            .customers_history(&HistoryCursor::Since(CLOCK_PROBE.to_owned()), 20)
+            .await?;
+        let now = probe
+            .generated_at
+            .as_deref()
+            .and_then(|g| NaiveDateTime::parse_from_str(g, DATETIME).ok())
+            .unwrap_or_else(|| chrono::Local::now().naive_local());
+        let overlap = chrono::Duration::from_std(HISTORY_OVERLAP).unwrap_or_default();
+        Ok(HistoryCursor::Since(
+            (now - overlap).format(DATETIME).to_string(),
+        ))
+    }
+
+    // === Following ===
+
+    /// Reads the history from the cursor to its end, applying page after page; the number
+    /// of records read.
+    pub async fn poll_history(&self) -> Result<usize, SyncError> {
+        let _poll = self.poll.lock().await;
+        let mut state = self.load_state().await?;
+        let mut read = 0;
+        loop {
+            let cursor = state.cursor.clone().unwrap_or(HistoryCursor::AfterId(0));
+            let page = self.crm.customers_history(&cursor, PAGE_LIMIT).await?;
+            read += page.received;
+            let outcome = self.mirror.plan_history(&page.records, &self.normalizer);
+            let mut changes = outcome.changes;
+            for (id, activity) in outcome.refetch {
+                changes.push(match self.crm.customer_by_id(id).await? {
+                    Some(c) => MirrorChange::Upsert(c.to_mirror(&self.normalizer, activity)),
+                    None => MirrorChange::Remove(id),
+                });
+            }
+            self.commit(changes).await?;
+            if let Some(last) = page.last_id.max(outcome.last_id) {
+                state.cursor = Some(HistoryCursor::AfterId(last));
+                self.save_state(&state).await?;
+            }
+            if page.received < PAGE_LIMIT as usize {
+                break;
+            }
+        }
+        self.mirror.set_phase(SyncPhase::Synced {
+            synced_at: Some(Instant::now()),
+        });
+        self.metrics.mirror_history_lag.set(0.0);
+        self.publish(SyncEvent::Synced).await;
+        Ok(read)
+    }
+
+    /// `users`: status and presence into the manager states; the inactive ones remembered.
+    pub async fn users_once(&self) -> Result<(), SyncError> {
+        let users = self.crm.list_users().await?;
+        let inactive: HashSet<ManagerId> =
+            users.iter().filter(|u| !u.active).map(|u| u.id).collect();
+        for u in &users {
+            if let Some(status) = u.status {
+                self.store
+                    .set_manager_state(
+                        u.id,
+                        ManagerState {
+                            status,
+                            online: u.online,
+                        },
+                    )
+                    .await?;
+            }
+        }
+        if inactive.iter().copied().collect::<HashSet<_>>()
+            != self.mirror.inactive().into_iter().collect()
+        {
+            let mut list: Vec<ManagerId> = inactive.iter().copied().collect();
+            list.sort();
+            self.store.set_json(&inactive_key(), &list, None).await?;
+            self.mirror.set_inactive(inactive);
+            self.publish(SyncEvent::Inactive(list)).await;
+        }
+        Ok(())
+    }
+
+    /// Applies the other instances' changes until `token` is cancelled.
+    async fn tail(&self, bus: Arc<RedisSyncBus>, token: CancellationToken) {
+        loop {
+            let from = self.position.lock().await.clone();
+            let read = tokio::select! {
+                () = token.cancelled() => return,
+                read = bus.read(&from) => read,
+            };
+            match read {
+                Ok((events, position)) => {
+                    for event in events {
+                        match event {
+                            SyncEvent::Changes(changes) => {
+                                self.mirror.apply(&changes);
+                                self.update_size_metrics();
+                            }
+                            SyncEvent::Inactive(list) => {
+                                self.mirror.set_inactive(list.into_iter().collect());
+                            }
+                            SyncEvent::Imported => self.mirror.set_imported(),
+                            SyncEvent::Synced => {
+                                self.mirror.set_imported();
+                                self.mirror.set_phase(SyncPhase::Synced {
+                                    synced_at: Some(Instant::now()),
+                                });
+                            }
+                        }
+                    }
+                    *self.position.lock().await = position;
+                }
+                Err(e) => {
+                    self.error(&SyncError::Bus(e), "tail");
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(RETRY_PAUSE) => {}
+                    }
+                }
+            }
+        }
+    }
+}
