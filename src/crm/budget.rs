@@ -1,7 +1,8 @@
 //! The CRM request budget (SPEC §6, §10): one token per HTTP request to the CRM, within the
 //! API key's limits (`crm.rate_limit_rps` general, `crm.telephony_rate_limit_rps` telephony),
 //! split between the two consumers so that neither starves the other: lookups get
-//! `crm.lookup_share` of each class, the worker the rest.
+//! `crm.lookup_share` of each class, the worker the rest (the owner mirror's imports and
+//! history polls, `[sync]`, read through the worker's share).
 //!
 //! A request takes a token from its consumer's share, then one from the key's whole budget
 //! (the shares add up to the whole, so that second wait is short; it is what guarantees that
