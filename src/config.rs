@@ -97,6 +97,9 @@ pub struct ServerSettings {
     pub ip_allowlist: Vec<IpAddr>,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client (CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The address retailCRM reaches callgate at (`callgate register` builds the module's
+    /// callback URLs from it).
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,8 +171,8 @@ pub struct CrmSettings {
     pub base_url: String,
     /// retailCRM API key.
     pub api_key: SecretString,
-    /// The integration module's `clientId`, checked on retailCRM's callbacks (empty = they
-    /// are refused).
+    /// The telephony module's `clientId`: retailCRM sends it on every callback (secret; empty
+    /// = the callbacks are refused).
     pub client_id: SecretString,
     /// One CRM request's timeout.
     pub timeout_ms: u64,
@@ -228,6 +231,14 @@ pub struct RingostatSettings {
     pub auth_key: SecretString,
     /// Ringostat project id.
     pub project_id: String,
+    /// Timeout of one Ringostat API request.
+    pub api_timeout_ms: u64,
+    /// IANA time zone of the Ringostat project (`calls/list` windows are its local time).
+    pub timezone: String,
+    /// Seconds between two reconciliation runs (flow E).
+    pub reconcile_interval_secs: u64,
+    /// How far each run reaches back before the last reconciled point, seconds.
+    pub reconcile_overlap_secs: u64,
     /// `[ringostat.fields]`: accepted payload names per logical field; a list given here
     /// replaces that field's default list.
     #[serde(default)]
@@ -268,6 +279,32 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub format: LogFormat,
+}
+
+impl RingostatSettings {
+    /// Whether the Ringostat API is configured (key and project): reconciliation runs and
+    /// click-to-call can place calls.
+    pub fn api_configured(&self) -> bool {
+        !self.auth_key.expose_secret().is_empty() && !self.project_id.trim().is_empty()
+    }
+    pub fn api_timeout(&self) -> Duration {
+        Duration::from_millis(self.api_timeout_ms)
+    }
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.reconcile_interval_secs)
+    }
+    pub fn reconcile_overlap(&self) -> Duration {
+        Duration::from_secs(self.reconcile_overlap_secs)
+    }
+    /// The project's time zone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.timezone.parse().map_err(|_| {
+            invalid(format!(
+                "ringostat.timezone {:?} is not an IANA time zone (e.g. \"Europe/Kyiv\")",
+                self.timezone
+            ))
+        })
+    }
 }
 
 /// One or several strings (`sip = "a"` or `sip = ["a", "b"]`).
@@ -356,6 +393,9 @@ pub struct ServerOptions {
     pub ip_allowlist: Vec<IpAddr>,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client (CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The address retailCRM reaches callgate at (`callgate register` builds the module's
+    /// callback URLs from it).
+    pub public_url: String,
 }
 
 /// `[lookup]`, validated.
@@ -404,11 +444,10 @@ pub struct CrmOptions {
     /// Share of both rates reserved for lookups (strictly between 0 and 1); the worker
     /// gets the rest.
     pub lookup_share: f64,
-    /// The integration module's `clientId`, checked on retailCRM's callbacks (`None`:
-    /// they are refused).
-    pub client_id: Option<SecretString>,
     /// Status groups whose orders are closed.
     pub closed_status_groups: HashSet<String>,
+    /// The telephony module's `clientId` (empty: callbacks that need it answer 503).
+    pub client_id: SecretString,
 }
 
 /// `[store]`, validated.
@@ -462,6 +501,14 @@ impl Settings {
             .extract()
             .map_err(|e| ConfigError::Load(Box::new(e)))
     }
+}
+
+/// `value` as an http(s) URL, or an error naming `key`.
+fn http_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
+    url::Url::parse(value)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| invalid(format!("{key} {value:?} is not an http(s) URL")))
 }
 
 impl TryFrom<Settings> for Config {
@@ -561,6 +608,25 @@ impl TryFrom<Settings> for Config {
                 "worker.lease_secs must be at least 3 (renewed every third of it)",
             ));
         }
+        s.ringostat.tz()?;
+        if s.ringostat.api_configured() {
+            http_url("ringostat.api_base_url", &s.ringostat.api_base_url)?;
+        }
+        if s.ringostat.auth_key.expose_secret().is_empty()
+            != s.ringostat.project_id.trim().is_empty()
+        {
+            return Err(invalid(
+                "ringostat.auth_key and ringostat.project_id go together: set both or neither",
+            ));
+        }
+        if s.ringostat.reconcile_interval_secs == 0 || s.ringostat.api_timeout_ms == 0 {
+            return Err(invalid(
+                "ringostat.reconcile_interval_secs and ringostat.api_timeout_ms must be positive",
+            ));
+        }
+        if !s.server.public_url.is_empty() {
+            http_url("server.public_url", &s.server.public_url)?;
+        }
         if s.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency must be at least 1"));
         }
@@ -650,6 +716,7 @@ impl TryFrom<Settings> for Config {
                 per_ip_rps: s.server.per_ip_rps,
                 ip_allowlist: s.server.ip_allowlist,
                 trusted_proxies: s.server.trusted_proxies,
+                public_url: s.server.public_url,
             },
             normalizer,
             lookup: LookupOptions {
@@ -669,8 +736,8 @@ impl TryFrom<Settings> for Config {
                 rate_limit_rps: s.crm.rate_limit_rps,
                 telephony_rate_limit_rps: s.crm.telephony_rate_limit_rps,
                 lookup_share: s.crm.lookup_share,
-                client_id: (!s.crm.client_id.expose_secret().is_empty()).then_some(s.crm.client_id),
                 closed_status_groups: s.crm.closed_status_groups.into_iter().collect(),
+                client_id: s.crm.client_id,
             },
             store,
             ringostat: s.ringostat,
@@ -746,6 +813,28 @@ mod tests {
                 .unwrap();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
+        let s = from_toml(
+            "[crm]\nclient_id = \"c-very-secret\"\n[ringostat]\nauth_key = \"r-very-secret\"\nproject_id = \"1\"\n",
+        )
+        .unwrap();
+        let dbg = format!("{:?}", Config::try_from(s).unwrap());
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+    }
+
+    #[test]
+    fn ringostat_api_settings_are_checked() {
+        let err = |toml: &str| {
+            Config::try_from(from_toml(toml).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[ringostat]\nauth_key = \"k\"\n").contains("project_id"));
+        assert!(err("[ringostat]\ntimezone = \"Mars/Olympus\"\n").contains("ringostat.timezone"));
+        assert!(
+            err("[ringostat]\nauth_key = \"k\"\nproject_id = \"1\"\napi_base_url = \"ftp://x\"\n")
+                .contains("api_base_url")
+        );
+        assert!(err("[server]\npublic_url = \"callgate\"\n").contains("server.public_url"));
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   deadline).
 //! - [`sync`]: flow F — the owner mirror's first import, `customers/history` and `users`
 //!   followed, the Redis poll lease and change stream.
+//! - [`reconcile`]: flow E, Ringostat's call log → calls that never arrived into the queue.
+//! - [`register`]: `callgate register`, the telephony integration module in retailCRM.
+//! - [`ringostat`]: the Ringostat REST client (`calls/list`, `callback/outward_call`).
 //! - [`http`]: the axum router and handlers.
 //! - [`worker`]: the queue's task format ([`worker::task`]: the stored webhook and its
 //!   dedupe key), gathering CRM facts, [`domain::plan::decide`], idempotent execution,
@@ -31,6 +34,9 @@ pub mod domain;
 pub mod http;
 pub mod lookup;
 pub mod metrics;
+pub mod reconcile;
+pub mod register;
+pub mod ringostat;
 pub mod rules;
 pub mod startup;
 pub mod store;

@@ -52,6 +52,18 @@ enum Command {
         #[arg(long, global = true)]
         url: Option<String>,
     },
+    /// Create or update the telephony integration module in retailCRM (makeCallUrl,
+    /// changeUserStatusUrl, additionalCodes, externalPhones, clientId). Exit 0 when done or
+    /// already up to date; 1 when retailCRM refused it or does not know some managers or
+    /// stores (each named); 64 on a configuration error.
+    Register {
+        /// Print the request that would be sent and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the clientId (crm.client_id) instead of masking it.
+        #[arg(long, requires = "dry_run")]
+        show_secrets: bool,
+    },
     /// Check routing rules, or explain which rule fires for an event (never touches the CRM).
     Rules {
         #[command(subcommand)]
@@ -127,11 +139,73 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// A multi-threaded tokio runtime for the verbs that do I/O.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("callgate: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn register(config: Option<PathBuf>, dry_run: bool, show_secrets: bool) -> ExitCode {
+    use callgate::register::{self, RegisterError, Registered};
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let fail = |e: RegisterError| {
+        eprintln!("callgate register: {e}");
+        if let RegisterError::Crm(cause) = &e {
+            eprintln!("  cause: {cause}");
+        }
+        match e {
+            RegisterError::Config(_) => ExitCode::from(EXIT_CONFIG as u8),
+            _ => ExitCode::FAILURE,
+        }
+    };
+    let module = match register::module(&config) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    if dry_run {
+        return match register::dry_run_text(&config, &module, show_secrets) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(register::register(&config, &module)) {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                match outcome {
+                    Registered::Created => "telephony module \"callgate\" created",
+                    Registered::Updated => "telephony module \"callgate\" updated",
+                    Registered::Unchanged =>
+                        "telephony module \"callgate\" already up to date; nothing sent",
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Normalize { number, region } => normalize(cli.config, &number, region),
         Command::Rules { command } => rules(cli.config, command),
+        Command::Register {
+            dry_run,
+            show_secrets,
+        } => register(cli.config, dry_run, show_secrets),
         Command::DeadLetters { action, url } => {
             let path = match action {
                 DeadLetterAction::List { limit } => {
@@ -161,12 +235,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             telemetry::init(config.telemetry.format);
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("callgate: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             runtime.block_on(serve(config))
         }

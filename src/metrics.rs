@@ -81,8 +81,16 @@ pub struct Metrics {
     /// Seconds since the last history poll that reached the newest record.
     pub mirror_history_lag: Gauge<f64, AtomicU64>,
     /// Failed sync steps by kind (`crm`, `crm_rate_limited`, `crm_unreachable`, `store`,
-    /// `bus`, `corrupt`).
+    /// `bus`).
     pub sync_errors: Family<KindLabel, Counter>,
+    /// Calls found in Ringostat's call log that never arrived by webhook, queued.
+    pub reconcile_recovered: Counter,
+    /// `calls/list` windows listed (one request each; split halves included).
+    pub reconcile_windows: Counter,
+    /// Reconciliation runs that stopped on an error (the window is kept for the next run).
+    pub reconcile_failures: Counter,
+    /// Seconds between now and the last reconciled point.
+    pub reconcile_lag_seconds: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -189,6 +197,30 @@ impl Metrics {
             "Failed owner mirror sync steps by kind",
             sync_errors.clone(),
         );
+        let reconcile_recovered = Counter::default();
+        registry.register(
+            "reconcile_recovered_calls",
+            "Calls found in Ringostat's call log that never arrived by webhook, queued",
+            reconcile_recovered.clone(),
+        );
+        let reconcile_windows = Counter::default();
+        registry.register(
+            "reconcile_windows",
+            "Ringostat calls/list windows listed",
+            reconcile_windows.clone(),
+        );
+        let reconcile_failures = Counter::default();
+        registry.register(
+            "reconcile_failures",
+            "Reconciliation runs that stopped on an error",
+            reconcile_failures.clone(),
+        );
+        let reconcile_lag_seconds = Gauge::default();
+        registry.register(
+            "reconcile_lag_seconds",
+            "Seconds between now and the last reconciled point",
+            reconcile_lag_seconds.clone(),
+        );
         let lookup_outcome_counters = LookupReason::ALL
             .iter()
             .map(|&reason| {
@@ -218,6 +250,10 @@ impl Metrics {
             mirror_import_progress,
             mirror_history_lag,
             sync_errors,
+            reconcile_recovered,
+            reconcile_windows,
+            reconcile_failures,
+            reconcile_lag_seconds,
         }
     }
 

@@ -20,6 +20,8 @@ use crate::{
     http::{AppContext, AppState, server},
     lookup::{LookupConfig, LookupService},
     metrics::Metrics,
+    reconcile::{ReconcileConfig, Reconciler},
+    ringostat::{RingostatClient, RingostatConfig},
     rules::RuleBook,
     store::{Store, embedded::EmbeddedStore, redis::RedisStore},
     sync::{SyncConfig, Syncer, mirror::SharedMirror, redis::RedisSyncBus},
@@ -30,6 +32,7 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     worker: Arc<Worker>,
+    reconciler: Option<Arc<Reconciler>>,
     state: AppState,
     sandbox: Option<Arc<SandboxCrm>>,
     shutdown: CancellationToken,
@@ -173,6 +176,36 @@ impl Application {
             .with_context(|| format!("Failed to bind {address}."))?;
         let aliases = Arc::new(config.ringostat.fields.clone());
         let wakeup = Arc::new(Notify::new());
+        let ringostat = if config.ringostat.api_configured() {
+            Some(Arc::new(
+                RingostatClient::new(RingostatConfig {
+                    base_url: config.ringostat.api_base_url.clone(),
+                    auth_key: config.ringostat.auth_key.clone(),
+                    project_id: config.ringostat.project_id.clone(),
+                    timeout: config.ringostat.api_timeout(),
+                })
+                .context("Failed to build the Ringostat client.")?,
+            ))
+        } else {
+            None
+        };
+        let reconciler = match &ringostat {
+            Some(client) => Some(Arc::new(Reconciler::new(
+                client.clone(),
+                store.clone(),
+                aliases.clone(),
+                config.normalizer.clone(),
+                metrics.clone(),
+                wakeup.clone(),
+                ReconcileConfig {
+                    project_id: config.ringostat.project_id.clone(),
+                    timezone: config.ringostat.tz()?,
+                    interval: config.ringostat.reconcile_interval(),
+                    overlap: config.ringostat.reconcile_overlap(),
+                },
+            ))),
+            None => None,
+        };
         let worker = Arc::new(Worker::new(
             WorkerDeps {
                 store: store.clone(),
@@ -206,10 +239,12 @@ impl Application {
             worker_wakeup: wakeup,
             rules,
             sync: syncer,
+            ringostat,
         });
         Ok(Application {
             listener,
             worker,
+            reconciler,
             state,
             sandbox,
             shutdown: CancellationToken::new(),
@@ -227,6 +262,11 @@ impl Application {
     /// The worker, for tests that drive it step by step (`worker.enabled = false`).
     pub fn worker(&self) -> Arc<Worker> {
         self.worker.clone()
+    }
+
+    /// The reconciler (flow E), when the Ringostat API is configured; tests run it by hand.
+    pub fn reconciler(&self) -> Option<Arc<Reconciler>> {
+        self.reconciler.clone()
     }
 
     /// The sandbox CRM, when `crm.kind = "sandbox"`.
@@ -257,6 +297,10 @@ impl Application {
             .sync
             .clone()
             .map(|syncer| tokio::spawn(syncer.run_until_stopped(token.clone())));
+        let reconciler = self
+            .reconciler
+            .clone()
+            .map(|r| tokio::spawn(r.run_until_stopped(token.clone())));
         let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -273,6 +317,11 @@ impl Application {
             && tokio::time::timeout(grace, sync).await.is_err()
         {
             tracing::warn!("The owner mirror sync did not stop within the grace period.");
+        }
+        if let Some(reconciler) = reconciler
+            && tokio::time::timeout(grace, reconciler).await.is_err()
+        {
+            tracing::warn!("Reconciliation did not stop within the grace period.");
         }
         if let Some(worker) = worker
             && tokio::time::timeout(grace, worker).await.is_err()

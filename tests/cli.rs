@@ -141,6 +141,192 @@ async fn serve_reloads_rules_on_sighup_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "serve exited with {status}");
 }
 
+// === callgate register ===
+
+mod register {
+    use callgate::testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser};
+    use serde_json::{Value, json};
+
+    const CLIENT_ID: &str = "cid-very-secret-4711";
+    const EDIT: &str = "POST /api/v5/integration-modules/callgate/edit";
+
+    async fn fake_crm() -> FakeRetailCrm {
+        let crm = FakeRetailCrm::start(FakeCrmConfig::default()).await;
+        crm.add_user(FakeUser::manager(27, "Alina", None));
+        crm.add_user(FakeUser::manager(28, "Tatiana", None));
+        crm
+    }
+
+    fn config(crm: &FakeRetailCrm, dir: &tempfile::TempDir, extra: &str) -> String {
+        let path = dir.path().join("callgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[server]
+public_url = "https://callgate.shop.example"
+[crm]
+kind = "retailcrm"
+base_url = "{}"
+api_key = "{}"
+client_id = "{CLIENT_ID}"
+[[managers]]
+crm_user_id = 27
+code = "127"
+[[managers]]
+crm_user_id = 28
+code = "128"
+[[sites]]
+code = "shop1"
+tracking_numbers = ["044 111 22 33"]
+{extra}"#,
+                crm.base_url(),
+                crm.api_key()
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// Runs the binary off the runtime's threads, so the fake keeps answering.
+    async fn run(args: Vec<String>) -> std::process::Output {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            super::callgate(&args)
+        })
+        .await
+        .unwrap()
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn register_twice_creates_the_module_then_changes_nothing() {
+        let crm = fake_crm().await;
+        let dir = tempfile::TempDir::new().unwrap();
+        let cfg = config(&crm, &dir, "");
+        let out = run(vec!["--config".into(), cfg.clone(), "register".into()]).await;
+        assert!(out.status.success(), "{out:?}");
+        assert!(text(&out.stdout).contains("created"), "{out:?}");
+        let module = crm.integration_module("callgate").expect("registered");
+        let t = &module["integrations"]["telephony"];
+        assert_eq!(module["clientId"], CLIENT_ID);
+        assert_eq!(
+            t["makeCallUrl"],
+            "https://callgate.shop.example/retailcrm/make-call"
+        );
+        assert_eq!(
+            t["changeUserStatusUrl"],
+            "https://callgate.shop.example/retailcrm/user-status"
+        );
+        assert_eq!(
+            t["additionalCodes"],
+            json!([{"userId": 27, "code": "127"}, {"userId": 28, "code": "128"}])
+        );
+        assert_eq!(
+            t["externalPhones"],
+            json!([{"siteCode": "shop1", "externalPhone": "+380441112233"}])
+        );
+        assert_eq!(crm.request_count(EDIT), 1);
+
+        let out = run(vec!["--config".into(), cfg.clone(), "register".into()]).await;
+        assert!(out.status.success(), "{out:?}");
+        assert!(text(&out.stdout).contains("up to date"), "{out:?}");
+        assert_eq!(crm.request_count(EDIT), 1, "the second run sends no edit");
+        assert_eq!(crm.integration_module("callgate"), Some(module.clone()));
+
+        // A changed configuration is written again.
+        let cfg = config(
+            &crm,
+            &dir,
+            "[[sites]]\ncode = \"shop1\"\ntracking_numbers = [\"044 111 22 34\"]\n",
+        );
+        let out = run(vec!["--config".into(), cfg, "register".into()]).await;
+        assert!(text(&out.stdout).contains("updated"), "{out:?}");
+        assert_eq!(crm.request_count(EDIT), 2);
+        let phones = crm.integration_module("callgate").unwrap()["integrations"]["telephony"]
+            ["externalPhones"]
+            .clone();
+        assert_eq!(phones.as_array().map(Vec::len), Some(2), "{phones}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn register_dry_run_prints_the_payload_masked_and_touches_nothing() {
+        let crm = fake_crm().await;
+        let dir = tempfile::TempDir::new().unwrap();
+        let cfg = config(&crm, &dir, "");
+        let out = run(vec![
+            "--config".into(),
+            cfg.clone(),
+            "register".into(),
+            "--dry-run".into(),
+        ])
+        .await;
+        assert!(out.status.success(), "{out:?}");
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.starts_with(&format!(
+                "POST {}/api/v5/integration-modules/callgate/edit\n",
+                crm.base_url()
+            )),
+            "{stdout}"
+        );
+        let json: Value = serde_json::from_str(
+            stdout
+                .split_once("integrationModule=\n")
+                .expect("the payload follows")
+                .1,
+        )
+        .expect("the payload is JSON");
+        assert_eq!(json["clientId"], "[REDACTED: crm.client_id]");
+        assert_eq!(
+            json["integrations"]["telephony"]["hangupEventSupported"],
+            true
+        );
+        assert!(!stdout.contains(CLIENT_ID));
+        assert!(crm.requests().is_empty(), "a dry run sends nothing");
+
+        let out = run(vec![
+            "--config".into(),
+            cfg,
+            "register".into(),
+            "--dry-run".into(),
+            "--show-secrets".into(),
+        ])
+        .await;
+        assert!(text(&out.stdout).contains(CLIENT_ID), "{out:?}");
+        assert!(crm.requests().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn users_and_stores_retailcrm_does_not_know_are_named_and_fail() {
+        let crm = fake_crm().await;
+        let dir = tempfile::TempDir::new().unwrap();
+        let cfg = config(
+            &crm,
+            &dir,
+            "[[managers]]\ncrm_user_id = 99\ncode = \"199\"\n[[sites]]\ncode = \"shop9\"\ntracking_numbers = [\"044 111 22 99\"]\n",
+        );
+        let out = run(vec!["--config".into(), cfg, "register".into()]).await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("managers[2]: crm_user_id 99"), "{err}");
+        assert!(err.contains("sites[1]: code \"shop9\""), "{err}");
+    }
+
+    #[test]
+    fn register_without_public_url_or_client_id_is_a_configuration_error() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[crm]\nclient_id = \"x\"\n").unwrap();
+        let out = super::callgate(&["--config", path.to_str().unwrap(), "register"]);
+        assert_eq!(out.status.code(), Some(64), "{out:?}");
+        assert!(text(&out.stderr).contains("server.public_url"), "{out:?}");
+    }
+}
+
 /// `callgate [VERB…] --help`: exits 0 and prints its help on stdout.
 fn help(verbs: &[&str]) -> String {
     let mut args = verbs.to_vec();
@@ -195,6 +381,11 @@ fn every_verb_shows_its_own_help() {
             "explain",
         ),
         (&["rules", "check"], "Validate a rules directory", "[DIR]"),
+        (
+            &["register"],
+            "Create or update the telephony integration module in retailCRM",
+            "--dry-run",
+        ),
         (
             &["rules", "explain"],
             "Show which rule fires for a webhook payload",

@@ -441,6 +441,16 @@ impl Disposition {
         }
     }
 
+    /// The call is still going on (`IN PROGRESS`, `CALLING` in call-log exports): not an
+    /// after-call status yet.
+    pub fn is_in_flight(&self) -> bool {
+        self.kind == DispositionKind::Unknown
+            && matches!(
+                normalize_token(&self.raw).as_str(),
+                "IN PROGRESS" | "CALLING"
+            )
+    }
+
     pub fn outcome(&self) -> CallOutcome {
         use DispositionKind::*;
         match self.kind {

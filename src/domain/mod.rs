@@ -12,5 +12,6 @@ pub mod manager;
 pub mod mirror;
 pub mod phone_number;
 pub mod plan;
+pub mod reconcile;
 pub mod rules;
 pub mod site;

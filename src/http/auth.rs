@@ -39,10 +39,10 @@ pub fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
 /// Checks a retailCRM callback's `clientId` against `crm.client_id`: 503 while the key is
 /// unset, 401 when `given` is missing or wrong.
 pub fn check_client_id(config: &Config, given: Option<&str>) -> Result<(), ApiError> {
-    let Some(expected) = &config.crm.client_id else {
+    let expected = config.crm.client_id.expose_secret();
+    if expected.is_empty() {
         return Err(ApiError::NotConfigured("crm.client_id"));
-    };
-    let expected = expected.expose_secret();
+    }
     match given {
         Some(given) if secret_matches(given.as_bytes(), expected.as_bytes()) => Ok(()),
         _ => Err(ApiError::Unauthorized),

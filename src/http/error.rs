@@ -17,6 +17,16 @@ pub enum ApiError {
         field: Option<String>,
         detail: String,
     },
+    /// Well-formed, but callgate cannot act on it (e.g. a manager without a number).
+    #[error("{detail}")]
+    Unprocessable {
+        code: &'static str,
+        field: Option<String>,
+        detail: String,
+    },
+    /// A vendor callgate relies on (Ringostat) refused or failed; `detail` says which.
+    #[error("{detail}")]
+    Upstream { code: &'static str, detail: String },
     #[error("missing or wrong credentials")]
     Unauthorized,
     #[error("forbidden")]
@@ -43,6 +53,27 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    pub fn unprocessable(
+        code: &'static str,
+        field: Option<&str>,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError::Unprocessable {
+            code,
+            field: field.map(str::to_owned),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn upstream(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Upstream {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
@@ -53,6 +84,18 @@ impl IntoResponse for ApiError {
             } => (
                 StatusCode::BAD_REQUEST,
                 json!({"code": code, "field": field, "detail": detail}),
+            ),
+            ApiError::Unprocessable {
+                code,
+                field,
+                detail,
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"code": code, "field": field, "detail": detail}),
+            ),
+            ApiError::Upstream { code, detail } => (
+                StatusCode::BAD_GATEWAY,
+                json!({"code": code, "detail": detail}),
             ),
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,

@@ -34,6 +34,7 @@ use crate::{
     domain::{call::FieldAliases, manager::ManagerDirectory, phone_number::PhoneNormalizer},
     lookup::LookupService,
     metrics::Metrics,
+    ringostat::RingostatClient,
     rules::RuleBook,
     store::Store,
     sync::Syncer,
@@ -77,6 +78,8 @@ pub struct AppContext {
     pub rules: Arc<RuleBook>,
     /// Flow F, when `[sync]` is on: the owner mirror's state for `/readyz` and `/metrics`.
     pub sync: Option<Arc<Syncer>>,
+    /// The Ringostat API, when `ringostat.auth_key` and `ringostat.project_id` are set.
+    pub ringostat: Option<Arc<RingostatClient>>,
 }
 
 /// The request span names the route, never the URI: query strings carry caller numbers and
@@ -118,6 +121,10 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     panic::capture_webhook,
                 )),
+        )
+        .route(
+            "/retailcrm/make-call",
+            get(routes::make_call::make_call).post(routes::make_call::make_call),
         )
         .route(
             "/retailcrm/user-status",

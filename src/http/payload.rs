@@ -28,6 +28,27 @@ impl Payload {
         }
     }
 
+    /// retailCRM's `userId`: `None` when absent, a 400 naming it when it is not a positive
+    /// integer.
+    pub fn user_id(&self) -> Result<Option<u64>, ApiError> {
+        match self.text("userId") {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&id| id > 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_user",
+                        Some("userId"),
+                        format!("userId {raw:?} is not a positive integer"),
+                    )
+                }),
+        }
+    }
+
     /// The first present field among `names`.
     pub fn first_text(&self, names: &[&str]) -> Option<String> {
         names.iter().find_map(|n| self.text(n))

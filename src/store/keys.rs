@@ -11,6 +11,8 @@
 //! | `legs:<call id>` | what the legs of one call did so far (answered, who talked) |
 //! | `tracking-check:<e164>` | the event whose S8 task asked to check this tracking number |
 //! | `sandbox:<kind><rest>` | records of the sandbox CRM |
+//! | `reconcile:<project>` | the last reconciled point of a Ringostat project (flow E) |
+//! | `lock:reconcile:<project>` | the lease of the instance reconciling a project |
 //! | `mirror:c:<customer id>`, `mirror:state`, `mirror:inactive` | the owner mirror and its sync state (`crate::sync`) |
 
 use crate::domain::phone_number::PhoneNumber;
@@ -29,6 +31,8 @@ const CALL_LEGS: &str = "legs:";
 const TRACKING_CHECK: &str = "tracking-check:";
 /// Namespace of the owner mirror ([`mirror_customer`], [`mirror_state`], [`mirror_inactive`]).
 const MIRROR: &str = "mirror:";
+/// Namespace of [`reconcile_point`].
+const RECONCILE: &str = "reconcile:";
 /// Namespace of the sandbox CRM's records; [`sandbox`] builds keys under it.
 pub const SANDBOX: &str = "sandbox:";
 
@@ -93,6 +97,16 @@ pub fn mirror_state() -> String {
 /// `mirror:inactive`: the users the CRM lists as inactive.
 pub fn mirror_inactive() -> String {
     format!("{MIRROR}inactive")
+}
+
+/// `reconcile:<project>`: the last reconciled point of a Ringostat project (flow E).
+pub fn reconcile_point(project_id: &str) -> String {
+    format!("{RECONCILE}{project_id}")
+}
+
+/// `lock:reconcile:<project>`: the lease of the one instance reconciling a project.
+pub fn reconcile_lease(project_id: &str) -> String {
+    format!("{LOCK}reconcile:{project_id}")
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@
 //!
 //! - [`fake_retailcrm`]: a strict, stateful fake of retailCRM API v5 served over real HTTP
 //!   on `127.0.0.1:0`, with fault injection and rate limiting.
+//! - [`fake_ringostat`]: a strict fake of the Ringostat REST API (`calls/list`,
+//!   `callback/outward_call`) on `127.0.0.1:0`, recording every request.
 //! - [`eventually`]: the bounded poll every test uses instead of sleeping.
 
 pub mod fake_retailcrm;
+pub mod fake_ringostat;
 
 use std::{future::Future, time::Duration};
 

@@ -28,5 +28,11 @@ pub struct StoredWebhook {
 /// [`CallEvent::dedupe_key`]), so a redelivery is not queued twice but each leg and moment
 /// of a call is.
 pub fn dedupe_key(event: &CallEvent) -> String {
-    keys::event_dedupe("ringostat", &event.dedupe_key())
+    dedupe_store_key(&event.dedupe_key())
+}
+
+/// The same key from an event key (`<call id>|<moment>|<leg>`): reconciliation looks up the
+/// keys an after-call webhook of a listed call may have had.
+pub fn dedupe_store_key(event_key: &str) -> String {
+    keys::event_dedupe("ringostat", event_key)
 }

@@ -7,8 +7,12 @@ pub use callgate::testing::eventually;
 use callgate::{
     config::{Config, CrmKind, ManagerSettings, OneOrMany, Settings, SiteSettings, StoreKind},
     http::AppState,
+    reconcile::Reconciler,
     startup::Application,
-    testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
+    testing::{
+        fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser},
+        fake_ringostat::FakeRingostat,
+    },
     worker::Worker,
 };
 use tempfile::TempDir;
@@ -55,7 +59,10 @@ pub struct TestApp {
     pub worker: Arc<Worker>,
     token: CancellationToken,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: Arc<TempDir>,
+    /// The reconciler, when the Ringostat API is configured ([`with_ringostat`]).
+    pub reconciler: Option<Arc<Reconciler>>,
+    /// The store's directory, unless the test keeps it ([`start_in`]).
+    _dir: Option<Arc<TempDir>>,
 }
 
 impl Drop for TestApp {
@@ -86,7 +93,7 @@ pub async fn spawn_app(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
     let mut settings = test_settings(&dir);
     configure(&mut settings);
-    start(settings, dir, None).await
+    start(settings, Some(Arc::new(dir)), None).await
 }
 
 /// The seed's CRM users on a fake retailCRM.
@@ -104,13 +111,32 @@ pub async fn spawn_app_with_crm(
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let dir = TempDir::new().expect("temp dir");
-    let mut settings = test_settings(&dir);
+    let mut settings = crm_settings(crm, &dir);
+    configure(&mut settings);
+    start(settings, Some(Arc::new(dir)), Some(crm.clone())).await
+}
+
+/// The settings of a callgate talking to `crm` (store in `dir`), for tests that restart it.
+pub fn crm_settings(crm: &FakeRetailCrm, dir: &TempDir) -> Settings {
+    let mut settings = test_settings(dir);
     settings.crm.kind = CrmKind::Retailcrm;
     settings.crm.base_url = crm.base_url();
     settings.crm.api_key = crm.api_key().into();
     settings.crm.default_site = "shop1".to_owned();
-    configure(&mut settings);
-    start(settings, dir, Some(crm.clone())).await
+    settings
+}
+
+/// Points `settings` at the fake Ringostat API (reconciliation and click-to-call on).
+pub fn with_ringostat(settings: &mut Settings, ringostat: &FakeRingostat) {
+    settings.ringostat.api_base_url = ringostat.base_url();
+    settings.ringostat.auth_key = ringostat.auth_key().into();
+    settings.ringostat.project_id = ringostat.project_id().to_owned();
+}
+
+/// A callgate on `settings` whose store directory the caller keeps (so a test can stop it
+/// and start another on the same store).
+pub async fn start_in(settings: Settings, crm: Option<FakeRetailCrm>) -> TestApp {
+    start(settings, None, crm).await
 }
 
 /// A callgate on a shared Redis: apps given the same URL and prefix share one owner index,
@@ -135,21 +161,16 @@ pub async fn respawn_app_with_crm(
     crm: &FakeRetailCrm,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
-    let mut settings = test_settings(&dir);
-    settings.crm.kind = CrmKind::Retailcrm;
-    settings.crm.base_url = crm.base_url();
-    settings.crm.api_key = crm.api_key().into();
-    settings.crm.default_site = "shop1".to_owned();
+    let mut settings = crm_settings(crm, &dir);
     configure(&mut settings);
-    start(settings, dir, Some(crm.clone())).await
+    start(settings, Some(dir), Some(crm.clone())).await
 }
 
 async fn start(
     settings: Settings,
-    dir: impl Into<Arc<TempDir>>,
+    dir: Option<Arc<TempDir>>,
     crm: Option<FakeRetailCrm>,
 ) -> TestApp {
-    let dir = dir.into();
     if std::env::var_os("TEST_LOG").is_some() {
         callgate::telemetry::init(callgate::config::LogFormat::Pretty);
     }
@@ -158,6 +179,7 @@ async fn start(
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
     let worker = app.worker();
+    let reconciler = app.reconciler();
     let token = app.shutdown_token();
     let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
@@ -168,6 +190,7 @@ async fn start(
         worker,
         token,
         running,
+        reconciler,
         _dir: dir,
     }
 }
@@ -227,7 +250,9 @@ impl TestApp {
     /// The directory of the store file, to start another app on it after this one stopped
     /// (and was dropped: the embedded store is one process's file).
     pub fn dir(&self) -> Arc<TempDir> {
-        self._dir.clone()
+        self._dir
+            .clone()
+            .expect("the test's store directory is kept by the app")
     }
 
     /// Stops gracefully, waits for the end, and releases the store.

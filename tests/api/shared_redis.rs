@@ -49,3 +49,54 @@ async fn two_instances_on_one_redis_make_one_customer_for_simultaneous_calls_fro
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_redis_reconciling_at_once_queue_each_lost_call_once() {
+    use callgate::testing::fake_ringostat::{FakeRingostat, FakeRingostatConfig};
+
+    use crate::{
+        helpers::{crm_settings, manual_worker, start_in, with_ringostat},
+        reconcile::{burst_call, now_local},
+    };
+
+    let redis = RedisKeys::new();
+    let crm = start_fake_crm().await;
+    let ringostat = FakeRingostat::start(FakeRingostatConfig::default()).await;
+    let start = now_local() - chrono::Duration::minutes(3);
+    for i in 0..12 {
+        ringostat.add_call(burst_call("lbr", i, start + chrono::Duration::seconds(i as i64)).0);
+    }
+    let (dir_a, dir_b) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let mut settings_a = crm_settings(&crm, &dir_a);
+    let mut settings_b = crm_settings(&crm, &dir_b);
+    for settings in [&mut settings_a, &mut settings_b] {
+        redis_store(settings, &redis.url, &redis.prefix);
+        manual_worker(settings);
+        tracking(settings);
+    }
+    with_ringostat(&mut settings_a, &ringostat);
+    with_ringostat(&mut settings_b, &ringostat);
+    let a = start_in(settings_a, Some(crm.clone())).await;
+    let b = start_in(settings_b, Some(crm.clone())).await;
+
+    let (ra, rb) = tokio::join!(
+        a.reconciler.as_ref().unwrap().run_once(),
+        b.reconciler.as_ref().unwrap().run_once()
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra.ran || rb.ran, "{ra:?} {rb:?}");
+    assert_eq!(ra.recovered + rb.recovered, 12, "{ra:?} {rb:?}");
+    assert_eq!(a.state.store.queue_depth().await.unwrap(), 12);
+    a.drain_queue(Duration::from_secs(30)).await;
+    let mut ids: Vec<String> = crm
+        .calls()
+        .iter()
+        .map(|c| c["externalId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), crm.calls().len()), (12, 12));
+}

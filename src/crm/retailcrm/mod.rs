@@ -281,6 +281,17 @@ impl RetailCrm {
         }
     }
 
+    /// `GET integration-modules/{code}`: the module as retailCRM holds it, `None` when there
+    /// is none (404).
+    #[tracing::instrument(skip_all, fields(method = "integration-modules/get"))]
+    pub async fn get_module(&self, code: &str) -> Result<Option<Value>, CrmError> {
+        match self.get(&["integration-modules", code], &[]).await {
+            Ok(answer) => Ok(answer.body.get("integrationModule").cloned()),
+            Err(CrmError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The store code to send: the given one when not empty, else the configured default.
     fn site_or_default<'a>(&'a self, given: Option<&'a str>) -> Option<&'a str> {
         given.filter(|s| !s.is_empty()).or(self.site.as_deref())

@@ -26,22 +26,7 @@ pub async fn user_status(
         .map_err(|e: crate::domain::manager::UnknownStatus| {
             ApiError::bad_request("bad_status", Some("status"), e.to_string())
         })?;
-    let by_user = match payload.text("userId") {
-        Some(raw) => Some(
-            raw.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|&id| id > 0)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "bad_user",
-                        Some("userId"),
-                        format!("userId {raw:?} is not a positive integer"),
-                    )
-                })?,
-        ),
-        None => None,
-    };
+    let by_user = payload.user_id()?;
     let by_code = payload
         .text("code")
         .and_then(|c| state.directory.by_code(&c).map(|m| m.id.0));
