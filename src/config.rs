@@ -85,12 +85,18 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     /// Bound on reading a request's headers, also the keep-alive idle bound (0 = none).
     pub header_read_timeout_ms: u64,
+    /// Bound on reading a request's body, from its headers (0 = none).
+    pub body_read_timeout_ms: u64,
+    /// Most connections served at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Grace period on shutdown.
     pub shutdown_grace_secs: u64,
     /// Per-source-IP limit on public endpoints (0 = off).
     pub per_ip_rps: u32,
     /// Allowed client IPs on Ringostat endpoints (empty = any).
     pub ip_allowlist: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The address retailCRM reaches callgate at (`callgate register` builds the module's
     /// callback URLs from it).
     pub public_url: String,
@@ -165,7 +171,8 @@ pub struct CrmSettings {
     pub base_url: String,
     /// retailCRM API key.
     pub api_key: SecretString,
-    /// The telephony module's `clientId`: retailCRM sends it on every callback (secret).
+    /// The telephony module's `clientId`: retailCRM sends it on every callback (secret; empty
+    /// = the callbacks are refused).
     pub client_id: SecretString,
     /// One CRM request's timeout.
     pub timeout_ms: u64,
@@ -175,6 +182,8 @@ pub struct CrmSettings {
     pub rate_limit_rps: u32,
     /// Telephony CRM requests per second.
     pub telephony_rate_limit_rps: u32,
+    /// Share of both rates reserved for lookups; the worker gets the rest.
+    pub lookup_share: f64,
     pub create_on_incoming: CreateOnIncoming,
     pub create_on_outgoing: CreateOnOutgoing,
     /// Senior manager (0 = none).
@@ -373,11 +382,17 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// Bound on reading a request's headers (`None`: no bound).
     pub header_read_timeout: Option<Duration>,
+    /// Bound on reading a request's body, from its headers (`None`: no bound).
+    pub body_read_timeout: Option<Duration>,
+    /// Most connections served at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
     pub shutdown_grace: Duration,
     /// Per-source-IP limit on public endpoints (0 = off).
     pub per_ip_rps: u32,
     /// Allowed client IPs on Ringostat endpoints (empty = any).
     pub ip_allowlist: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` name the client (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The address retailCRM reaches callgate at (`callgate register` builds the module's
     /// callback URLs from it).
     pub public_url: String,
@@ -426,6 +441,9 @@ pub struct CrmOptions {
     pub default_site: String,
     pub rate_limit_rps: u32,
     pub telephony_rate_limit_rps: u32,
+    /// Share of both rates reserved for lookups (strictly between 0 and 1); the worker
+    /// gets the rest.
+    pub lookup_share: f64,
     /// Status groups whose orders are closed.
     pub closed_status_groups: HashSet<String>,
     /// The telephony module's `clientId` (empty: callbacks that need it answer 503).
@@ -515,6 +533,9 @@ impl TryFrom<Settings> for Config {
         if s.lookup.response_key.trim().is_empty() {
             return Err(invalid("lookup.response_key must not be empty"));
         }
+        if s.server.max_connections == 0 {
+            return Err(invalid("server.max_connections must be at least 1"));
+        }
         if s.sync.history_interval_secs == 0 || s.sync.users_interval_secs == 0 {
             return Err(invalid(
                 "sync.history_interval_secs and sync.users_interval_secs must be positive",
@@ -555,6 +576,11 @@ impl TryFrom<Settings> for Config {
         if s.crm.rate_limit_rps == 0 || s.crm.telephony_rate_limit_rps == 0 {
             return Err(invalid(
                 "crm.rate_limit_rps and crm.telephony_rate_limit_rps must be positive",
+            ));
+        }
+        if !(s.crm.lookup_share > 0.0 && s.crm.lookup_share < 1.0) {
+            return Err(invalid(
+                "crm.lookup_share must be above 0 and below 1 (a share of the CRM rates)",
             ));
         }
         if s.crm.default_site.trim().is_empty() {
@@ -683,9 +709,13 @@ impl TryFrom<Settings> for Config {
                 request_timeout: Duration::from_millis(s.server.request_timeout_ms),
                 header_read_timeout: (s.server.header_read_timeout_ms > 0)
                     .then(|| Duration::from_millis(s.server.header_read_timeout_ms)),
+                body_read_timeout: (s.server.body_read_timeout_ms > 0)
+                    .then(|| Duration::from_millis(s.server.body_read_timeout_ms)),
+                max_connections: s.server.max_connections,
                 shutdown_grace: Duration::from_secs(s.server.shutdown_grace_secs),
                 per_ip_rps: s.server.per_ip_rps,
                 ip_allowlist: s.server.ip_allowlist,
+                trusted_proxies: s.server.trusted_proxies,
                 public_url: s.server.public_url,
             },
             normalizer,
@@ -705,6 +735,7 @@ impl TryFrom<Settings> for Config {
                 default_site: s.crm.default_site,
                 rate_limit_rps: s.crm.rate_limit_rps,
                 telephony_rate_limit_rps: s.crm.telephony_rate_limit_rps,
+                lookup_share: s.crm.lookup_share,
                 closed_status_groups: s.crm.closed_status_groups.into_iter().collect(),
                 client_id: s.crm.client_id,
             },
@@ -753,6 +784,9 @@ mod tests {
         assert!(matches!(c.crm.backend, CrmBackend::Sandbox));
         assert!(matches!(c.store, StoreOptions::Embedded { .. }));
         assert!(c.worker.retry.base <= c.worker.retry.max);
+        // SPEC §9: slow clients are cut off by default.
+        assert!(c.server.header_read_timeout.is_some() && c.server.body_read_timeout.is_some());
+        assert_eq!(c.server.max_connections, 10_000);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::{
     config::{Config, CrmBackend, StoreOptions},
     crm::{
         Crm,
+        budget::{Consumer, CrmBudget, Gate},
         limited::LimitedCrm,
         retailcrm::{RetailCrm, RetailCrmConfig},
         sandbox::SandboxCrm,
@@ -67,38 +68,58 @@ impl Application {
         let directory = Arc::new(config.directory.clone());
         let metrics = Arc::new(Metrics::new());
         let mut sandbox = None;
-        // Every CRM request goes through the limiters and metrics; the sandbox has no limit.
-        let (crm, general_rps, telephony_rps): (Arc<dyn Crm>, _, _) = match &config.crm.backend {
-            CrmBackend::Sandbox => {
-                let s = Arc::new(SandboxCrm::new(store.clone(), directory.clone()));
-                sandbox = Some(s.clone());
-                (s, 0, 0)
-            }
-            CrmBackend::Retailcrm { base_url, api_key } => (
-                Arc::new(
-                    RetailCrm::new(
-                        RetailCrmConfig {
-                            base_url: base_url.clone(),
-                            api_key: api_key.expose_secret().into(),
-                            timeout: config.crm.timeout,
-                            site: Some(config.crm.default_site.clone()),
-                        },
-                        config.normalizer.clone(),
-                    )
-                    .context("Failed to build the retailCRM client.")?,
-                ),
+        // Every CRM request takes a token from the key's budget, lookups and the worker each
+        // from their share (crm::budget); the sandbox has no limit.
+        let (general_rps, telephony_rps) = match &config.crm.backend {
+            CrmBackend::Sandbox => (0, 0),
+            CrmBackend::Retailcrm { .. } => (
                 config.crm.rate_limit_rps,
                 config.crm.telephony_rate_limit_rps,
             ),
         };
-        let crm: Arc<dyn Crm> = Arc::new(LimitedCrm::new(
-            crm,
+        let budget = CrmBudget::new(
             general_rps,
             telephony_rps,
+            config.crm.lookup_share,
             metrics.clone(),
-        ));
+        );
+        let limited = |inner: Arc<dyn Crm>, per_call: Option<Gate>| -> Arc<dyn Crm> {
+            Arc::new(LimitedCrm::new(inner, per_call, metrics.clone()))
+        };
+        let (lookup_crm, crm) = match &config.crm.backend {
+            CrmBackend::Sandbox => {
+                let s = Arc::new(SandboxCrm::new(store.clone(), directory.clone()));
+                sandbox = Some(s.clone());
+                (
+                    limited(s.clone(), Some(budget.gate(Consumer::Lookup))),
+                    limited(s, Some(budget.gate(Consumer::Worker))),
+                )
+            }
+            CrmBackend::Retailcrm { base_url, api_key } => {
+                let adapter = RetailCrm::new(
+                    RetailCrmConfig {
+                        base_url: base_url.clone(),
+                        api_key: api_key.expose_secret().into(),
+                        timeout: config.crm.timeout,
+                        site: Some(config.crm.default_site.clone()),
+                    },
+                    config.normalizer.clone(),
+                )
+                .context("Failed to build the retailCRM client.")?;
+                (
+                    limited(
+                        Arc::new(adapter.with_gate(budget.gate(Consumer::Lookup))),
+                        None,
+                    ),
+                    limited(
+                        Arc::new(adapter.with_gate(budget.gate(Consumer::Worker))),
+                        None,
+                    ),
+                )
+            }
+        };
         // The owner mirror (flow F): loaded from the store before the port is bound, so the
-        // first lookup already answers from it.
+        // first lookup already answers from it. Its paged reads share the worker's budget.
         let syncer = match &config.sync {
             Some(sync) => {
                 let bus = match &config.store {
@@ -133,7 +154,7 @@ impl Application {
         let mirror = syncer.as_ref().map(|s| s.mirror().clone());
         let lookup = LookupService::new(
             store.clone(),
-            crm.clone(),
+            lookup_crm,
             mirror.clone(),
             directory.clone(),
             config.normalizer.clone(),

@@ -1,98 +1,47 @@
-//! A [`Crm`] decorator that every CRM request goes through: the two `governor` limiters of
-//! SPEC §6 (general and telephony methods, per API key), a shared pause after a 503/429 so
-//! the whole process slows down instead of hammering a rate-limited CRM, and metrics
-//! (request latency and outcome by method, limiter waits).
-//!
-//! The limiters allow no burst: requests are spaced evenly at the configured rate, so no
-//! one-second window ever sees more than the limit.
+//! A [`Crm`] decorator that every CRM call goes through: metrics (request latency and outcome
+//! by method) and, for an adapter that makes no HTTP requests of its own (the sandbox CRM),
+//! the [`budget`](super::budget) per call. The retailCRM adapter takes its tokens per HTTP
+//! request itself ([`super::retailcrm::RetailCrm::with_gate`]), so that a paged read takes
+//! one token per page.
 
-use std::{
-    num::NonZeroU32,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
     CustomerSnapshot, CustomersPage, HistoryCursor, HistoryPage, NewCustomer, NewOrder, NewTask,
     OrderId, ResponsibleManager, StatusGroups, TaskId, TaskUpdate, UploadOutcome,
+    budget::{Class, Gate},
 };
 use crate::{
     domain::phone_number::PhoneNumber,
-    metrics::{CrmLabels, LimiterLabel, MethodLabel, Metrics},
+    metrics::{CrmLabels, MethodLabel, Metrics},
 };
-
-/// Pause after a rate-limited answer that carried no `Retry-After`.
-pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
-/// Longest pause a `Retry-After` may impose.
-pub const MAX_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Class {
-    General,
-    Telephony,
-}
 
 pub struct LimitedCrm {
     inner: Arc<dyn Crm>,
-    general: Option<DefaultDirectRateLimiter>,
-    telephony: Option<DefaultDirectRateLimiter>,
-    paused_until: Mutex<Option<Instant>>,
+    /// Per-call accounting; `None` when `inner` takes its tokens per HTTP request.
+    per_call: Option<Gate>,
     metrics: Arc<Metrics>,
 }
 
-fn even_quota(rps: u32) -> Option<Quota> {
-    let rps = NonZeroU32::new(rps)?;
-    Quota::with_period(Duration::from_secs(1) / rps.get()).map(|q| q.allow_burst(NonZeroU32::MIN))
-}
-
 impl LimitedCrm {
-    /// `rps = 0` means unlimited (the sandbox CRM).
-    pub fn new(
-        inner: Arc<dyn Crm>,
-        general_rps: u32,
-        telephony_rps: u32,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(inner: Arc<dyn Crm>, per_call: Option<Gate>, metrics: Arc<Metrics>) -> Self {
         LimitedCrm {
             inner,
-            general: even_quota(general_rps).map(RateLimiter::direct),
-            telephony: even_quota(telephony_rps).map(RateLimiter::direct),
-            paused_until: Mutex::new(None),
+            per_call,
             metrics,
         }
-    }
-
-    async fn admit(&self, class: Class) {
-        let started = Instant::now();
-        loop {
-            let until = *self.paused_until.lock().expect("pause lock poisoned");
-            match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
-                _ => break,
-            }
-        }
-        let (limiter, label) = match class {
-            Class::General => (&self.general, "general"),
-            Class::Telephony => (&self.telephony, "telephony"),
-        };
-        if let Some(limiter) = limiter {
-            limiter.until_ready().await;
-        }
-        self.metrics
-            .limiter_wait
-            .get_or_create(&LimiterLabel { limiter: label })
-            .observe(started.elapsed().as_secs_f64());
     }
 
     async fn call<T, F>(&self, method: &'static str, class: Class, f: F) -> Result<T, CrmError>
     where
         F: std::future::Future<Output = Result<T, CrmError>>,
     {
-        self.admit(class).await;
+        if let Some(gate) = &self.per_call {
+            gate.admit(class).await;
+        }
         let started = Instant::now();
         let result = f.await;
         self.metrics
@@ -107,16 +56,8 @@ impl LimitedCrm {
             .crm_requests
             .get_or_create(&CrmLabels { method, outcome })
             .inc();
-        if let Err(CrmError::RateLimited { retry_after }) = &result {
-            let pause = retry_after
-                .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
-                .min(MAX_RATE_LIMIT_PAUSE);
-            let mut paused = self.paused_until.lock().expect("pause lock poisoned");
-            let until = Instant::now() + pause;
-            if paused.is_none_or(|p| p < until) {
-                *paused = Some(until);
-            }
-            tracing::warn!(method, pause = ?pause, "CRM rate limit hit; pausing CRM requests.");
+        if let Some(gate) = &self.per_call {
+            gate.observe(method, &result);
         }
         result
     }
@@ -269,21 +210,5 @@ impl Crm for LimitedCrm {
             self.inner.customers_history(cursor, limit),
         )
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn even_quota_allows_no_burst() {
-        let limiter = RateLimiter::direct(even_quota(10).expect("quota"));
-        assert!(limiter.check().is_ok());
-        assert!(
-            limiter.check().is_err(),
-            "a second request at once must wait"
-        );
-        assert!(even_quota(0).is_none(), "0 means unlimited");
     }
 }

@@ -11,6 +11,7 @@
 //! it is re-exported here so adapters and the edge name it `crate::crm::…`. What only the
 //! port reads back (customers, orders, users as the CRM returns them) stays here.
 
+pub mod budget;
 pub mod limited;
 pub mod retailcrm;
 pub mod sandbox;

@@ -1,31 +1,28 @@
 //! The HTTP adapter: [`router`] builds every endpoint over an [`AppState`].
 //!
 //! Public endpoints (`/ringostat/*`, `/retailcrm/*`) sit behind the optional IP allow-list and
-//! the per-source rate limit; every endpoint has the body limit (SPEC §9: 64 KiB → 413) and a
-//! request timeout. A panicking handler still answers (see [`panic`]).
+//! the per-source rate limit ([`guard`]: client addresses from `X-Forwarded-For`/`Forwarded`
+//! only behind `server.trusted_proxies`); every endpoint has the body limit (SPEC §9: 64 KiB → 413)
+//! and a request timeout. A panicking handler still answers (see [`panic`]).
 
-pub mod client_id;
+pub mod auth;
+pub mod deadline;
 pub mod error;
+pub mod guard;
 pub mod pages;
 pub mod panic;
 pub mod payload;
 pub mod routes;
 pub mod server;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    num::NonZeroU32,
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    middleware,
     routing::{get, post},
 };
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 use tower_http::{
     catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
@@ -43,7 +40,6 @@ use crate::{
     store::Store,
     sync::Syncer,
 };
-use error::ApiError;
 
 /// Everything a handler may need: one `Arc`, so the per-request clone axum makes is a single
 /// reference count (the hot path's share of `AppState` clone/drop showed in the profile).
@@ -87,29 +83,6 @@ pub struct AppContext {
     pub ringostat: Option<Arc<RingostatClient>>,
 }
 
-/// Guards of the public endpoints.
-#[derive(Clone)]
-struct PublicGuard {
-    allowlist: Arc<Vec<IpAddr>>,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
-}
-
-async fn guard_public(State(guard): State<PublicGuard>, request: Request, next: Next) -> Response {
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if !guard.allowlist.is_empty() && !ip.is_some_and(|ip| guard.allowlist.contains(&ip)) {
-        return ApiError::Forbidden.into_response();
-    }
-    if let (Some(limiter), Some(ip)) = (&guard.limiter, ip)
-        && limiter.check_key(&ip).is_err()
-    {
-        return ApiError::RateLimited.into_response();
-    }
-    next.run(request).await
-}
-
 /// The request span names the route, never the URI: query strings carry caller numbers and
 /// the webhook token.
 fn request_span(request: &Request) -> tracing::Span {
@@ -130,11 +103,6 @@ pub fn public_guard_configured(config: &Config) -> bool {
 /// into the request as `ConnectInfo` for the allow-list and the per-source limit).
 pub fn router(state: AppState) -> Router {
     let server = &state.config.server;
-    let guard = PublicGuard {
-        allowlist: Arc::new(server.ip_allowlist.clone()),
-        limiter: NonZeroU32::new(server.per_ip_rps)
-            .map(|rps| Arc::new(RateLimiter::keyed(Quota::per_second(rps)))),
-    };
     let body_limit = server.body_limit_bytes;
     let timeout = TimeoutLayer::with_status_code(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -171,7 +139,8 @@ pub fn router(state: AppState) -> Router {
         );
     // An idle guard is not layered at all.
     if public_guard_configured(&state.config) {
-        public = public.route_layer(middleware::from_fn_with_state(guard, guard_public));
+        let guard = guard::PublicGuard::new(&state.config);
+        public = public.route_layer(middleware::from_fn_with_state(guard, guard::guard_public));
     }
     let admin = Router::new()
         .route("/admin/calls", get(routes::admin::call_log))

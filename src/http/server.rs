@@ -6,8 +6,13 @@
 //! `axum::serve` (protocol sniffing for HTTP/2 and upgrade support on every connection), is
 //! the same stack the same-run "hello" baseline of load-tests/ uses; RESULTS.md has the
 //! figures. Every connection gets `TCP_NODELAY` (an answer is one small write; it must not wait
-//! for the client's delayed ACK); `server.header_read_timeout_ms` optionally bounds reading a
-//! request's headers (off by default: it arms a timer per request, RESULTS.md).
+//! for the client's delayed ACK). Slow and idle clients are cut off by one coarse deadline per
+//! connection ([`deadline`]: header and body read deadlines, on by default, the fast path
+//! included), and at most `server.max_connections` are served at once: beyond it callgate
+//! stops accepting, so new connections wait in the kernel's listen backlog (and are refused
+//! by the kernel once that is full) until a slot frees, rather than being accepted only to
+//! be closed: a waiting client (Ringostat's retry, a load balancer's probe) is served as soon
+//! as the deadlines have reaped an idle connection, and refusing costs callgate nothing.
 //!
 //! The fast path reads the body and calls [`routes::route::answer`], which the router's
 //! `/ringostat/route` handler calls too, so behaviour is identical (a panic in the lookup
@@ -16,7 +21,7 @@
 //! address extension). With an allow-list or a per-source limit configured, every request goes
 //! through the router and its guard.
 
-use std::{convert::Infallible, io, net::SocketAddr, pin::Pin, time::Duration};
+use std::{convert::Infallible, io, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -27,15 +32,17 @@ use axum::{
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
-use tokio::net::TcpListener;
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::{AppState, error::ApiError, public_guard_configured, router, routes};
+use super::{
+    AppState,
+    deadline::{ClockedBody, ConnectionClock, ReadDeadlines, watchdog},
+    error::ApiError,
+    public_guard_configured, router, routes,
+};
 
 /// The lookup's path.
 const ROUTE_PATH: &str = "/ringostat/route";
@@ -45,13 +52,22 @@ const ROUTE_PATH: &str = "/ringostat/route";
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
     let fast_lookup = !public_guard_configured(&state.config);
     let router = router(state.clone());
-    let mut http = hyper::server::conn::http1::Builder::new();
-    if let Some(header_read_timeout) = state.config.server.header_read_timeout {
-        http.timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
-    }
+    let http = hyper::server::conn::http1::Builder::new();
+    let server = &state.config.server;
+    // Zero: no deadline (ReadDeadlines).
+    let deadlines = ReadDeadlines {
+        header: server.header_read_timeout.unwrap_or(Duration::ZERO),
+        body: server.body_read_timeout.unwrap_or(Duration::ZERO),
+    };
+    let slots = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
+        // At the cap, wait for a slot before accepting (module docs).
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
@@ -71,17 +87,25 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set.");
         }
+        let clock = ConnectionClock::new(deadlines);
         let service = Gateway {
             router: router.clone(),
             state: state.clone(),
             fast_lookup,
             remote,
+            clock: clock.clone(),
         };
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "Connection ended with an error.");
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "Connection ended with an error.");
+                },
+                () = watchdog(clock) => {
+                    tracing::debug!("Connection closed: its client missed a read deadline.");
+                }
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -104,6 +128,7 @@ struct Gateway {
     state: AppState,
     fast_lookup: bool,
     remote: SocketAddr,
+    clock: Arc<ConnectionClock>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Gateway {
@@ -112,6 +137,8 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let clock = self.clock.clone();
+        clock.expect_body(hyper::body::Body::is_end_stream(request.body()));
         if self.fast_lookup
             && request.uri().path() == ROUTE_PATH
             && matches!(*request.method(), Method::GET | Method::POST)
@@ -120,15 +147,23 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
             return Box::pin(async move {
                 let (parts, body) = request.into_parts();
                 let limit = state.config.server.body_limit_bytes;
-                Ok(match Limited::new(body, limit).collect().await {
+                let body = Limited::new(body, limit).collect().await;
+                clock.handling();
+                let answer = match body {
                     Ok(body) => routes::route::answer(&state, &parts, &body.to_bytes()).await,
                     Err(_) => ApiError::TooLarge.into_response(),
-                })
+                };
+                clock.expect_headers();
+                Ok(answer)
             });
         }
-        let mut request = request.map(Body::new);
+        let mut request = request.map(|body| Body::new(ClockedBody::new(body, clock.clone())));
         request.extensions_mut().insert(ConnectInfo(self.remote));
         let mut router = self.router.clone();
-        Box::pin(async move { router.call(request).await })
+        Box::pin(async move {
+            let response = router.call(request).await;
+            clock.expect_headers();
+            response
+        })
     }
 }

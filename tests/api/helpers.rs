@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub const WEBHOOK_TOKEN: &str = "test-webhook-token";
 /// The admin token of test apps.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The retailCRM module's `clientId` (`crm.client_id`) of test apps.
+pub const CLIENT_ID: &str = "callgate-test";
 
 /// Alina (CRM user 27) and Tatiana (CRM user 28), the seed's managers, plus the senior
 /// manager (CRM user 1).
@@ -82,6 +84,7 @@ pub fn test_settings(dir: &TempDir) -> Settings {
     // taken before the mirror's first import (and with `lookup.on_miss = "ask_crm"`).
     settings.sync.enabled = false;
     settings.store.path = dir.path().join("callgate.redb");
+    settings.crm.client_id = CLIENT_ID.into();
     settings
 }
 
@@ -283,7 +286,7 @@ impl TestApp {
         self.client
             .post(self.url("/retailcrm/user-status"))
             .form(&[
-                ("clientId", "callgate-test"),
+                ("clientId", CLIENT_ID),
                 ("userId", &user_id.to_string()),
                 ("status", status),
             ])

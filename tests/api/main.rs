@@ -2,6 +2,7 @@
 //! retailCRM (or running on its sandbox CRM).
 
 mod calls;
+mod crm_callbacks;
 mod dashboard;
 mod hardening;
 mod helpers;
@@ -9,6 +10,7 @@ mod lookup;
 mod make_call;
 mod mirror;
 mod operator;
+mod proxies;
 mod reconcile;
 mod rules;
 mod server;

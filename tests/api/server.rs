@@ -1,4 +1,5 @@
-//! The HTTP server itself: graceful shutdown and the optional header read bound.
+//! The HTTP server itself: graceful shutdown, the header and body read deadlines and the
+//! connection cap (SPEC §9: slow clients cut off).
 
 use std::time::{Duration, Instant};
 
@@ -56,44 +57,135 @@ async fn shutdown_lets_an_in_flight_lookup_finish_then_refuses_new_connections()
     );
 }
 
-/// Sends the start of a request and never finishes it; returns how long the server took to
-/// close the connection, or `None` if it still held it open after `patience`.
-async fn trickle(app: &crate::helpers::TestApp, patience: Duration) -> Option<Duration> {
+/// Sends `start` (the start of a request) and never finishes it; returns how long the server
+/// took to close the connection and what it sent before, or `None` if it still held the
+/// connection open after `patience`.
+async fn stall(
+    app: &crate::helpers::TestApp,
+    start: &[u8],
+    patience: Duration,
+) -> Option<(Duration, Vec<u8>)> {
     let mut stream = TcpStream::connect(socket_address(app)).await.unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        .await
-        .unwrap();
+    stream.write_all(start).await.unwrap();
     let started = Instant::now();
-    let mut rest = Vec::new();
-    // Whatever the server says before it closes (nothing, or a 408) ends in end-of-stream.
-    match tokio::time::timeout(patience, stream.read_to_end(&mut rest)).await {
-        Ok(_) => Some(started.elapsed()),
+    let mut said = Vec::new();
+    // Whatever the server says before it closes ends in end-of-stream.
+    match tokio::time::timeout(patience, stream.read_to_end(&mut said)).await {
+        Ok(_) => Some((started.elapsed(), said)),
         Err(_) => None,
     }
 }
 
+const HALF_HEADERS: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+const HALF_LOOKUP_HEADERS: &[u8] =
+    b"GET /ringostat/route?caller=0981234567 HTTP/1.1\r\nHost: x\r\n";
+
 #[tokio::test]
-async fn a_client_trickling_headers_is_cut_off_after_the_header_read_timeout() {
+async fn a_client_stalling_in_its_headers_is_disconnected_after_the_header_deadline() {
     let app = spawn_app(|s| s.server.header_read_timeout_ms = 200).await;
-    let closed_after = trickle(&app, Duration::from_secs(10))
-        .await
-        .expect("the connection is closed within 10 s");
-    assert!(
-        closed_after >= Duration::from_millis(150),
-        "closed after {closed_after:?}, before the 200 ms bound"
-    );
+    for start in [HALF_HEADERS, HALF_LOOKUP_HEADERS, b"".as_slice()] {
+        let (closed_after, said) = stall(&app, start, Duration::from_secs(10))
+            .await
+            .expect("the connection is closed within 10 s");
+        assert!(
+            closed_after >= Duration::from_millis(150),
+            "closed after {closed_after:?}, before the 200 ms bound"
+        );
+        assert!(said.is_empty(), "{}", String::from_utf8_lossy(&said));
+    }
     // A whole request on a fresh connection is still served.
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
-async fn without_a_header_read_timeout_a_slow_client_is_not_cut_off() {
-    let app = spawn_app(|_| {}).await;
-    assert_eq!(
-        trickle(&app, Duration::from_millis(700)).await,
-        None,
-        "the default (0) must not bound header reads"
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_deadline() {
+    let app = spawn_app(|s| s.server.header_read_timeout_ms = 300).await;
+    let mut stream = TcpStream::connect(socket_address(&app)).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut said = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut said)).await;
+    assert!(
+        read.is_ok(),
+        "the idle connection was not closed within 10 s"
     );
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+}
+
+#[tokio::test]
+async fn a_trickling_body_is_cut_off_after_the_body_deadline_without_an_answer() {
+    let app = spawn_app(|s| s.server.body_read_timeout_ms = 200).await;
+    let lookup = b"POST /ringostat/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncaller=098".as_slice();
+    let webhook = format!(
+        "POST /ringostat/webhook?token={} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"uniqueid\":",
+        crate::helpers::WEBHOOK_TOKEN
+    );
+    for start in [lookup, webhook.as_bytes()] {
+        let (closed_after, said) = stall(&app, start, Duration::from_secs(10))
+            .await
+            .expect("the connection is closed within 10 s");
+        assert!(
+            closed_after >= Duration::from_millis(150),
+            "closed after {closed_after:?}, before the 200 ms bound"
+        );
+        // Closed, not answered: hyper cannot answer a request it is still reading.
+        assert!(said.is_empty(), "{}", String::from_utf8_lossy(&said));
+    }
+    assert_eq!(app.state.store.queue_depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn with_the_deadlines_off_a_slow_client_is_not_cut_off() {
+    let app = spawn_app(|s| {
+        s.server.header_read_timeout_ms = 0;
+        s.server.body_read_timeout_ms = 0;
+    })
+    .await;
+    assert_eq!(
+        stall(&app, HALF_HEADERS, Duration::from_millis(700)).await,
+        None,
+        "0 must not bound header reads"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_until_a_slot_frees() {
+    let app = spawn_app(|s| {
+        s.server.max_connections = 2;
+        s.server.header_read_timeout_ms = 0;
+    })
+    .await;
+    let address = socket_address(&app);
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&address).await.unwrap();
+        s.write_all(HALF_HEADERS).await.unwrap();
+        idle.push(s);
+    }
+    // The kernel completes the handshake (listen backlog); callgate does not serve it yet.
+    let mut third = TcpStream::connect(&address).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut said = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(500), third.read_to_end(&mut said)).await;
+    assert!(
+        early.is_err(),
+        "served over the cap: {}",
+        String::from_utf8_lossy(&said)
+    );
+
+    drop(idle.pop());
+    tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut said))
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
 }

@@ -188,6 +188,12 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     if on("lookup") {
         rows.extend(lookup_warm(opts, &gen_rt, &mut notes)?);
     }
+    if on("lookup-deadlines") {
+        rows.extend(lookup_deadlines_cost(opts, &gen_rt, &mut notes)?);
+    }
+    if on("lookup-slow-clients") {
+        rows.extend(lookup_under_slow_clients(opts, &gen_rt, &mut notes)?);
+    }
     if on("rules") {
         rows.push(lookup_rules_cost(opts, &gen_rt, &mut notes)?);
     }
@@ -266,6 +272,17 @@ fn write_rules(dir: &Path) -> anyhow::Result<PathBuf> {
 const RULES: usize = 200;
 
 fn warm_callgate_with(dir: &Path, rules: Option<PathBuf>) -> anyhow::Result<Callgate> {
+    warm_callgate_configured(dir, |settings| {
+        if let Some(rules) = rules {
+            settings.rules.dir = rules;
+        }
+    })
+}
+
+fn warm_callgate_configured(
+    dir: &Path,
+    configure: impl FnOnce(&mut callgate::config::Settings),
+) -> anyhow::Result<Callgate> {
     // Fill the owner index through the embedded store's bulk insert, then close it and let
     // callgate open the same file (as after a restart).
     {
@@ -290,9 +307,7 @@ fn warm_callgate_with(dir: &Path, rules: Option<PathBuf>) -> anyhow::Result<Call
     // site from `dst` (the requests name none).
     let mut settings = servers::settings(dir);
     settings.sites.push(servers::shop_site());
-    if let Some(rules) = rules {
-        settings.rules.dir = rules;
-    }
+    configure(&mut settings);
     Callgate::start(settings)
 }
 
@@ -993,5 +1008,246 @@ fn owners_rss_rows(opts: &Options, notes: &mut Vec<String>) -> anyhow::Result<Ve
             "{rss_open:.1} MB after reopening; {rss_load:.1} MB in the process that wrote them"
         ),
         Verdict::of(ok && rss_open.max(rss_load) <= 150.0),
+    )])
+}
+
+// === Lookup: the cost of the read deadlines, and 2,000 slow clients ===
+
+/// The read deadlines' cost on the lookup (SPEC §9 wants them on by default; §10's lookup
+/// figures must hold with them): two callgates on identical warm indexes, one with
+/// `header_read_timeout_ms = body_read_timeout_ms = 0`, one with the defaults, alternating,
+/// medians of closed-loop throughput and open-loop p99.
+fn lookup_deadlines_cost(
+    opts: &Options,
+    gen_rt: &Runtime,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
+    let off_dir = tempfile::tempdir()?;
+    let on_dir = tempfile::tempdir()?;
+    let off = warm_callgate_configured(off_dir.path(), |s| {
+        s.server.header_read_timeout_ms = 0;
+        s.server.body_read_timeout_ms = 0;
+    })?;
+    let on = warm_callgate(on_dir.path())?;
+    let deadlines = (
+        on.state
+            .config
+            .server
+            .header_read_timeout
+            .map_or(0, |d| d.as_millis()),
+        on.state
+            .config
+            .server
+            .body_read_timeout
+            .map_or(0, |d| d.as_millis()),
+    );
+    let lookups = route_factory(WARM_OWNERS, "38050");
+    let closed = |addr: SocketAddr| {
+        gen_rt.block_on(generator::closed_loop(
+            addr,
+            CONNECTIONS,
+            WARMUP,
+            opts.secs,
+            None,
+            LOOKUP_TIMEOUT,
+            lookups.clone(),
+        ))
+    };
+    let open = |addr: SocketAddr| {
+        gen_rt.block_on(generator::open_loop(
+            addr,
+            CONNECTIONS,
+            OPEN_RATE,
+            WARMUP,
+            opts.secs,
+            LOOKUP_TIMEOUT,
+            lookups.clone(),
+        ))
+    };
+    let (mut on_rps, mut off_rps, mut on_p99, mut off_p99, mut failed) =
+        (vec![], vec![], vec![], vec![], 0);
+    for rep in 0..opts.reps {
+        let (a, b) = alternate(rep, || closed(on.addr), || closed(off.addr));
+        let (oa, ob) = alternate(rep, || open(on.addr), || open(off.addr));
+        note!(
+            "deadlines rep {rep}: on {:.0}/s (open p99 {:.2} ms); off {:.0}/s (open p99 {:.2} ms)",
+            a.rps(),
+            oa.ms(0.99),
+            b.rps(),
+            ob.ms(0.99)
+        );
+        failed += a.failed() + b.failed() + oa.failed() + ob.failed();
+        on_rps.push(a.rps());
+        off_rps.push(b.rps());
+        on_p99.push(oa.ms(0.99));
+        off_p99.push(ob.ms(0.99));
+    }
+    on.stop();
+    off.stop();
+    let (a, b) = (median(on_rps), median(off_rps));
+    let (pa, pb) = (median(on_p99), median(off_p99));
+    let ratio = a / b;
+    notes.push(format!(
+        "Deadlines cost: two callgates on identical warm indexes (as the lookup scenario), one with the read deadlines off (`server.header_read_timeout_ms = 0`, `body_read_timeout_ms = 0`), one with the defaults ({} / {} ms: one coarse deadline per connection and a watchdog, src/http/deadline.rs); \
+         {CONNECTIONS} connections closed loop and {OPEN_RATE} req/s open loop, {} alternating runs each, medians.",
+        deadlines.0, deadlines.1, opts.reps
+    ));
+    Ok(vec![
+        row(
+            "Lookup with the read deadlines on (throughput ratio to off)",
+            "cost ≤ 5% (≥ 0.95×)",
+            format!(
+                "{ratio:.2}× ({} vs {} req/s); failed {failed}",
+                fmt_rate(a),
+                fmt_rate(b)
+            ),
+            Verdict::of(ratio >= 0.95 && failed == 0),
+        ),
+        row(
+            "Lookup p99 at 10,000 req/s open loop, deadlines on vs off",
+            "report",
+            format!("{pa:.2} vs {pb:.2} ms ({:.2}×)", pa / pb),
+            Verdict::Reported,
+        ),
+    ])
+}
+
+/// Slow and idle clients held open against callgate at once.
+const SLOW_CLIENTS: usize = 2_000;
+/// How often a slow client sends one more header line.
+const TRICKLE_EVERY: Duration = Duration::from_secs(1);
+
+/// One slow client: connects to `addr`, sends the start of a request and then a header line
+/// every [`TRICKLE_EVERY`], never finishing; reconnects when cut off, until `stop`.
+async fn slow_client(
+    addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    cut_off: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::AsyncWriteExt;
+    while !stop.is_cancelled() {
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+        else {
+            tokio::select! {
+                () = tokio::time::sleep(TRICKLE_EVERY) => continue,
+                () = stop.cancelled() => break,
+            }
+        };
+        open.fetch_add(1, Relaxed);
+        let mut line: &[u8] = b"GET /ringostat/route?caller=380500000001 HTTP/1.1\r\nHost: x\r\n";
+        loop {
+            if stream.write_all(line).await.is_err() {
+                cut_off.fetch_add(1, Relaxed);
+                break;
+            }
+            line = b"X-Trickle: 1\r\n";
+            tokio::select! {
+                () = tokio::time::sleep(TRICKLE_EVERY) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Lookups while 2,000 clients trickle headers at callgate (SPEC §9, issue 14 item 4): the
+/// open-loop p99 against hello's (no slow clients) in the same run.
+fn lookup_under_slow_clients(
+    opts: &Options,
+    gen_rt: &Runtime,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let dir = tempfile::tempdir()?;
+    let callgate = warm_callgate(dir.path())?;
+    let header_deadline = callgate
+        .state
+        .config
+        .server
+        .header_read_timeout
+        .map_or(0, |d| d.as_millis());
+    let hello = Hello::start();
+    let lookups = route_factory(WARM_OWNERS, "38050");
+    let hello_req: RequestFactory = Arc::new(|_| generator::get("/"));
+    let open = |addr: SocketAddr, f: &RequestFactory| {
+        gen_rt.block_on(generator::open_loop(
+            addr,
+            CONNECTIONS,
+            OPEN_RATE,
+            WARMUP,
+            opts.secs,
+            LOOKUP_TIMEOUT,
+            f.clone(),
+        ))
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (open_now, cut_off) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..SLOW_CLIENTS)
+        .map(|_| {
+            gen_rt.spawn(slow_client(
+                callgate.addr,
+                stop.clone(),
+                open_now.clone(),
+                cut_off.clone(),
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    while open_now.load(Relaxed) < SLOW_CLIENTS && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let opened = open_now.load(Relaxed);
+    note!("slow clients: {opened} open after {:?}", started.elapsed());
+    let (mut c_p99, mut h_p99, mut c_p50, mut held, mut failed) =
+        (vec![], vec![], vec![], vec![], 0);
+    for rep in 0..opts.reps {
+        let (c, h) = alternate(
+            rep,
+            || open(callgate.addr, &lookups),
+            || open(hello.addr, &hello_req),
+        );
+        let open_then = open_now.load(Relaxed);
+        note!(
+            "slow clients rep {rep}: callgate p50 {:.2} p99 {:.2} max {:.2} ms fail {}; hello p99 {:.2} ms; slow clients open {open_then}, cut off so far {}",
+            c.ms(0.5),
+            c.ms(0.99),
+            c.max_ms(),
+            c.failed(),
+            h.ms(0.99),
+            cut_off.load(Relaxed)
+        );
+        failed += c.failed();
+        c_p99.push(c.ms(0.99));
+        c_p50.push(c.ms(0.5));
+        h_p99.push(h.ms(0.99));
+        held.push(open_then as f64);
+    }
+    stop.cancel();
+    gen_rt.block_on(async {
+        for c in clients {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+        }
+    });
+    let cut = cut_off.load(Relaxed);
+    callgate.stop();
+    drop(hello);
+    let (cp99, cp50, hp99, held) = (median(c_p99), median(c_p50), median(h_p99), median(held));
+    let ratio = cp99 / hp99;
+    notes.push(format!(
+        "Slow clients: {SLOW_CLIENTS} connections to 127.0.0.1 each sending `GET /ringostat/route?… HTTP/1.1` and one more header line every {TRICKLE_EVERY:?}, never finishing, reconnecting when cut off (callgate's defaults: header deadline {header_deadline} ms, max_connections 10,000); \
+         meanwhile {OPEN_RATE} req/s of lookups open loop over {CONNECTIONS} connections, {} runs alternating with hello (which has no slow clients), medians. Cut off by the header deadline during the scenario: {cut}.",
+        opts.reps
+    ));
+    Ok(vec![row(
+        "Lookup p99 at 10,000 req/s with 2,000 slow clients trickling headers (ratio to hello's p99 without them)",
+        "≤ 1.5× hello's p99; ≤ 2 ms",
+        format!(
+            "{ratio:.2}× (callgate p50 {cp50:.2} / p99 {cp99:.2} ms; hello p99 {hp99:.2} ms); slow clients open (median at the runs' ends) {held:.0} of {SLOW_CLIENTS} ({opened} at the start); failed {failed}"
+        ),
+        Verdict::of(ratio <= 1.5 && cp99 <= 2.0 && failed == 0 && opened == SLOW_CLIENTS),
     )])
 }

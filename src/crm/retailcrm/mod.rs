@@ -44,6 +44,7 @@ use super::{
     CustomerId, CustomerSnapshot, CustomersPage as CustomersPageOut, HistoryChange, HistoryCursor,
     HistoryPage, HistoryRecord, NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager,
     StatusGroups, TaskId, TaskLink, TaskUpdate, UploadOutcome,
+    budget::{Class, Gate},
 };
 use crate::domain::{
     manager::ManagerId,
@@ -166,7 +167,10 @@ pub struct ExternalPhone {
 }
 
 /// The retailCRM API v5 adapter.
+#[derive(Clone)]
 pub struct RetailCrm {
+    /// The CRM budget every HTTP request takes a token from (none: unlimited).
+    gate: Option<Gate>,
     http: reqwest::Client,
     /// `…/api/v5/`, always ending in `/`.
     api: Url,
@@ -223,6 +227,7 @@ impl RetailCrm {
             .build()
             .map_err(RetailCrmBuildError::Client)?;
         Ok(RetailCrm {
+            gate: None,
             http,
             api,
             timeout: cfg.timeout,
@@ -267,6 +272,15 @@ impl RetailCrm {
         Ok(outcome)
     }
 
+    /// The same adapter (one HTTP client) taking a token from `gate` before every HTTP
+    /// request, each page of a paged read included.
+    pub fn with_gate(&self, gate: Gate) -> RetailCrm {
+        RetailCrm {
+            gate: Some(gate),
+            ..self.clone()
+        }
+    }
+
     /// `GET integration-modules/{code}`: the module as retailCRM holds it, `None` when there
     /// is none (404).
     #[tracing::instrument(skip_all, fields(method = "integration-modules/get"))]
@@ -295,7 +309,7 @@ impl RetailCrm {
 
     async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CrmError> {
         let req = self.http.get(self.endpoint(segments)).query(query);
-        self.send(req).await
+        self.send(segments, req).await
     }
 
     async fn post_form(
@@ -304,11 +318,27 @@ impl RetailCrm {
         form: &[(&str, String)],
     ) -> Result<Answer, CrmError> {
         let req = self.http.post(self.endpoint(segments)).form(form);
-        self.send(req).await
+        self.send(segments, req).await
     }
 
-    /// Sends one request and classifies the answer.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Answer, CrmError> {
+    /// Sends one request (after taking its token) and classifies the answer.
+    async fn send(
+        &self,
+        segments: &[&str],
+        req: reqwest::RequestBuilder,
+    ) -> Result<Answer, CrmError> {
+        let first = segments.first().copied().unwrap_or("");
+        if let Some(gate) = &self.gate {
+            gate.admit(Class::of_path(first)).await;
+        }
+        let result = self.exchange(req).await;
+        if let Some(gate) = &self.gate {
+            gate.observe(first, &result);
+        }
+        result
+    }
+
+    async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Answer, CrmError> {
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         let headers = resp.headers().clone();

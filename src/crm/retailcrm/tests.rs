@@ -1271,3 +1271,42 @@ fn a_key_that_cannot_be_a_header_is_refused() {
         Err(RetailCrmBuildError::ApiKey)
     ));
 }
+
+#[tokio::test]
+async fn a_paged_read_takes_one_budget_token_per_page() {
+    use crate::crm::budget::{Class, Consumer, CrmBudget};
+    let (server, crm) = setup().await;
+    let pages = 3u64;
+    for page in 1..=pages {
+        Mock::given(path("/api/v5/users"))
+            .and(query_param("page", page.to_string()))
+            .respond_with(ok(json!({
+                "success": true,
+                "pagination": {"limit": 100, "totalCount": pages, "currentPage": page, "totalPageCount": pages},
+                "users": [{"id": page, "active": true, "isManager": true}]
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let budget = CrmBudget::new(
+        1000,
+        1000,
+        0.5,
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+    );
+    let crm = crm.with_gate(budget.gate(Consumer::Worker));
+
+    let users = crm.list_users().await.unwrap();
+
+    assert_eq!(users.len() as u64, pages);
+    assert_eq!(budget.taken(Consumer::Worker, Class::General), pages);
+    assert_eq!(budget.taken(Consumer::Lookup, Class::General), 0);
+    // A telephony request is counted in its own class.
+    Mock::given(path("/api/v5/telephony/manager"))
+        .respond_with(ok(json!({"success": true})))
+        .mount(&server)
+        .await;
+    let _ = crm.responsible_manager(&phone()).await;
+    assert_eq!(budget.taken(Consumer::Worker, Class::Telephony), 1);
+}

@@ -13,7 +13,6 @@ use chrono::{NaiveDate, NaiveDateTime};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::{
     call_trail,
@@ -23,7 +22,7 @@ use crate::{
         manager::ManagerId,
         phone_number::PhoneNormalizer,
     },
-    http::{AppState, error::ApiError},
+    http::{AppState, auth, error::ApiError},
     lookup::{LookupExplanation, LookupRequest},
 };
 
@@ -47,7 +46,7 @@ pub async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    if auth::secret_matches(given.as_bytes(), expected.as_bytes()) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::Unauthorized)

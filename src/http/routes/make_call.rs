@@ -14,28 +14,19 @@
 //! refused the call, refused callgate's key, or is unreachable), 503 (the Ringostat API is not
 //! configured).
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, Uri},
-};
+use axum::{Json, extract::State};
 use serde_json::{Value, json};
 
 use crate::{
     domain::manager::{Manager, ManagerId},
-    http::{AppState, client_id::check_client_id, error::ApiError, payload},
+    http::{AppState, auth::CrmCallback, error::ApiError, payload::Payload},
     ringostat::RingostatError,
 };
 
 pub async fn make_call(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    CrmCallback(payload): CrmCallback,
 ) -> Result<Json<Value>, ApiError> {
-    let payload = payload::read(uri.query(), &headers, &body)?;
-    check_client_id(&state.config, payload.text("clientId").as_deref())?;
     let Some(ringostat) = &state.ringostat else {
         return Err(ApiError::NotConfigured(
             "the Ringostat API (ringostat.auth_key, ringostat.project_id)",
@@ -85,10 +76,7 @@ pub async fn make_call(
 }
 
 /// The manager by `userId`, else by `code`.
-fn find_manager<'a>(
-    state: &'a AppState,
-    payload: &payload::Payload,
-) -> Result<&'a Manager, ApiError> {
+fn find_manager<'a>(state: &'a AppState, payload: &Payload) -> Result<&'a Manager, ApiError> {
     let user_id = payload.user_id()?;
     let code = payload.text("code");
     user_id

@@ -1,27 +1,22 @@
 //! `GET|POST /retailcrm/user-status`: retailCRM's `changeUserStatusUrl` callback
-//! (`clientId`, `userId`, `code`, `status`). The new status is stored before the answer, so
-//! the next lookup already sees it.
+//! (`clientId`, `userId`, `code`, `status`). The caller must present `crm.client_id`
+//! ([`CrmCallback`]; 401/503 and nothing changed otherwise). The new status of a manager of
+//! the directory is stored before the answer, so the next lookup already sees it; a user
+//! outside the directory is answered 200 `"ignored": "unknown_user"` and nothing is stored
+//! (retailCRM reports every user's status changes, callgate routes only to its managers).
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, Uri},
-};
+use axum::{Json, extract::State};
 use serde_json::{Value, json};
 
 use crate::{
     domain::manager::{ManagerId, ManagerState, ManagerStatus},
-    http::{AppState, error::ApiError, payload},
+    http::{AppState, auth::CrmCallback, error::ApiError},
 };
 
 pub async fn user_status(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    CrmCallback(payload): CrmCallback,
 ) -> Result<Json<Value>, ApiError> {
-    let payload = payload::read(uri.query(), &headers, &body)?;
     let status: ManagerStatus = payload
         .text("status")
         .ok_or_else(|| {
@@ -42,6 +37,10 @@ pub async fn user_status(
             "userId (or a configured extension code) is required",
         )
     })?;
+    if state.directory.get(id).is_none() {
+        tracing::debug!(user = %id, "Status change of a user outside the manager directory ignored.");
+        return Ok(Json(json!({"success": true, "ignored": "unknown_user"})));
+    }
     let previous = state
         .store
         .get_manager_state(id)

@@ -16,11 +16,10 @@ use axum::{
 };
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::{
     domain::call::CallEvent,
-    http::{AppState, error::ApiError, payload},
+    http::{AppState, auth, error::ApiError, payload},
     metrics::OutcomeLabel,
     store::EnqueueOutcome,
     worker::task::{DEDUPE_TTL, StoredWebhook, dedupe_key},
@@ -56,7 +55,7 @@ pub async fn webhook(
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    if !auth::secret_matches(given.as_bytes(), expected.as_bytes()) {
         outcome(&state, "unauthorized");
         return Err(ApiError::Unauthorized);
     }
