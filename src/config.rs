@@ -25,6 +25,7 @@ use crate::domain::{
     manager::{Manager, ManagerDirectory, ManagerId},
     phone_number::{PhoneNormalizer, PhoneNumber},
     plan::{PlannerConfig, TaskTexts},
+    site::{Site, Sites},
 };
 use crate::worker::retry::RetrySchedule;
 
@@ -278,14 +279,6 @@ pub struct SiteSettings {
     pub tracking_numbers: Vec<String>,
 }
 
-/// A site with its tracking numbers normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub code: String,
-    pub project_ids: Vec<String>,
-    pub tracking_numbers: Vec<PhoneNumber>,
-}
-
 /// The validated configuration: every key parsed, cross-checked and in the unit it is used
 /// in. Built once, by [`Config::load`] (or `Config::try_from(settings)` for settings built
 /// in code), and only read from then on.
@@ -305,7 +298,7 @@ pub struct Config {
     /// `[[managers]]`, cross-checked.
     pub directory: ManagerDirectory,
     /// `[[sites]]`, tracking numbers normalized.
-    pub sites: Vec<Site>,
+    pub sites: Sites,
     /// The planner's configuration (`[crm]`; own numbers: `phone.own_numbers`, the sites'
     /// tracking numbers and the managers' phones).
     pub planner: PlannerConfig,
@@ -553,11 +546,8 @@ impl TryFrom<Settings> for Config {
             return Err(invalid("crm.callback_window_min must be at least 1"));
         }
         let mut all_own: HashSet<PhoneNumber> = own_numbers.into_iter().collect();
-        all_own.extend(
-            sites
-                .iter()
-                .flat_map(|s| s.tracking_numbers.iter().cloned()),
-        );
+        let sites = Sites::new(sites);
+        all_own.extend(sites.tracking_numbers().cloned());
         all_own.extend(directory.all().iter().filter_map(|m| m.phone.clone()));
         let planner = PlannerConfig {
             create_on_incoming: s.crm.create_on_incoming,
@@ -566,6 +556,7 @@ impl TryFrom<Settings> for Config {
                 .then_some(ManagerId(s.crm.senior_manager_id)),
             callback_window_min: s.crm.callback_window_min,
             default_order_status: s.crm.default_order_status.clone(),
+            sites: sites.clone(),
             default_site: s.crm.default_site.clone(),
             own_numbers: all_own,
             texts: s.crm.task_texts.clone(),

@@ -2,12 +2,20 @@
 //! retailCRM (API v5).
 //!
 //! Module tour:
-//! - [`domain`]: pure types and decisions — phone numbers, managers, the lookup decision,
-//!   call events, the action planner, routing rules. No I/O.
-//! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox).
+//! - [`domain`]: pure types and decisions, no I/O — phone numbers, managers, sites
+//!   ([`domain::site`]), the lookup decision, call events and the one call-type vocabulary
+//!   ([`domain::call_type`]), the CRM vocabulary the planner speaks ([`domain::crm_model`]:
+//!   ids, UTM, call records, create/update commands), routing rules, and the planning
+//!   pipeline [`domain::plan::decide`] (site → first matching rule → plan) shared by the
+//!   worker and `rules explain`. It imports no adapter module.
+//! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox);
+//!   it re-exports the domain's CRM vocabulary.
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
 //! - [`lookup`]: the pre-call lookup service (owner index, single flight, deadline).
 //! - [`http`]: the axum router and handlers.
+//! - [`worker`]: the queue's task format ([`worker::task`]: the stored webhook and its
+//!   dedupe key), gathering CRM facts, [`domain::plan::decide`], idempotent execution,
+//!   retries.
 //! - [`rules`]: loading and reloading `routing-rules/` (the live rule set).
 //! - [`config`], [`telemetry`], [`metrics`]: operations.
 //! - [`startup`]: the one place that wires adapters together (`Application`).

@@ -17,13 +17,13 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::{
-    config::Site,
     crm::Crm,
     domain::{
         lookup::{CallerFacts, LookupDecision, LookupPolicy, LookupReason, decide},
         manager::{ManagerDirectory, ManagerId, ManagerState},
         phone_number::{PhoneNormalizer, PhoneNumber},
         rules::{LookupOverride, MatchContext},
+        site::Sites,
     },
     metrics::Metrics,
     rules::RuleBook,
@@ -76,7 +76,7 @@ pub struct LookupConfig {
     pub max_crm_fetches: usize,
     /// `[[sites]]`: a lookup that names no `site` gets the one whose tracking numbers hold
     /// its `dst` (for rules on `site`).
-    pub sites: Vec<Site>,
+    pub sites: Sites,
 }
 
 pub struct LookupService {
@@ -167,8 +167,7 @@ impl LookupService {
             let dst = dst.as_ref().filter(|_| site_from_dst)?;
             self.config
                 .sites
-                .iter()
-                .find(|s| s.tracking_numbers.contains(dst))
+                .by_tracking_number(dst)
                 .map(|s| s.code.as_str())
         });
         let mut ctx = MatchContext::for_lookup(caller, dst.as_ref(), site, Utc::now());

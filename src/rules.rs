@@ -221,7 +221,8 @@ pub struct ExplainReport {
 /// touching the CRM. The CRM facts are simulated: no customer unless `"customer_exists":
 /// true`, which stands for one customer owned by `"customer_owner"` (else the manager who
 /// answered, else `crm.senior_manager_id`), with one open order when `"open_order": true`
-/// (else no order). The site comes from `[[sites]]` as in the worker; the clock is now.
+/// (else no order). Site, rule and plan come from [`crate::domain::plan::decide`], the
+/// worker's own pipeline; the clock is now.
 pub fn explain_event(
     payload: &serde_json::Map<String, serde_json::Value>,
     config: &crate::config::Config,
@@ -233,8 +234,9 @@ pub fn explain_event(
         crm::{CustomerId, OrderId},
         domain::{
             call::CallEvent,
-            plan::{Action, CrmFacts, CustomerFacts, OrderFacts, plan, resolve_parties},
-            rules::MatchContext,
+            plan::{
+                Action, CrmFacts, CustomerFacts, OrderFacts, decide_explained, resolve_parties,
+            },
         },
     };
 
@@ -265,22 +267,6 @@ pub fn explain_event(
     let parties = resolve_parties(&event, &config.directory);
     facts.answered_by = parties.answered_by;
     facts.client_is_manager = parties.client_is_manager;
-    facts.site = event
-        .project_id
-        .as_ref()
-        .and_then(|p| {
-            config
-                .sites
-                .iter()
-                .find(|s| s.project_ids.iter().any(|id| id == p))
-        })
-        .or_else(|| {
-            event
-                .tracking_number
-                .as_ref()
-                .and_then(|n| config.sites.iter().find(|s| s.tracking_numbers.contains(n)))
-        })
-        .map(|s| s.code.clone());
     let owner = owner
         .or(parties.answered_by)
         .or(config.planner.senior_manager_id);
@@ -302,26 +288,11 @@ pub fn explain_event(
             },
         });
     }
-    let site = facts
-        .site
-        .clone()
-        .unwrap_or_else(|| config.planner.default_site.clone());
-    let ctx = MatchContext::for_event(
-        &event,
-        Some(&site),
-        Some(customer_exists),
-        chrono::Utc::now(),
-    );
-    let explanation = rules.explain(&ctx);
-    let fired = explanation
-        .fired
-        .and_then(|i| rules.get(&explanation.verdicts[i].name));
-    let p = plan(
-        &event,
-        &facts,
-        &config.planner,
-        fired.and_then(|r| r.planner_actions()),
-    );
+    let (decision, explanation) =
+        decide_explained(&event, &facts, &config.planner, rules, chrono::Utc::now());
+    let fired = decision.matched_rule;
+    let p = decision.plan;
+    let site = &p.site;
     let client = match &event.client {
         Ok(n) => n.e164().to_owned(),
         Err(e) => format!(

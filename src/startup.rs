@@ -128,7 +128,6 @@ impl Application {
                 normalizer: config.normalizer.clone(),
                 aliases: aliases.clone(),
                 planner: config.planner.clone(),
-                sites: config.sites.clone(),
                 closed_status_groups: config.crm.closed_status_groups.clone(),
                 schedule: config.worker.retry,
                 lease: config.worker.lease,

@@ -37,8 +37,9 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::call_type::{CallType, Direction};
+use super::crm_model::{CallResult, UtmSource};
 use super::phone_number::{PhoneNumber, PhoneNumberError};
-use crate::crm::{CallResult, UtmSource};
 
 /// Turns free-form text into a canonical number. The worker passes the configured
 /// normalizer, e.g. `&|s| normalizer.parse(s).map(|p| p.number)`.
@@ -350,54 +351,6 @@ impl CallDate {
     }
 }
 
-// === Call types ===
-
-/// Ringostat call types (`call_type` / `type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CallType {
-    In,
-    Out,
-    /// A callback ordered on the site: the client is called, but it counts as incoming.
-    Callback,
-    /// Transit through the PBX; treated as incoming.
-    TransitIn,
-    /// Transit through the PBX; treated as outgoing.
-    TransitOut,
-}
-
-/// Which side the client is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// The client called the shop: client = caller, line = dst.
-    Incoming,
-    /// The shop called the client: caller = the employee, client = dst.
-    Outgoing,
-}
-
-impl CallType {
-    /// Parses the raw value; `inbound`/`outbound`/`incoming`/`outgoing` are accepted too
-    /// although never observed (PROTOCOLS §1.2).
-    pub fn parse(raw: &str) -> Option<CallType> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "in" | "inbound" | "incoming" => Some(CallType::In),
-            "out" | "outbound" | "outgoing" => Some(CallType::Out),
-            "callback" => Some(CallType::Callback),
-            "transitin" | "transit_in" => Some(CallType::TransitIn),
-            "transitout" | "transit_out" => Some(CallType::TransitOut),
-            _ => None,
-        }
-    }
-
-    pub fn direction(self) -> Direction {
-        match self {
-            CallType::In | CallType::Callback | CallType::TransitIn => Direction::Incoming,
-            CallType::Out | CallType::TransitOut => Direction::Outgoing,
-        }
-    }
-}
-
 // === Dispositions ===
 
 /// A Ringostat call status, normalized (PROTOCOLS §1.3).
@@ -667,8 +620,9 @@ impl CallEvent {
                     return Err(PayloadError::new(
                         f.key,
                         format!(
-                            "unknown call type {:?}: expected in, out, callback, transitin or transitout",
-                            f.text
+                            "unknown call type {:?}: expected {}",
+                            f.text,
+                            CallType::EXPECTED
                         ),
                     ));
                 }

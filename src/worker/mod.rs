@@ -1,5 +1,7 @@
-//! The worker (SPEC §4, §6): takes stored call events from the queue, gathers CRM facts,
-//! asks the pure planner for a plan, and executes it against the CRM idempotently.
+//! The worker (SPEC §4, §6): takes stored call events ([`task::StoredWebhook`]) from the
+//! queue, gathers CRM facts, asks the pure pipeline ([`decide`]: site, routing rule, plan)
+//! what to do, and executes the plan against the CRM idempotently. The call log entry is
+//! stored as planned.
 //!
 //! Guarantees and how they are kept:
 //! - **Nothing lost**: a task leaves the queue only when its plan is fully applied
@@ -19,6 +21,7 @@
 //!   capped exponential backoff and jitter; bad content (validation) is dead-lettered at once.
 
 pub mod retry;
+pub mod task;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -28,7 +31,6 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Site,
     crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
     domain::{
         call::{CallEvent, FieldAliases},
@@ -36,16 +38,15 @@ use crate::{
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
-            Resolved, RuleActions, TaskPurpose, UnresolvedRef, plan, resolve_parties,
+            Resolved, TaskPurpose, UnresolvedRef, decide, resolve_parties,
         },
-        rules::MatchContext,
     },
-    http::routes::webhook::StoredWebhook,
     metrics::Metrics,
     rules::RuleBook,
     store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
 };
 use retry::RetrySchedule;
+use task::StoredWebhook;
 
 /// How long executed-action records and call-leg records are kept.
 pub const ACTION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -135,7 +136,6 @@ pub struct WorkerConfig {
     /// Webhook field names.
     pub aliases: Arc<FieldAliases>,
     pub planner: PlannerConfig,
-    pub sites: Vec<Site>,
     /// Status groups whose orders are closed.
     pub closed_status_groups: HashSet<String>,
     pub schedule: RetrySchedule,
@@ -153,14 +153,13 @@ pub struct Worker {
     pub normalizer: PhoneNormalizer,
     pub aliases: Arc<FieldAliases>,
     pub planner: PlannerConfig,
-    pub sites: Vec<Site>,
     pub closed_status_groups: HashSet<String>,
     pub schedule: RetrySchedule,
     pub lease: Duration,
     pub owner_ttl: Duration,
     pub metrics: Arc<Metrics>,
     pub wakeup: Arc<Notify>,
-    /// Routing rules; the first match gives the planner its [`RuleActions`].
+    /// Routing rules; the first match gives the planner its actions ([`decide`]).
     pub rules: Arc<RuleBook>,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
 }
@@ -183,7 +182,6 @@ impl Worker {
             normalizer,
             aliases,
             planner,
-            sites,
             closed_status_groups,
             schedule,
             lease,
@@ -196,7 +194,6 @@ impl Worker {
             normalizer,
             aliases,
             planner,
-            sites,
             closed_status_groups,
             schedule,
             lease,
@@ -351,8 +348,12 @@ impl Worker {
 
     async fn process_locked(&self, event: &CallEvent) -> Result<(), ProcessError> {
         let facts = self.gather_facts(event).await?;
-        let rule = self.matching_rule(event, &facts);
-        let plan = plan(event, &facts, &self.planner, rule.as_ref());
+        let rules = self.rules.current();
+        let decision = decide(event, &facts, &self.planner, &rules, chrono::Utc::now());
+        if let Some(rule) = decision.matched_rule {
+            tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
+        }
+        let plan = decision.plan;
         let event_key = event.dedupe_key();
         let mut resolved = Resolved::default();
         for action in &plan.actions {
@@ -362,23 +363,7 @@ impl Worker {
         if let Some(entry) = &plan.log {
             let key = format!("{}{event_key}:log", keys::ACTION);
             if self.store.get_raw(&key).await?.is_none() {
-                let mut entry = entry.clone();
-                if let Some(order) = resolved.order.or_else(|| {
-                    facts
-                        .customers
-                        .first()
-                        .and_then(|c| c.orders.iter().find(|o| o.open).map(|o| o.id))
-                }) {
-                    let date = facts
-                        .customers
-                        .iter()
-                        .flat_map(|c| &c.orders)
-                        .find(|o| o.id == order)
-                        .and_then(|o| o.created_at)
-                        .unwrap_or(facts.now);
-                    entry.order_date = Some(date.format("%Y-%m-%d").to_string());
-                }
-                self.store.append_call_log(&entry).await?;
+                self.store.append_call_log(entry).await?;
                 self.store.set_raw(&key, b"1", Some(ACTION_TTL)).await?;
             }
         }
@@ -396,26 +381,6 @@ impl Worker {
             self.set_json(&key, &legs, Some(ACTION_TTL)).await?;
         }
         Ok(())
-    }
-
-    /// The planner actions of the first routing rule matching the event (SPEC §5, S11), with
-    /// the site told from `[[sites]]` (else `crm.default_site`) and whether the CRM knows the
-    /// client. A lookup-only rule (`forward_to`, `lookup_policy`) gives the planner nothing.
-    fn matching_rule(&self, event: &CallEvent, facts: &CrmFacts) -> Option<RuleActions> {
-        let rules = self.rules.current();
-        if rules.is_empty() {
-            return None;
-        }
-        let site = facts.site.as_deref().unwrap_or(&self.planner.default_site);
-        let ctx = MatchContext::for_event(
-            event,
-            Some(site),
-            Some(!facts.customers.is_empty()),
-            chrono::Utc::now(),
-        );
-        let rule = rules.first_match(&ctx)?;
-        tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
-        rule.planner_actions().cloned()
     }
 
     async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -454,25 +419,9 @@ impl Worker {
         Ok(groups)
     }
 
-    fn site_of(&self, event: &CallEvent) -> Option<String> {
-        let by_project = event.project_id.as_ref().and_then(|p| {
-            self.sites
-                .iter()
-                .find(|s| s.project_ids.iter().any(|id| id == p))
-        });
-        let by_number = || {
-            event
-                .tracking_number
-                .as_ref()
-                .and_then(|n| self.sites.iter().find(|s| s.tracking_numbers.contains(n)))
-        };
-        by_project.or_else(by_number).map(|s| s.code.clone())
-    }
-
     async fn gather_facts(&self, event: &CallEvent) -> Result<CrmFacts, ProcessError> {
         let mut facts = CrmFacts::new_number(local_now());
         let parties = resolve_parties(event, &self.directory);
-        facts.site = self.site_of(event);
         facts.answered_by = parties.answered_by;
         facts.answered_by_name = parties.answered_by.map(|id| self.manager_name(id));
         facts.client_is_manager = parties.client_is_manager;

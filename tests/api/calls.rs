@@ -794,3 +794,31 @@ async fn s14_a_missed_leg_that_arrives_first_has_its_call_back_closed_by_the_ans
         "{open:#?}"
     );
 }
+
+#[tokio::test]
+async fn the_call_log_dates_a_new_order_by_the_call_not_by_the_time_the_worker_ran() {
+    // The call was on 2024-07-31; the worker applies it today. The order it creates is the
+    // call's, so the log's order date is the call's date (the planner's), not today's.
+    let app = app().await;
+    let r = app
+        .post_webhook(&after_call("od-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    assert_eq!(r.status(), 200);
+    app.run_worker_until_idle().await;
+    assert_eq!(app.fake().orders().len(), 1, "the call made an order");
+
+    let log = app
+        .client
+        .get(app.url("/admin/calls?manager_id=28"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let calls = log["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{log:#}");
+    assert_eq!(calls[0]["call_id"], "od-1");
+    assert_eq!(calls[0]["order_date"], "2024-07-31", "{log:#}");
+}

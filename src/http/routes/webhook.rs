@@ -6,7 +6,7 @@
 //! means the event is on disk (or in Redis); the worker does the CRM work later. A repeated
 //! delivery of the same event is answered 200 and not queued again.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::{
     Json,
@@ -15,32 +15,19 @@ use axum::{
     http::{HeaderMap, Uri, header::CONTENT_TYPE},
 };
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::{
     domain::call::CallEvent,
     http::{AppState, error::ApiError, payload},
     metrics::OutcomeLabel,
-    store::{EnqueueOutcome, keys},
+    store::EnqueueOutcome,
+    worker::task::{DEDUPE_TTL, StoredWebhook, dedupe_key},
 };
-
-/// How long a delivered event's dedupe key is remembered. Ringostat never re-sends on its
-/// own; repeats come from operators and from reconciliation, well within a week.
-pub const DEDUPE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Query parameters that configure the webhook rather than describe the call.
 const CONTROL_FIELDS: &[&str] = &["token", "event"];
-
-/// What the queue holds for one webhook: the fields as received (so a later, better parser
-/// reads them again) and the `?event=` hint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredWebhook {
-    pub fields: Map<String, Value>,
-    pub event: Option<String>,
-    pub received_at_ms: u64,
-}
 
 fn outcome(state: &AppState, outcome: &'static str) {
     state
@@ -136,10 +123,9 @@ pub async fn webhook(
         received_at_ms: crate::store::now_ms(),
     };
     let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let dedupe_key = format!("{}ringostat:{}", keys::EVENT_DEDUPE, event.dedupe_key());
     let result = state
         .store
-        .enqueue(&dedupe_key, DEDUPE_TTL, &event.call_id, &bytes)
+        .enqueue(&dedupe_key(&event), DEDUPE_TTL, &event.call_id, &bytes)
         .await
         .map_err(|e| ApiError::Unexpected(e.into()))?;
     state
