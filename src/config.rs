@@ -152,6 +152,10 @@ pub struct CrmSettings {
     pub rate_limit_rps: u32,
     /// Telephony CRM requests per second.
     pub telephony_rate_limit_rps: u32,
+    /// Most calls per `telephony/calls/upload` (1..=50).
+    pub calls_upload_batch: usize,
+    /// A batch of call records is sent at the latest this long after its first call.
+    pub calls_upload_flush_ms: u64,
     pub create_on_incoming: CreateOnIncoming,
     pub create_on_outgoing: CreateOnOutgoing,
     /// Senior manager (0 = none).
@@ -357,6 +361,10 @@ pub struct CrmOptions {
     pub telephony_rate_limit_rps: u32,
     /// Status groups whose orders are closed.
     pub closed_status_groups: HashSet<String>,
+    /// Most calls per `telephony/calls/upload`.
+    pub calls_upload_batch: usize,
+    /// A batch of call records is sent at the latest this long after its first call.
+    pub calls_upload_flush: Duration,
 }
 
 /// `[store]`, validated.
@@ -467,6 +475,14 @@ impl TryFrom<Settings> for Config {
             return Err(invalid(
                 "crm.rate_limit_rps and crm.telephony_rate_limit_rps must be positive",
             ));
+        }
+        if !(1..=crate::worker::call_batch::MAX_CALLS_PER_UPLOAD)
+            .contains(&s.crm.calls_upload_batch)
+        {
+            return Err(invalid("crm.calls_upload_batch must be between 1 and 50"));
+        }
+        if s.crm.calls_upload_flush_ms == 0 {
+            return Err(invalid("crm.calls_upload_flush_ms must be positive"));
         }
         if s.crm.default_site.trim().is_empty() {
             return Err(invalid("crm.default_site must not be empty"));
@@ -591,6 +607,8 @@ impl TryFrom<Settings> for Config {
                 rate_limit_rps: s.crm.rate_limit_rps,
                 telephony_rate_limit_rps: s.crm.telephony_rate_limit_rps,
                 closed_status_groups: s.crm.closed_status_groups.into_iter().collect(),
+                calls_upload_batch: s.crm.calls_upload_batch,
+                calls_upload_flush: Duration::from_millis(s.crm.calls_upload_flush_ms),
             },
             store,
             ringostat: s.ringostat,

@@ -268,9 +268,10 @@ fn mix(n: usize) -> Vec<Kind> {
         .collect()
 }
 
-/// One call at a time: every call record is uploaded on its own (before batching, what
-/// callgate always does).
-fn one_at_a_time(_settings: &mut Settings) {}
+/// One call at a time: every call record is uploaded on its own.
+fn one_at_a_time(settings: &mut Settings) {
+    settings.crm.calls_upload_batch = 1;
+}
 
 pub fn budget(
     opts: &crate::scenarios::Options,
