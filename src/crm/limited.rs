@@ -1,7 +1,11 @@
 //! A [`Crm`] decorator that every CRM request goes through: the two `governor` limiters of
-//! SPEC §6 (general and telephony methods, per API key), a shared pause after a 503/429 so
-//! the whole process slows down instead of hammering a rate-limited CRM, and metrics
-//! (request latency and outcome by method, limiter waits).
+//! SPEC §6 (general and telephony methods, per API key), a pause after a 503/429 so the
+//! whole process slows down instead of hammering a rate-limited CRM, and metrics (request
+//! latency and outcome by method, limiter waits).
+//!
+//! The two budgets are independent: a telephony request (a pop-up, a call upload) waits
+//! only for the telephony limiter and the telephony pause, never behind general work or a
+//! general 503, and the reverse.
 //!
 //! The limiters allow no burst: requests are spaced evenly at the configured rate, so no
 //! one-second window ever sees more than the limit.
@@ -40,7 +44,9 @@ pub struct LimitedCrm {
     inner: Arc<dyn Crm>,
     general: Option<DefaultDirectRateLimiter>,
     telephony: Option<DefaultDirectRateLimiter>,
-    paused_until: Mutex<Option<Instant>>,
+    /// Pause after a 503/429, per class.
+    paused_general: Mutex<Option<Instant>>,
+    paused_telephony: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -61,15 +67,23 @@ impl LimitedCrm {
             inner,
             general: even_quota(general_rps).map(RateLimiter::direct),
             telephony: even_quota(telephony_rps).map(RateLimiter::direct),
-            paused_until: Mutex::new(None),
+            paused_general: Mutex::new(None),
+            paused_telephony: Mutex::new(None),
             metrics,
+        }
+    }
+
+    fn pause_of(&self, class: Class) -> &Mutex<Option<Instant>> {
+        match class {
+            Class::General => &self.paused_general,
+            Class::Telephony => &self.paused_telephony,
         }
     }
 
     async fn admit(&self, class: Class) {
         let started = Instant::now();
         loop {
-            let until = *self.paused_until.lock().expect("pause lock poisoned");
+            let until = *self.pause_of(class).lock().expect("pause lock poisoned");
             match until {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
                 _ => break,
@@ -111,7 +125,7 @@ impl LimitedCrm {
             let pause = retry_after
                 .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
                 .min(MAX_RATE_LIMIT_PAUSE);
-            let mut paused = self.paused_until.lock().expect("pause lock poisoned");
+            let mut paused = self.pause_of(class).lock().expect("pause lock poisoned");
             let until = Instant::now() + pause;
             if paused.is_none_or(|p| p < until) {
                 *paused = Some(until);
@@ -246,7 +260,78 @@ impl Crm for LimitedCrm {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::SecretString;
+
     use super::*;
+    use crate::{
+        crm::retailcrm::{RetailCrm, RetailCrmConfig},
+        domain::phone_number::PhoneNormalizer,
+        testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, Fault, FaultRule},
+    };
+
+    #[tokio::test]
+    async fn a_saturated_general_budget_does_not_delay_a_pop_up() {
+        let fake = FakeRetailCrm::start(FakeCrmConfig {
+            rate_limit_rps: None,
+            telephony_rate_limit_rps: None,
+            ..FakeCrmConfig::default()
+        })
+        .await;
+        // The CRM rate-limits the next general request: the general budget pauses too.
+        fake.add_fault_rule(
+            FaultRule::new(Fault::Status503)
+                .on_path("/api/v5/reference/statuses")
+                .times(1),
+        );
+        let inner = RetailCrm::new(
+            RetailCrmConfig {
+                base_url: fake.base_url().parse().expect("URL"),
+                api_key: SecretString::from(fake.api_key().to_owned()),
+                timeout: Duration::from_secs(5),
+                site: Some("shop1".to_owned()),
+            },
+            PhoneNormalizer::new("UA").expect("region"),
+        )
+        .expect("adapter");
+        let crm = Arc::new(LimitedCrm::new(
+            Arc::new(inner),
+            1,
+            40,
+            Arc::new(Metrics::default()),
+        ));
+        assert!(matches!(
+            crm.status_groups().await,
+            Err(CrmError::RateLimited { .. })
+        ));
+        // Five more general requests queue behind the 1 s pause and the 1 rps limiter.
+        let general: Vec<_> = (0..5)
+            .map(|_| {
+                let crm = crm.clone();
+                tokio::spawn(async move { crm.status_groups().await })
+            })
+            .collect();
+        let started = Instant::now();
+        let notice = CallEventNotice {
+            phone: PhoneNumber::from_e164("+380981234567").expect("number"),
+            event_type: crate::domain::crm_model::CallEventType::In,
+            codes: Vec::new(),
+            user_ids: vec![crate::domain::manager::ManagerId(1)],
+            site: Some("shop1".to_owned()),
+            external_phone: None,
+            call_external_id: Some("c1".to_owned()),
+            hangup_status: None,
+        };
+        crm.call_event(&notice).await.expect("pop-up sent");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "the pop-up waited behind general work: {took:?}"
+        );
+        assert_eq!(fake.call_events().len(), 1);
+        for g in general {
+            g.abort();
+        }
+    }
 
     #[test]
     fn even_quota_allows_no_burst() {
