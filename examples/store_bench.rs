@@ -20,7 +20,7 @@ use std::{
 use callgate::{
     crm::CustomerId,
     domain::{manager::ManagerId, phone_number::PhoneNumber},
-    store::{OwnerEntry, Store, embedded::EmbeddedStore},
+    store::{OwnerEntry, OwnerIndex, Queue, embedded::EmbeddedStore},
 };
 
 const DB_FILE: &str = "bench.redb";

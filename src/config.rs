@@ -504,6 +504,11 @@ impl TryFrom<Settings> for Config {
                 path: s.store.path.clone(),
             },
         };
+        if s.worker.lease_secs < 3 {
+            return Err(invalid(
+                "worker.lease_secs must be at least 3 (renewed every third of it)",
+            ));
+        }
         if s.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency must be at least 1"));
         }

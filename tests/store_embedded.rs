@@ -15,7 +15,10 @@ use callgate::{
         manager::{ManagerId, ManagerState, ManagerStatus},
         phone_number::PhoneNumber,
     },
-    store::{EnqueueOutcome, OwnerEntry, Store, embedded::EmbeddedStore},
+    store::{
+        EnqueueOutcome, KeyValue, ManagerStates, OwnerEntry, OwnerIndex, Queue, Store,
+        embedded::EmbeddedStore,
+    },
 };
 use tempfile::TempDir;
 
@@ -77,20 +80,26 @@ async fn reopening_keeps_everything_but_leases() {
         delayed = accepted(store.enqueue("d:2", LONG, "b", b"2").await.expect("enq"));
         dead = accepted(store.enqueue("d:3", LONG, "c", b"3").await.expect("enq"));
         waiting = accepted(store.enqueue("d:4", LONG, "a", b"4").await.expect("enq"));
-        let claimed: Vec<u64> = [
+        let claimed: Vec<_> = [
             store.claim_next(LONG).await,
             store.claim_next(LONG).await,
             store.claim_next(LONG).await,
         ]
         .into_iter()
-        .map(|t| t.expect("claim").expect("task").id)
+        .map(|t| t.expect("claim").expect("task").lease())
         .collect();
-        assert_eq!(claimed, [leased, delayed, dead]);
+        assert_eq!(
+            claimed.iter().map(|l| l.id).collect::<Vec<_>>(),
+            [leased, delayed, dead]
+        );
         store
-            .reschedule(delayed, LONG, "down")
+            .reschedule(claimed[1], LONG, "down")
             .await
             .expect("resch");
-        store.dead_letter(dead, "bad content").await.expect("dead");
+        store
+            .dead_letter(claimed[2], "bad content")
+            .await
+            .expect("dead");
         // `leased` stays leased when the store goes away.
     }
 
@@ -130,7 +139,7 @@ async fn reopening_keeps_everything_but_leases() {
     let again = store.claim_next(LONG).await.expect("claim").expect("task");
     assert_eq!(again.id, leased);
     assert!(store.claim_next(LONG).await.expect("claim").is_none());
-    store.complete(leased).await.expect("complete");
+    store.complete(again.lease()).await.expect("complete");
     let next = store.claim_next(LONG).await.expect("claim").expect("task");
     assert_eq!(next.id, waiting);
     let d = store.list_queue(10).await.expect("list");

@@ -17,7 +17,7 @@ use std::{
 };
 
 use callgate::store::{
-    EnqueueOutcome, Store,
+    EnqueueOutcome, Queue, Store, StoreError,
     contract::{LONG, SHORT, eventually},
     redis::RedisStore,
 };
@@ -174,7 +174,7 @@ async fn concurrent_claims_from_two_instances_never_share_a_task_or_a_group() {
                     // Let other workers try to claim while this task is out.
                     tokio::task::yield_now().await;
                     seen.lock().expect("seen").busy_groups.remove(&task.group);
-                    store.complete(task.id).await.expect("complete");
+                    store.complete(task.lease()).await.expect("complete");
                     done.fetch_add(1, Ordering::SeqCst);
                 }
             })
@@ -215,9 +215,13 @@ async fn a_task_whose_lease_runs_out_on_one_instance_is_claimed_by_the_other() {
         a.claim_next(LONG).await.expect("claim").is_none(),
         "B holds it now"
     );
-    b.complete(id).await.expect("complete");
-    // A wakes up late and completes too: harmless.
-    a.complete(id).await.expect("complete again");
+    // A wakes up late: its lease is gone, so it can change nothing.
+    assert!(matches!(
+        a.complete(first.lease()).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(a.queue_depth().await.expect("depth"), 1);
+    b.complete(again.lease()).await.expect("complete");
     assert_eq!(a.queue_depth().await.expect("depth"), 0);
 }
 
@@ -273,7 +277,7 @@ async fn a_restarted_instance_finds_the_queue_and_its_leases_in_redis() {
     })
     .await;
     assert_eq!(again.id, first);
-    after.complete(first).await.expect("complete");
+    after.complete(again.lease()).await.expect("complete");
     let next = after.claim_next(LONG).await.expect("claim").expect("task");
     assert_eq!((next.id, next.payload.as_slice()), (second, &b"end"[..]));
 }

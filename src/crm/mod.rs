@@ -114,7 +114,7 @@ pub enum CrmError {
     NotApi { status: u16, snippet: String },
     /// The sandbox store behind the sandbox CRM failed.
     #[error("sandbox CRM storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] crate::store::StoreError),
 }
 
 impl CrmError {

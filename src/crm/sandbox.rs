@@ -23,7 +23,7 @@ use crate::{
         manager::{ManagerDirectory, ManagerId},
         phone_number::PhoneNumber,
     },
-    store::{Store, StoreError, keys},
+    store::{KeyValueExt, Store, StoreError, keys},
 };
 
 const CUSTOMER: &str = "customer:";
@@ -86,7 +86,7 @@ fn now_string() -> String {
 }
 
 fn storage(e: StoreError) -> CrmError {
-    CrmError::Storage(e.to_string())
+    CrmError::Storage(e)
 }
 
 fn rejected(message: &str, field: &str, problem: &str) -> CrmError {
@@ -132,34 +132,24 @@ impl SandboxCrm {
     }
 
     fn key(kind: &str, rest: impl std::fmt::Display) -> String {
-        format!("{}{kind}{rest}", keys::SANDBOX)
+        keys::sandbox(kind, rest)
     }
 
-    async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CrmError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| CrmError::Storage(e.to_string()))?;
-        self.store.set_raw(key, &bytes, None).await.map_err(storage)
+    async fn put<T: Serialize + Sync>(&self, key: &str, value: &T) -> Result<(), CrmError> {
+        self.store.set_json(key, value, None).await.map_err(storage)
     }
 
     async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CrmError> {
-        match self.store.get_raw(key).await.map_err(storage)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CrmError::Storage(format!("{key}: {e}"))),
-            None => Ok(None),
-        }
+        self.store.get_json(key).await.map_err(storage)
     }
 
-    async fn list<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, CrmError> {
+    async fn list<T: DeserializeOwned + Send>(&self, kind: &str) -> Result<Vec<T>, CrmError> {
         let rows = self
             .store
-            .scan_prefix(&Self::key(kind, ""), SCAN_LIMIT)
+            .scan_json(&Self::key(kind, ""), SCAN_LIMIT)
             .await
             .map_err(storage)?;
-        rows.into_iter()
-            .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|e| CrmError::Storage(format!("{k}: {e}")))
-            })
-            .collect()
+        Ok(rows.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Claims a unique `externalId` for `kind`, or says who has it.
@@ -576,10 +566,9 @@ impl Crm for SandboxCrm {
         let mut outcome = UploadOutcome::default();
         for call in calls {
             let key = Self::key(CALL, &call.external_id);
-            let bytes = serde_json::to_vec(call).map_err(|e| CrmError::Storage(e.to_string()))?;
             if self
                 .store
-                .set_raw_if_absent(&key, &bytes, None)
+                .set_json_if_absent(&key, call, None)
                 .await
                 .map_err(storage)?
             {

@@ -22,7 +22,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::NaiveDate;
 
-use super::{EnqueueOutcome, OwnerEntry, Store, StoreError};
+use super::{EnqueueOutcome, Lease, OwnerEntry, Store, StoreError};
 use crate::{
     crm::CustomerId,
     domain::{
@@ -67,12 +67,19 @@ async fn enqueue(store: &dyn Store, key: &str, group: &str, payload: &[u8]) -> u
     )
 }
 
-async fn claim(store: &dyn Store, lease: Duration) -> Option<u64> {
+async fn claim(store: &dyn Store, lease: Duration) -> Option<Lease> {
     store
         .claim_next(lease)
         .await
         .expect("claim_next")
-        .map(|t| t.id)
+        .map(|t| t.lease())
+}
+
+/// Claims and expects task `id`; returns its lease.
+async fn claim_id(store: &dyn Store, lease: Duration, id: u64, what: &str) -> Lease {
+    let l = claim(store, lease).await.expect(what);
+    assert_eq!(l.id, id, "{what}");
+    l
 }
 
 // --- key/value -----------------------------------------------------------------------
@@ -187,6 +194,73 @@ pub async fn set_if_absent_race_has_one_winner(store: Arc<dyn Store>) {
     }
     assert_eq!(winners, 1, "exactly one concurrent set_if_absent wins");
     assert!(store.get_raw("lock:race").await.expect("get").is_some());
+}
+
+pub async fn number_locks_are_deleted_and_renewed_by_their_owner_only(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .set_raw_if_absent("lock:x", b"mine", Some(LONG))
+            .await
+            .expect("take")
+    );
+    assert!(
+        !store
+            .delete_if_equals("lock:x", b"theirs")
+            .await
+            .expect("cad")
+    );
+    assert!(
+        !store
+            .expire_if_equals("lock:x", b"theirs", SHORT)
+            .await
+            .expect("cax")
+    );
+    assert_eq!(
+        store.get_raw("lock:x").await.expect("get").as_deref(),
+        Some(&b"mine"[..])
+    );
+    // The owner renews it to a short TTL: it runs out, and a new owner takes it; the old
+    // owner can neither renew nor delete the new owner's lock.
+    assert!(
+        store
+            .expire_if_equals("lock:x", b"mine", SHORT)
+            .await
+            .expect("cax")
+    );
+    eventually("the renewed TTL runs out", || async {
+        store
+            .set_raw_if_absent("lock:x", b"next", Some(LONG))
+            .await
+            .expect("take")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !store
+            .expire_if_equals("lock:x", b"mine", LONG)
+            .await
+            .expect("cax")
+    );
+    assert!(
+        !store
+            .delete_if_equals("lock:x", b"mine")
+            .await
+            .expect("cad")
+    );
+    assert!(
+        store
+            .delete_if_equals("lock:x", b"next")
+            .await
+            .expect("cad")
+    );
+    assert_eq!(store.get_raw("lock:x").await.expect("get"), None);
+    assert!(
+        !store
+            .delete_if_equals("lock:x", b"next")
+            .await
+            .expect("cad"),
+        "gone"
+    );
 }
 
 pub async fn next_id_counts_from_one_per_sequence(store: Arc<dyn Store>) {
@@ -425,19 +499,19 @@ pub async fn queue_is_fifo_and_complete_removes(store: Arc<dyn Store>) {
     assert_eq!(first.attempt, 0);
     assert_eq!(first.last_error, None);
     assert!(first.enqueued_at_ms > 0);
-    assert_eq!(claim(&*store, LONG).await, Some(ids[1]));
+    let second = claim_id(&*store, LONG, ids[1], "second").await;
     assert_eq!(
         store.queue_depth().await.expect("depth"),
         3,
         "leased tasks count"
     );
 
-    store.complete(ids[0]).await.expect("complete");
-    store.complete(ids[1]).await.expect("complete");
+    store.complete(first.lease()).await.expect("complete");
+    store.complete(second).await.expect("complete");
     assert_eq!(store.queue_depth().await.expect("depth"), 1);
-    assert_eq!(claim(&*store, LONG).await, Some(ids[2]));
+    let third = claim_id(&*store, LONG, ids[2], "third").await;
     assert_eq!(claim(&*store, LONG).await, None, "all leased");
-    store.complete(ids[2]).await.expect("complete");
+    store.complete(third).await.expect("complete");
     assert_eq!(store.queue_depth().await.expect("depth"), 0);
     assert!(store.list_queue(10).await.expect("list").is_empty());
 }
@@ -447,57 +521,93 @@ pub async fn queue_keeps_group_order(store: Arc<dyn Store>) {
     let a2 = enqueue(&*store, "d:a2", "call-a", b"a end").await;
     let b1 = enqueue(&*store, "d:b1", "call-b", b"b end").await;
 
-    assert_eq!(claim(&*store, LONG).await, Some(a1));
-    assert_eq!(
-        claim(&*store, LONG).await,
-        Some(b1),
-        "a2 waits for a1; group B is not blocked"
-    );
+    let lease_a1 = claim_id(&*store, LONG, a1, "a1 first").await;
+    claim_id(&*store, LONG, b1, "a2 waits for a1; group B is not blocked").await;
     assert_eq!(claim(&*store, LONG).await, None);
-    store.complete(a1).await.expect("complete");
-    assert_eq!(claim(&*store, LONG).await, Some(a2), "a2 after a1 is done");
+    store.complete(lease_a1).await.expect("complete");
+    claim_id(&*store, LONG, a2, "a2 after a1 is done").await;
 
     // A rescheduled head keeps blocking its group until it is done.
     let c1 = enqueue(&*store, "d:c1", "call-c", b"c1").await;
     let c2 = enqueue(&*store, "d:c2", "call-c", b"c2").await;
-    assert_eq!(claim(&*store, LONG).await, Some(c1));
+    let lease_c1 = claim_id(&*store, LONG, c1, "c1").await;
     store
-        .reschedule(c1, LONG, "CRM down")
+        .reschedule(lease_c1, SHORT, "CRM down")
         .await
         .expect("reschedule");
-    assert_eq!(claim(&*store, LONG).await, None, "c2 may not overtake c1");
-    store.dead_letter(c1, "bad content").await.expect("dead");
-    assert_eq!(claim(&*store, LONG).await, Some(c2));
+    let lease_c1 = eventually("c1 is due again; c2 may not overtake it", || async {
+        claim(&*store, LONG).await
+    })
+    .await;
+    assert_eq!(lease_c1.id, c1);
+    store
+        .dead_letter(lease_c1, "bad content")
+        .await
+        .expect("dead");
+    claim_id(&*store, LONG, c2, "c2 after c1 is parked").await;
 }
 
 pub async fn expired_lease_redelivers(store: Arc<dyn Store>) {
     let id = enqueue(&*store, "d:lease", "g", b"p").await;
-    assert_eq!(claim(&*store, SHORT).await, Some(id));
+    let stale = claim_id(&*store, SHORT, id, "first claim").await;
     let again = eventually("an expired lease frees the task", || async {
         claim(&*store, LONG).await
     })
     .await;
-    assert_eq!(again, id);
+    assert_eq!(again.id, id);
+    assert_ne!(again.token, stale.token, "a new claim, a new token");
     assert_eq!(claim(&*store, LONG).await, None, "leased again");
-    store.complete(id).await.expect("complete");
-    // Completing twice (two workers after a lease ran out) is harmless.
-    store.complete(id).await.expect("complete again");
+    // The worker whose lease ran out can change nothing any more.
+    for refused in [
+        store.complete(stale).await,
+        store.reschedule(stale, SHORT, "late").await,
+        store.postpone(stale, SHORT).await,
+        store.dead_letter(stale, "late").await,
+        store.renew_lease(stale, LONG).await,
+    ] {
+        assert!(matches!(refused, Err(StoreError::LeaseLost(i)) if i == id));
+    }
+    let listed = store.list_queue(10).await.expect("list");
+    assert_eq!((listed.len(), listed[0].attempt), (1, 0), "nothing changed");
+    assert_eq!(store.dead_letter_count().await.expect("count"), 0);
+    store.complete(again).await.expect("complete");
+    // Completing twice: the second holds no lease any more.
+    assert!(matches!(
+        store.complete(again).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert_eq!(store.queue_depth().await.expect("depth"), 0);
+}
+
+pub async fn a_renewed_lease_outlives_its_first_term(store: Arc<dyn Store>) {
+    let id = enqueue(&*store, "d:renew", "g", b"p").await;
+    let lease = claim_id(&*store, Duration::from_millis(300), id, "claim").await;
+    // Renew well within each term, for several terms: nobody else may claim it.
+    let until = std::time::Instant::now() + Duration::from_millis(900);
+    while std::time::Instant::now() < until {
+        store
+            .renew_lease(lease, Duration::from_millis(300))
+            .await
+            .expect("renew a held lease");
+        assert_eq!(claim(&*store, LONG).await, None, "a renewed lease holds");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store
+        .complete(lease)
+        .await
+        .expect("complete under a renewed lease");
     assert_eq!(store.queue_depth().await.expect("depth"), 0);
 }
 
 pub async fn reschedule_delays_and_counts_attempts(store: Arc<dyn Store>) {
     let id = enqueue(&*store, "d:r", "g", b"p").await;
     let other = enqueue(&*store, "d:o", "h", b"q").await;
-    assert_eq!(claim(&*store, LONG).await, Some(id));
+    let lease = claim_id(&*store, LONG, id, "first").await;
     store
-        .reschedule(id, Duration::from_millis(200), "timeout")
+        .reschedule(lease, Duration::from_millis(200), "timeout")
         .await
         .expect("reschedule");
-    assert_eq!(
-        claim(&*store, LONG).await,
-        Some(other),
-        "the delayed task waits"
-    );
+    claim_id(&*store, LONG, other, "the delayed task waits").await;
     assert_eq!(claim(&*store, LONG).await, None, "not before its delay");
     let task = eventually("a delayed task becomes due", || async {
         store.claim_next(LONG).await.expect("claim")
@@ -509,7 +619,7 @@ pub async fn reschedule_delays_and_counts_attempts(store: Arc<dyn Store>) {
     assert_eq!(task.payload, b"p");
 
     store
-        .reschedule(id, LONG, "still down")
+        .reschedule(task.lease(), LONG, "still down")
         .await
         .expect("reschedule");
     assert_eq!(claim(&*store, LONG).await, None);
@@ -525,22 +635,26 @@ pub async fn reschedule_delays_and_counts_attempts(store: Arc<dyn Store>) {
         .expect("due now");
     assert_eq!((task.id, task.attempt), (id, 2));
 
+    let unknown = Lease {
+        id: u64::MAX,
+        token: task.lease_token,
+    };
     assert!(matches!(
-        store.reschedule(u64::MAX, SHORT, "x").await,
-        Err(StoreError::NoSuchTask(_))
+        store.reschedule(unknown, SHORT, "x").await,
+        Err(StoreError::LeaseLost(_))
     ));
 }
 
 pub async fn postpone_delays_without_counting_an_attempt(store: Arc<dyn Store>) {
     let id = enqueue(&*store, "d:p", "g", b"p").await;
-    assert_eq!(claim(&*store, LONG).await, Some(id));
+    let lease = claim_id(&*store, LONG, id, "first").await;
     store
-        .reschedule(id, Duration::ZERO, "503")
+        .reschedule(lease, Duration::ZERO, "503")
         .await
         .expect("reschedule");
-    assert_eq!(claim(&*store, LONG).await, Some(id));
+    let lease = claim_id(&*store, LONG, id, "again").await;
     store
-        .postpone(id, Duration::from_millis(200))
+        .postpone(lease, Duration::from_millis(200))
         .await
         .expect("postpone");
     assert_eq!(claim(&*store, LONG).await, None, "not before its delay");
@@ -556,21 +670,21 @@ pub async fn postpone_delays_without_counting_an_attempt(store: Arc<dyn Store>) 
         "the last error stays"
     );
     assert!(matches!(
-        store.postpone(u64::MAX, SHORT).await,
-        Err(StoreError::NoSuchTask(_))
+        store.postpone(lease, SHORT).await,
+        Err(StoreError::LeaseLost(_))
     ));
 }
 
 pub async fn dead_letters_and_replay(store: Arc<dyn Store>) {
     let id = enqueue(&*store, "d:dl", "g", b"payload").await;
-    assert_eq!(claim(&*store, LONG).await, Some(id));
+    let lease = claim_id(&*store, LONG, id, "first").await;
     store
-        .reschedule(id, Duration::ZERO, "503")
+        .reschedule(lease, Duration::ZERO, "503")
         .await
         .expect("reschedule");
-    assert_eq!(claim(&*store, LONG).await, Some(id));
+    let lease = claim_id(&*store, LONG, id, "again").await;
     store
-        .dead_letter(id, "400 Errors in the entity format")
+        .dead_letter(lease, "400 Errors in the entity format")
         .await
         .expect("dead letter");
     assert_eq!(store.queue_depth().await.expect("depth"), 0);
@@ -587,8 +701,8 @@ pub async fn dead_letters_and_replay(store: Arc<dyn Store>) {
     assert!(dead[0].failed_at_ms > 0);
 
     assert!(matches!(
-        store.dead_letter(id, "again").await,
-        Err(StoreError::NoSuchTask(_))
+        store.dead_letter(lease, "again").await,
+        Err(StoreError::LeaseLost(_))
     ));
     assert!(!store.replay_dead_letter(u64::MAX).await.expect("replay"));
     assert!(store.replay_dead_letter(id).await.expect("replay"));
@@ -602,7 +716,7 @@ pub async fn dead_letters_and_replay(store: Arc<dyn Store>) {
     assert_eq!(task.id, id);
     assert_eq!(task.attempt, 0, "attempts reset");
     assert_eq!(task.payload, b"payload");
-    store.complete(id).await.expect("complete");
+    store.complete(task.lease()).await.expect("complete");
 }
 
 pub async fn enqueue_dedupes(store: Arc<dyn Store>) {
@@ -707,6 +821,8 @@ macro_rules! store_contract_tests {
             queue_is_fifo_and_complete_removes,
             queue_keeps_group_order,
             expired_lease_redelivers,
+            a_renewed_lease_outlives_its_first_term,
+            number_locks_are_deleted_and_renewed_by_their_owner_only,
             reschedule_delays_and_counts_attempts,
             postpone_delays_without_counting_an_attempt,
             dead_letters_and_replay,

@@ -1,24 +1,31 @@
-//! The storage port: owner index, manager states, call log, idempotency keys, the durable
-//! event queue with its dead letters and quarantine, and plain key/value records (sandbox
-//! CRM, action dedupe keys).
+//! The storage port, split by concern (svix style): [`Queue`] (the durable event queue with
+//! its dead letters and the quarantine), [`OwnerIndex`], [`CallLog`], [`ManagerStates`] and
+//! [`KeyValue`] (raw records with TTLs: idempotency keys, locks, the sandbox CRM). [`Store`]
+//! is every part at once and is implemented for anything implementing them all, so the app
+//! holds one `Arc<dyn Store>`; a caller holding a concrete backend imports the part traits
+//! it calls.
+//!
+//! Keys of the raw key/value space are built by the functions of [`keys`], never by hand;
+//! typed JSON records go through [`KeyValueExt`] (`get_json`, `set_json`,
+//! `set_json_if_absent`, `scan_json`), written once for every backend. Errors keep their cause
+//! ([`StoreError`]'s backend variants carry the redb, Redis, serde or I/O error as `source`).
 //!
 //! Backends: [`embedded::EmbeddedStore`] (one redb file, fsync'd group commits, durable across
 //! `kill -9`) and, for several instances, [`redis::RedisStore`] (Redis Streams with a consumer
 //! group for the queue). Every backend passes the contract suite in `store::contract` (the
-//! `testing` feature; run from `tests/`).
-//!
-//! Keys of the raw key/value space are namespaced by [`keys`]; backends add the configured
-//! `store.key_prefix` where the medium is shared.
+//! `testing` feature; run from `tests/`); backends add the configured `store.key_prefix`
+//! where the medium is shared.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod embedded;
+pub mod keys;
 pub mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     crm::CustomerId,
@@ -28,25 +35,6 @@ use crate::{
         phone_number::PhoneNumber,
     },
 };
-
-/// Namespaces of the raw key/value space. One place, so two features never collide.
-pub mod keys {
-    /// `dedupe:<source>:<event key>`: an accepted webhook delivery.
-    pub const EVENT_DEDUPE: &str = "dedupe:";
-    /// `action:<event key>:<action key>`: an executed CRM action and its result.
-    pub const ACTION: &str = "action:";
-    /// `lock:<name>`: a short-lived mutual exclusion (per-number customer creation).
-    pub const LOCK: &str = "lock:";
-    /// `callback:<e164>`: the open call-back task of a caller within its window (S14).
-    pub const CALLBACK: &str = "callback:";
-    /// `legs:<call id>`: what the legs of one call did so far (answered, who talked).
-    pub const CALL_LEGS: &str = "legs:";
-    /// `tracking-check:<e164>`: the event whose S8 task asked to check this unknown tracking
-    /// number (one reminder per number per day, however many calls it gets).
-    pub const TRACKING_CHECK: &str = "tracking-check:";
-    /// `sandbox:…`: records of the sandbox CRM.
-    pub const SANDBOX: &str = "sandbox:";
-}
 
 /// Who owns a number, as far as callgate knows. `customer_id: None` is a negative entry:
 /// "the CRM had no customer for this number" (kept with a shorter TTL).
@@ -79,9 +67,31 @@ pub struct QueuedTask {
     pub attempt: u32,
     pub enqueued_at_ms: u64,
     pub last_error: Option<String>,
+    /// The token of the claim that handed this task out (0 in listings): proves the lease.
+    #[serde(default)]
+    pub lease_token: u64,
 }
 
-/// Result of [`Store::enqueue`].
+impl QueuedTask {
+    /// The lease this claim holds, for [`Queue::complete`] and friends.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.lease_token,
+        }
+    }
+}
+
+/// A claim's hold on a task: its id and the token that claim received. Every later claim of
+/// the task (after this lease ran out) gets a new token, so a worker that lost its lease
+/// cannot complete, reschedule, postpone or dead-letter the task any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: u64,
+    pub token: u64,
+}
+
+/// Result of [`Queue::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     /// Durably stored under this id.
@@ -108,23 +118,77 @@ pub struct QuarantineEntry {
     pub raw: String,
 }
 
+/// Why a store operation failed. Backend errors keep their cause ([`std::error::Error::source`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store backend failed: {0}")]
-    Backend(String),
-    #[error("stored record {key} is corrupt: {detail}")]
-    Corrupt { key: String, detail: String },
-    #[error("no queued task {0}")]
-    NoSuchTask(u64),
+    /// The embedded store's database failed.
+    #[error("redb: {0}")]
+    Redb(#[source] redb::Error),
+    /// The Redis server failed or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[source] ::redis::RedisError),
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored record cannot be read back.
+    #[error("stored record {key} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The embedded store's writer thread could not start.
+    #[error("cannot start the store's writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    /// The embedded store's writer thread has stopped (the store is shutting down or broken).
+    #[error("the store's writer thread has stopped")]
+    WriterGone,
+    /// A blocking read could not run to its end.
+    #[error("store read task failed: {0}")]
+    ReadTask(#[source] tokio::task::JoinError),
+    /// The write transaction this request was part of failed as a whole.
+    #[error("the store's commit failed: {0}")]
+    Commit(#[source] std::sync::Arc<StoreError>),
+    /// The embedded store's writer answered a request with a reply of another kind (a bug).
+    #[error("the store's writer gave an unexpected reply")]
+    UnexpectedReply,
+    /// The lease of this operation is no longer held (it ran out, another claim took the
+    /// task over, or the task is gone): nothing was changed.
+    #[error("the lease on task {0} is no longer held")]
+    LeaseLost(u64),
 }
 
-/// The storage port. Object-safe, used as `Arc<dyn Store>`.
+impl StoreError {
+    /// A record that cannot be decoded, with the decoder's error as its cause.
+    pub fn corrupt(
+        key: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Corrupt {
+            key: key.into(),
+            source: cause.into(),
+        }
+    }
+
+    /// A value that cannot be encoded.
+    pub fn encode(what: impl Into<String>, source: serde_json::Error) -> Self {
+        StoreError::Encode {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Raw key/value records with optional TTLs (idempotency keys, locks, the sandbox CRM), and
+/// the store's reachability check.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait KeyValue: Send + Sync {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
-
-    // --- raw key/value with optional TTL -------------------------------------------------
     async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn set_raw(
         &self,
@@ -148,8 +212,74 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Next value of a named counter, starting at 1.
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError>;
+    /// Deletes `key` only while it holds `value` (an owner token); `true` when deleted.
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+    /// Gives `key` a new TTL only while it holds `value` (renews an owned lock); `true` when
+    /// renewed, `false` when the key is gone or held by someone else.
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+}
 
-    // --- owner index (hot path) ----------------------------------------------------------
+/// Typed JSON records on top of [`KeyValue`], written once for every backend and caller.
+/// A record that does not decode is [`StoreError::Corrupt`] naming its key.
+#[async_trait]
+pub trait KeyValueExt: KeyValue {
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.get_raw(key).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(key, e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::encode(key, e))?;
+        self.set_raw(key, &bytes, ttl).await
+    }
+
+    /// [`KeyValue::set_raw_if_absent`] of a JSON value.
+    async fn set_json_if_absent<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::encode(key, e))?;
+        self.set_raw_if_absent(key, &bytes, ttl).await
+    }
+
+    /// [`KeyValue::scan_prefix`], each value decoded.
+    async fn scan_json<T: DeserializeOwned + Send>(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        self.scan_prefix(prefix, limit)
+            .await?
+            .into_iter()
+            .map(|(k, v)| match serde_json::from_slice(&v) {
+                Ok(value) => Ok((k, value)),
+                Err(e) => Err(StoreError::corrupt(k, e)),
+            })
+            .collect()
+    }
+}
+
+impl<S: KeyValue + ?Sized> KeyValueExt for S {}
+
+/// Who owns a number (the lookup's hot path).
+#[async_trait]
+pub trait OwnerIndex: Send + Sync {
     async fn get_owner(&self, phone: &PhoneNumber) -> Result<Option<OwnerEntry>, StoreError>;
     async fn put_owner(
         &self,
@@ -157,13 +287,19 @@ pub trait Store: Send + Sync {
         entry: OwnerEntry,
         ttl: Duration,
     ) -> Result<(), StoreError>;
+}
 
-    // --- manager states (hot path) -------------------------------------------------------
+/// Managers' statuses as retailCRM last reported them (the lookup's hot path).
+#[async_trait]
+pub trait ManagerStates: Send + Sync {
     async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError>;
     async fn set_manager_state(&self, id: ManagerId, state: ManagerState)
     -> Result<(), StoreError>;
+}
 
-    // --- call log ------------------------------------------------------------------------
+/// Finished calls, and who last talked to each number.
+#[async_trait]
+pub trait CallLog: Send + Sync {
     /// Appends a finished call; also remembers who last talked to the caller.
     async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError>;
     /// The manager who last talked to this number (for `last_talked`).
@@ -174,8 +310,11 @@ pub trait Store: Send + Sync {
         filter: &CallLogFilter,
         limit: usize,
     ) -> Result<Vec<CallLogEntry>, StoreError>;
+}
 
-    // --- durable queue -------------------------------------------------------------------
+/// The durable event queue with its dead letters, and the quarantine of unreadable payloads.
+#[async_trait]
+pub trait Queue: Send + Sync {
     /// Stores a task durably (fsync'd / acknowledged by Redis) unless `dedupe_key` was seen
     /// within `dedupe_ttl`. Only after `Accepted` may a webhook be answered 200.
     async fn enqueue(
@@ -185,17 +324,27 @@ pub trait Store: Send + Sync {
         group: &str,
         payload: &[u8],
     ) -> Result<EnqueueOutcome, StoreError>;
-    /// Leases the oldest due task whose group has no earlier unfinished task.
+    /// Leases the oldest due task whose group has no earlier unfinished task, for `lease`;
+    /// the task carries the lease's token ([`QueuedTask::lease`]).
     async fn claim_next(&self, lease: Duration) -> Result<Option<QueuedTask>, StoreError>;
-    /// Done: removes the task.
-    async fn complete(&self, id: u64) -> Result<(), StoreError>;
+    /// Extends a held lease to `duration` from now (the worker's heartbeat);
+    /// [`StoreError::LeaseLost`] if it is no longer held.
+    async fn renew_lease(&self, lease: Lease, duration: Duration) -> Result<(), StoreError>;
+    /// Done: removes the task. [`StoreError::LeaseLost`] (nothing changed) unless `lease` is
+    /// still held; so are the three below.
+    async fn complete(&self, lease: Lease) -> Result<(), StoreError>;
     /// Failed, retry later: the task becomes due again after `delay`, attempt + 1.
-    async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError>;
+    async fn reschedule(
+        &self,
+        lease: Lease,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), StoreError>;
     /// Not a failure (the task had to wait for something, e.g. its number's lock): the task
     /// becomes due again after `delay`; its attempt count and last error stay as they were.
-    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError>;
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), StoreError>;
     /// Failed for good: moves the task to the dead letters.
-    async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError>;
+    async fn dead_letter(&self, lease: Lease, reason: &str) -> Result<(), StoreError>;
     /// Makes every waiting task due now (operator's "retry now").
     async fn retry_all_now(&self) -> Result<u64, StoreError>;
     /// Tasks waiting or leased.
@@ -215,6 +364,13 @@ pub trait Store: Send + Sync {
     ) -> Result<u64, StoreError>;
     async fn list_quarantine(&self, limit: usize) -> Result<Vec<QuarantineEntry>, StoreError>;
 }
+
+/// The whole storage port: every part above. Object-safe, used as `Arc<dyn Store>`;
+/// implemented for anything that implements all the parts, so a backend implements the
+/// parts and a caller imports the part traits whose methods it calls.
+pub trait Store: KeyValue + OwnerIndex + ManagerStates + CallLog + Queue {}
+
+impl<S: KeyValue + OwnerIndex + ManagerStates + CallLog + Queue + ?Sized> Store for S {}
 
 /// Milliseconds since the Unix epoch, the store's clock.
 pub fn now_ms() -> u64 {

@@ -129,9 +129,9 @@ impl CallBatcher {
             }
             let sleep = deadline.unwrap_or_else(|| Instant::now() + self.window);
             tokio::select! {
-                r = &mut answer => break r.unwrap_or_else(|_| Err(CrmError::Storage(
-                    "the call batch was dropped before its answer".to_owned(),
-                ))),
+                r = &mut answer => break r.unwrap_or_else(|_| Err(CrmError::Transport(Box::new(
+                    std::io::Error::other("the call batch was dropped before its answer"),
+                )))),
                 () = &mut changed => {},
                 () = tokio::time::sleep_until(sleep) => {},
             }
@@ -263,7 +263,10 @@ fn copy_error(e: &CrmError) -> CrmError {
             status: *status,
             snippet: snippet.clone(),
         },
-        CrmError::Storage(s) => CrmError::Storage(s.clone()),
+        // The sandbox's store failed: as retryable for every waiter, in the store's words.
+        CrmError::Storage(inner) => {
+            CrmError::Transport(Box::new(std::io::Error::other(inner.to_string())))
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //!
 //! Guarantees and how they are kept:
 //! - **Nothing lost**: a task leaves the queue only when its plan is fully applied
-//!   (`complete`) or parked with the CRM's reason (`dead_letter`). A crashed worker's lease
-//!   expires and the task runs again.
+//!   (`complete`) or parked with the CRM's reason (`dead_letter`). A running task's short
+//!   lease (`worker.lease_secs`) is renewed by a heartbeat every third of it; a crashed
+//!   worker's lease runs out and the task runs again; a task running longer than 4/5 of the
+//!   lease is abandoned and rescheduled; a worker whose lease was lost stores nothing.
 //! - **Nothing doubled**: every executed action is recorded under
 //!   `action:<event>:<action key>` with its result; a re-run skips recorded actions and reuses
 //!   their ids. A crash between a CRM write and its record is covered by `externalId`s
@@ -14,7 +16,7 @@
 //!   `externalId`. Tasks have no `externalId` in retailCRM, so a crash in that exact window can
 //!   repeat one task — the only remaining gap.
 //! - **One customer per number**: events of one client number are processed under a
-//!   per-number lock, facts included, so two simultaneous calls from a new number make one
+//!   per-number lock (owner token, renewed by the heartbeat, compare-and-delete), facts included, so two simultaneous calls from a new number make one
 //!   customer and the second call sees it (and its open order).
 //! - **In order**: the queue hands out one task per call at a time, in arrival order.
 //! - **Retries**: retryable CRM errors (network, timeouts, 5xx, 503/429, 403) are retried with
@@ -27,14 +29,14 @@ pub mod task;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{Local, NaiveDateTime};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
     domain::{
-        call::{CallEvent, FieldAliases},
+        call::{CallEvent, FieldAliases, PayloadError},
         manager::{ManagerDirectory, ManagerId},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
@@ -44,7 +46,7 @@ use crate::{
     },
     metrics::Metrics,
     rules::RuleBook,
-    store::{OwnerEntry, QueuedTask, Store, StoreError, keys},
+    store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
 };
 use call_batch::CallBatcher;
 use retry::RetrySchedule;
@@ -52,8 +54,6 @@ use task::StoredWebhook;
 
 /// How long executed-action records and call-leg records are kept.
 pub const ACTION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
-/// How long one worker may hold a number's lock.
-pub const NUMBER_LOCK_TTL: Duration = Duration::from_secs(60);
 /// At most one S8 "check this number" task per unknown tracking number this often.
 pub const TRACKING_CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How long a worker waits for a number's lock before putting the task back.
@@ -76,6 +76,9 @@ pub enum ExecutionOutcome {
     TaskDeadLettered,
     /// No task was due.
     EmptyQueue,
+    /// The task's lease was lost while it ran (it ran out, another worker took the task):
+    /// nothing of its outcome was stored; its new holder runs it.
+    TaskAbandoned,
 }
 
 /// Why processing one task stopped.
@@ -85,12 +88,21 @@ enum ProcessError {
     Crm(#[from] CrmError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the stored event cannot be decoded: {0}")]
+    Undecodable(#[source] serde_json::Error),
     #[error("the stored event cannot be read: {0}")]
-    Unreadable(String),
+    Unreadable(#[source] PayloadError),
     #[error(transparent)]
     Plan(#[from] UnresolvedRef),
     #[error("another worker holds the lock of this number")]
     Busy,
+}
+
+/// A number lock this worker holds: its key and the owner token stored in it.
+#[derive(Debug, Clone)]
+struct NumberLock {
+    key: String,
+    token: String,
 }
 
 /// Result of an executed action, recorded under its dedupe key.
@@ -251,16 +263,116 @@ impl Worker {
         }
     }
 
-    /// Takes one due task and applies it (tests call this directly).
+    /// How often a running task's lease (and its number lock) is renewed: a third of the
+    /// lease, so two renewals may fail before it runs out.
+    pub fn heartbeat(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// How long one task may run: below the lease (four fifths of it), so a task whose
+    /// heartbeat cannot reach the store stops before another worker may take it over.
+    pub fn task_deadline(&self) -> Duration {
+        self.lease * 4 / 5
+    }
+
+    /// Takes one due task and applies it (tests call this directly). While it runs, a
+    /// heartbeat renews its lease and its number lock; a task that loses its lease is
+    /// abandoned (another worker has it), one that exceeds [`Worker::task_deadline`] is
+    /// abandoned and rescheduled.
     pub async fn try_execute_task(&self) -> Result<ExecutionOutcome, StoreError> {
         let Some(task) = self.store.claim_next(self.lease).await? else {
             return Ok(ExecutionOutcome::EmptyQueue);
         };
         // While this task is in hand it may still add a call to the batch being gathered.
         let _in_flight = self.calls.enter();
-        let outcome = match self.process(&task).await {
+        let lease = task.lease();
+        let lock: std::sync::Mutex<Option<NumberLock>> = std::sync::Mutex::new(None);
+        let run = tokio::time::timeout(self.task_deadline(), self.process(&task, &lock));
+        let result = tokio::select! {
+            r = run => r,
+            lost = self.heartbeat_until_lost(lease, &lock) => {
+                tracing::warn!(task = task.id, error = %lost, "Task's lease was lost; abandoned to its new holder.");
+                self.release(&lock).await;
+                return Ok(ExecutionOutcome::TaskAbandoned);
+            }
+        };
+        self.release(&lock).await;
+        let outcome = match result {
+            Ok(result) => self.settle(&task, result).await,
+            Err(_elapsed) => {
+                let delay = self.schedule.delay(task.attempt, None);
+                let reason = format!(
+                    "the task ran longer than its {:?} deadline",
+                    self.task_deadline()
+                );
+                tracing::warn!(task = task.id, delay = ?delay, "Task exceeded its deadline; abandoned and rescheduled.");
+                self.store
+                    .reschedule(lease, delay, &reason)
+                    .await
+                    .map(|()| ExecutionOutcome::TaskRetried)
+            }
+        };
+        match outcome {
+            Err(StoreError::LeaseLost(id)) => {
+                tracing::warn!(
+                    task = id,
+                    "Task's lease ran out before its outcome was stored; its new holder runs it again."
+                );
+                Ok(ExecutionOutcome::TaskAbandoned)
+            }
+            other => other,
+        }
+    }
+
+    /// Renews the lease and the number lock every [`Worker::heartbeat`]; returns only when
+    /// the lease is lost. A store error is retried on the next beat.
+    async fn heartbeat_until_lost(
+        &self,
+        lease: crate::store::Lease,
+        lock: &std::sync::Mutex<Option<NumberLock>>,
+    ) -> StoreError {
+        loop {
+            tokio::time::sleep(self.heartbeat()).await;
+            match self.store.renew_lease(lease, self.lease).await {
+                Err(e @ StoreError::LeaseLost(_)) => return e,
+                Err(e) => tracing::warn!(error = %e, "Renewing a task's lease failed; retrying."),
+                Ok(()) => {}
+            }
+            let held = lock.lock().expect("lock slot poisoned").clone();
+            if let Some(l) = held
+                && let Err(e) = self
+                    .store
+                    .expire_if_equals(&l.key, l.token.as_bytes(), self.lease)
+                    .await
+            {
+                tracing::warn!(error = %e, "Renewing a number lock failed; retrying.");
+            }
+        }
+    }
+
+    /// Releases the number lock, if this task took one, only while it is still ours.
+    async fn release(&self, lock: &std::sync::Mutex<Option<NumberLock>>) {
+        let held = lock.lock().expect("lock slot poisoned").take();
+        if let Some(l) = held
+            && let Err(e) = self
+                .store
+                .delete_if_equals(&l.key, l.token.as_bytes())
+                .await
+        {
+            tracing::warn!(error = %e, "Releasing a number lock failed; it expires by itself.");
+        }
+    }
+
+    /// Stores the outcome of a task that ran to its end.
+    async fn settle(
+        &self,
+        task: &QueuedTask,
+        result: Result<(), ProcessError>,
+    ) -> Result<ExecutionOutcome, StoreError> {
+        let lease = task.lease();
+        let outcome = match result {
             Ok(()) => {
-                self.store.complete(task.id).await?;
+                self.store.complete(lease).await?;
                 ExecutionOutcome::TaskCompleted
             }
             Err(ProcessError::Crm(e)) if e.is_retryable() => {
@@ -270,32 +382,34 @@ impl Worker {
                 };
                 let delay = self.schedule.delay(task.attempt, retry_after);
                 tracing::warn!(task = task.id, attempt = task.attempt + 1, delay = ?delay, error = %e, "CRM work failed; will retry.");
-                self.store.reschedule(task.id, delay, &e.reason()).await?;
+                self.store.reschedule(lease, delay, &e.reason()).await?;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Crm(e)) => {
                 tracing::error!(task = task.id, error = %e, "The CRM refused the call's data; parked as a dead letter.");
-                self.store.dead_letter(task.id, &e.reason()).await?;
+                self.store.dead_letter(lease, &e.reason()).await?;
                 ExecutionOutcome::TaskDeadLettered
             }
             Err(ProcessError::Busy) => {
                 // Not a failure of the task: another event of the same number is in progress.
                 self.store
-                    .postpone(task.id, Duration::from_millis(200))
+                    .postpone(lease, Duration::from_millis(200))
                     .await?;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Store(e)) => {
                 let delay = self.schedule.delay(task.attempt, None);
                 tracing::warn!(task = task.id, error = %e, "Store failed during CRM work; will retry.");
-                self.store
-                    .reschedule(task.id, delay, &e.to_string())
-                    .await?;
+                self.store.reschedule(lease, delay, &e.to_string()).await?;
                 ExecutionOutcome::TaskRetried
             }
-            Err(e @ (ProcessError::Unreadable(_) | ProcessError::Plan(_))) => {
+            Err(
+                e @ (ProcessError::Undecodable(_)
+                | ProcessError::Unreadable(_)
+                | ProcessError::Plan(_)),
+            ) => {
                 tracing::error!(task = task.id, error = %e, "Task cannot be processed; parked as a dead letter.");
-                self.store.dead_letter(task.id, &e.to_string()).await?;
+                self.store.dead_letter(lease, &e.to_string()).await?;
                 ExecutionOutcome::TaskDeadLettered
             }
         };
@@ -314,8 +428,8 @@ impl Worker {
     }
 
     fn parse(&self, task: &QueuedTask) -> Result<CallEvent, ProcessError> {
-        let stored: StoredWebhook = serde_json::from_slice(&task.payload)
-            .map_err(|e| ProcessError::Unreadable(e.to_string()))?;
+        let stored: StoredWebhook =
+            serde_json::from_slice(&task.payload).map_err(ProcessError::Undecodable)?;
         let normalize = |raw: &str| self.normalizer.parse(raw).map(|p| p.number);
         CallEvent::parse(
             &stored.fields,
@@ -323,35 +437,35 @@ impl Worker {
             stored.event.as_deref(),
             &normalize,
         )
-        .map_err(|e| ProcessError::Unreadable(e.to_string()))
+        .map_err(ProcessError::Unreadable)
     }
 
-    async fn process(&self, task: &QueuedTask) -> Result<(), ProcessError> {
+    async fn process(
+        &self,
+        task: &QueuedTask,
+        lock: &std::sync::Mutex<Option<NumberLock>>,
+    ) -> Result<(), ProcessError> {
         let event = self.parse(task)?;
-        let lock = match &event.client {
-            Ok(phone) => Some(self.lock_number(phone).await?),
-            Err(_) => None,
-        };
-        let result = self.process_locked(&event).await;
-        if let Some(key) = lock
-            && let Err(e) = self.store.delete(&key).await
-        {
-            tracing::warn!(error = %e, "Releasing a number lock failed; it expires by itself.");
+        if let Ok(phone) = &event.client {
+            let taken = self.lock_number(phone).await?;
+            *lock.lock().expect("lock slot poisoned") = Some(taken);
         }
-        result
+        self.process_locked(&event).await
     }
 
-    /// Takes `lock:number:<e164>`, waiting up to [`NUMBER_LOCK_WAIT`].
-    async fn lock_number(&self, phone: &PhoneNumber) -> Result<String, ProcessError> {
-        let key = format!("{}number:{}", keys::LOCK, phone.e164());
+    /// Takes `lock:number:<e164>` with a fresh owner token, waiting up to
+    /// [`NUMBER_LOCK_WAIT`]. The lock lives one lease and is renewed by the task's heartbeat.
+    async fn lock_number(&self, phone: &PhoneNumber) -> Result<NumberLock, ProcessError> {
+        let key = keys::number_lock(phone);
+        let token = format!("{:016x}", rand::random::<u64>());
         let deadline = tokio::time::Instant::now() + NUMBER_LOCK_WAIT;
         loop {
             if self
                 .store
-                .set_raw_if_absent(&key, b"1", Some(NUMBER_LOCK_TTL))
+                .set_raw_if_absent(&key, token.as_bytes(), Some(self.lease))
                 .await?
             {
-                return Ok(key);
+                return Ok(NumberLock { key, token });
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ProcessError::Busy);
@@ -375,7 +489,7 @@ impl Worker {
                 .await?;
         }
         if let Some(entry) = &plan.log {
-            let key = format!("{}{event_key}:log", keys::ACTION);
+            let key = keys::action_log(&event_key);
             if self.store.get_raw(&key).await?.is_none() {
                 self.store.append_call_log(entry).await?;
                 self.store.set_raw(&key, b"1", Some(ACTION_TTL)).await?;
@@ -384,41 +498,17 @@ impl Worker {
         if event.moment.is_finished()
             && event.outcome() == crate::domain::call::CallOutcome::Answered
         {
-            let key = format!("{}{}", keys::CALL_LEGS, event.call_id);
-            let mut legs: LegsRecord = self.get_json(&key).await?.unwrap_or_default();
+            let key = keys::call_legs(&event.call_id);
+            let mut legs: LegsRecord = self.store.get_json(&key).await?.unwrap_or_default();
             legs.answered = true;
             if let Some(m) = facts.answered_by
                 && !legs.talkers.contains(&m)
             {
                 legs.talkers.push(m);
             }
-            self.set_json(&key, &legs, Some(ACTION_TTL)).await?;
+            self.store.set_json(&key, &legs, Some(ACTION_TTL)).await?;
         }
         Ok(())
-    }
-
-    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        match self.store.get_raw(key).await? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        key: key.to_owned(),
-                        detail: e.to_string(),
-                    })
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn set_json<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.store.set_raw(key, &bytes, ttl).await
     }
 
     async fn status_groups(&self) -> Result<StatusGroups, CrmError> {
@@ -440,7 +530,8 @@ impl Worker {
         facts.answered_by_name = parties.answered_by.map(|id| self.manager_name(id));
         facts.client_is_manager = parties.client_is_manager;
         let legs: LegsRecord = self
-            .get_json(&format!("{}{}", keys::CALL_LEGS, event.call_id))
+            .store
+            .get_json(&keys::call_legs(&event.call_id))
             .await?
             .unwrap_or_default();
         facts.other_legs = OtherLegs {
@@ -458,7 +549,8 @@ impl Worker {
             return Ok(facts);
         }
         if let Some(cb) = self
-            .get_json::<CallbackRecord>(&format!("{}{}", keys::CALLBACK, phone.e164()))
+            .store
+            .get_json::<CallbackRecord>(&keys::callback(phone))
             .await?
         {
             facts.open_callback = Some(OpenCallback {
@@ -520,7 +612,7 @@ impl Worker {
         let Some(tracking) = &event.tracking_number else {
             return Ok(true);
         };
-        let key = format!("{}{}", keys::TRACKING_CHECK, tracking.e164());
+        let key = keys::tracking_check(tracking);
         if self
             .store
             .set_raw_if_absent(&key, event_key.as_bytes(), Some(TRACKING_CHECK_EVERY))
@@ -539,8 +631,8 @@ impl Worker {
         action: &Action,
         resolved: &mut Resolved,
     ) -> Result<(), ProcessError> {
-        let key = format!("{}{event_key}:{}", keys::ACTION, action.key());
-        let previous: Option<ActionRecord> = self.get_json(&key).await?;
+        let key = keys::action(event_key, &action.key());
+        let previous: Option<ActionRecord> = self.store.get_json(&key).await?;
         if let Some(record) = previous.filter(|r| r.done) {
             resolved.customer = record.customer.or(resolved.customer);
             resolved.order = record.order.or(resolved.order);
@@ -548,7 +640,9 @@ impl Worker {
         }
         let resumed = previous.is_some();
         let started = ActionRecord::default();
-        self.set_json(&key, &started, Some(ACTION_TTL)).await?;
+        self.store
+            .set_json(&key, &started, Some(ACTION_TTL))
+            .await?;
         let mut record = ActionRecord {
             done: true,
             ..ActionRecord::default()
@@ -636,12 +730,9 @@ impl Worker {
                     };
                     let window =
                         Duration::from_secs(u64::from(self.planner.callback_window_min) * 60);
-                    self.set_json(
-                        &format!("{}{}", keys::CALLBACK, phone.e164()),
-                        &cb,
-                        Some(window),
-                    )
-                    .await?;
+                    self.store
+                        .set_json(&keys::callback(phone), &cb, Some(window))
+                        .await?;
                 }
                 record.task = Some(id);
             }
@@ -656,16 +747,14 @@ impl Worker {
                 };
                 self.crm.edit_task(*task_id, &update).await?;
                 if let Ok(phone) = &event.client {
-                    self.store
-                        .delete(&format!("{}{}", keys::CALLBACK, phone.e164()))
-                        .await?;
+                    self.store.delete(&keys::callback(phone)).await?;
                 }
                 record.task = Some(*task_id);
             }
             Action::PopUp(notice) => self.crm.call_event(notice).await?,
             Action::UploadCall(call) => self.calls.upload(call.clone()).await?,
         }
-        self.set_json(&key, &record, Some(ACTION_TTL)).await?;
+        self.store.set_json(&key, &record, Some(ACTION_TTL)).await?;
         Ok(())
     }
 }

@@ -28,5 +28,5 @@ pub struct StoredWebhook {
 /// [`CallEvent::dedupe_key`]), so a redelivery is not queued twice but each leg and moment
 /// of a call is.
 pub fn dedupe_key(event: &CallEvent) -> String {
-    format!("{}ringostat:{}", keys::EVENT_DEDUPE, event.dedupe_key())
+    keys::event_dedupe("ringostat", &event.dedupe_key())
 }

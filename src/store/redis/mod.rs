@@ -20,7 +20,8 @@
 //! | [`LAST_TALKED`] | HASH | E.164 → `"<call date ms>:<manager id>"` |
 //! | [`QUARANTINE`] / [`QUARANTINE_ENTRIES`] / [`QUARANTINE_SEQ`] | ZSET / HASH / STRING | ids by id; id → JSON; id counter |
 //! | [`Q_SEQ`] | STRING | task id counter |
-//! | [`Q_TASK`]`<id>` | HASH | one unfinished task: `group payload attempt enq nb err state sid` |
+//! | [`Q_LEASE_SEQ`] | STRING | lease token counter |
+//! | [`Q_TASK`]`<id>` | HASH | one unfinished task: `group payload attempt enq nb err state sid lease` |
 //! | [`Q_TASKS`] | ZSET | every unfinished task id (score = id): depth and listing |
 //! | [`Q_GROUP`]`<group>` | ZSET | unfinished task ids of one group (score = id); the first is the head |
 //! | [`Q_ACTIVE`] | HASH | group → its one *active* task (ready, leased or delayed) |
@@ -82,6 +83,10 @@
 //! to the back. Expired leases are served before new entries. Within a group, order is
 //! always exact.
 //!
+//! **The scripts** live in `scripts/*.lua` (loaded by `scripts.rs`), one file per atomic
+//! step, each opening with what it does and why it must be atomic; `codec.rs` holds how
+//! values are encoded.
+//!
 //! **Keys inside scripts.** The scripts build keys from the prefix (`ARGV[1]`) rather than
 //! declaring them all in `KEYS`, because a task's group key is known only inside the script.
 //! That is fine on a standalone Redis (and Sentinel); on Redis Cluster the prefix would need a
@@ -119,19 +124,25 @@ use redis::{
     AsyncCommands, Client, Script,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
-use serde::{Deserialize, Serialize};
 
-use super::{
-    DeadLetter, EnqueueOutcome, OwnerEntry, QuarantineEntry, QueuedTask, Store, StoreError, now_ms,
-};
-use crate::{
-    crm::CustomerId,
-    domain::{
-        call_log::{CallLogEntry, CallLogFilter},
-        manager::{ManagerId, ManagerState},
-        phone_number::PhoneNumber,
+use self::{
+    codec::{
+        QuarantineRecord, TaskTuple, decode_owner, encode_owner, glob_escape, task_from, ttl_ms,
     },
+    scripts::Scripts,
 };
+use super::{
+    CallLog, DeadLetter, EnqueueOutcome, KeyValue, Lease, ManagerStates, OwnerEntry, OwnerIndex,
+    QuarantineEntry, Queue, QueuedTask, StoreError, now_ms,
+};
+use crate::domain::{
+    call_log::{CallLogEntry, CallLogFilter},
+    manager::{ManagerId, ManagerState},
+    phone_number::PhoneNumber,
+};
+
+mod codec;
+mod scripts;
 
 // --- keys (each appended to the configured prefix) ---------------------------------------
 
@@ -167,6 +178,8 @@ pub const Q_SEQ: &str = "q:seq";
 /// (enqueued at, ms), `nb` (not before, ms), `err` (last error, absent if none), `state`
 /// (`waiting` | `ready` | `leased` | `delayed`), `sid` (its stream entry when ready/leased).
 pub const Q_TASK: &str = "q:task:";
+/// `q:lease:seq` STRING: lease token counter (each claim's token is new).
+pub const Q_LEASE_SEQ: &str = "q:lease:seq";
 /// `q:tasks` ZSET: every unfinished task id, score = id.
 pub const Q_TASKS: &str = "q:tasks";
 /// `q:group:<group>` ZSET: the unfinished task ids of one group, score = id; the first is
@@ -193,9 +206,9 @@ pub const Q_CONSUMER_GROUP: &str = "workers";
 /// Due delayed tasks moved to the stream per claim (the rest follow on the next claims).
 pub const PROMOTE_BATCH: usize = 100;
 /// Stale stream entries (task gone meanwhile) a claim skips before answering "nothing".
-const SKIP_LIMIT: usize = 32;
+pub(crate) const SKIP_LIMIT: usize = 32;
 /// Expired leases with no task behind them a claim cleans up before going on.
-const STALE_LEASE_LIMIT: usize = 8;
+pub(crate) const STALE_LEASE_LIMIT: usize = 8;
 /// Call log members read per page while filtering.
 const CALL_LOG_PAGE: usize = 256;
 /// `SCAN … COUNT` hint of `scan_prefix`.
@@ -208,424 +221,13 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connecting (and reconnecting) gives up after this long per attempt.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
-// --- scripts -----------------------------------------------------------------------------
-
-/// Shared Lua helpers, prepended to every queue script. `ARGV[1]` is always the key prefix.
-/// Key names are spliced in from the consts above, so they are defined once.
-fn lua_prelude() -> String {
-    format!(
-        r#"
-local P = ARGV[1]
-local K_SEQ = P .. '{Q_SEQ}'
-local K_TASKS = P .. '{Q_TASKS}'
-local K_ACTIVE = P .. '{Q_ACTIVE}'
-local K_READY = P .. '{Q_READY}'
-local K_LEASES = P .. '{Q_LEASES}'
-local K_DELAYED = P .. '{Q_DELAYED}'
-local K_DEAD = P .. '{Q_DEAD}'
-local CG = '{Q_CONSUMER_GROUP}'
-local function k_task(id) return P .. '{Q_TASK}' .. id end
-local function k_group(g) return P .. '{Q_GROUP}' .. g end
-local function k_dead(id) return P .. '{Q_DEAD_ENTRY}' .. id end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function xadd(id)
-  local sid = redis.call('XADD', K_READY, '*', 'id', id)
-  redis.call('HSET', k_task(id), 'state', 'ready', 'sid', sid)
-end
--- Takes task `id` of group `g` out of the stream, the leases and the delays, and frees the
--- group's active slot if it held it.
-local function deactivate(id, g)
-  local tk = k_task(id)
-  local sid = redis.call('HGET', tk, 'sid')
-  if sid then
-    redis.pcall('XACK', K_READY, CG, sid)
-    redis.call('XDEL', K_READY, sid)
-    redis.call('HDEL', tk, 'sid')
-  end
-  redis.call('ZREM', K_LEASES, id)
-  redis.call('ZREM', K_DELAYED, id)
-  if redis.call('EXISTS', tk) == 1 then redis.call('HSET', tk, 'state', 'waiting') end
-  if redis.call('HGET', K_ACTIVE, g) == id then redis.call('HDEL', K_ACTIVE, g) end
-end
--- Makes the head of group `g` ready or delayed, unless a task of the group is leased. A head
--- that is not the active task (a replayed dead letter with a lower id) displaces it.
-local function schedule(g, now)
-  local head = redis.call('ZRANGE', k_group(g), 0, 0)[1]
-  local a = redis.call('HGET', K_ACTIVE, g)
-  if a then
-    if a == head then return end
-    if redis.call('HGET', k_task(a), 'state') == 'leased' then return end
-    deactivate(a, g)
-  end
-  if not head then return end
-  local nb = tonumber(redis.call('HGET', k_task(head), 'nb') or '0')
-  if nb > now then
-    redis.call('ZADD', K_DELAYED, nb, head)
-    redis.call('HSET', k_task(head), 'state', 'delayed')
-  else
-    xadd(head)
-  end
-  redis.call('HSET', K_ACTIVE, g, head)
-end
-"#
-    )
-}
-
-/// KEYS[1] = full dedupe key. ARGV: prefix, dedupe TTL ms, group, payload.
-/// Returns the new task id, or 0 for a duplicate.
-const ENQUEUE_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local now = now_ms()
-local g = ARGV[3]
-local id = redis.call('INCR', K_SEQ)
-redis.call('SET', KEYS[1], struct.pack('>I8', id), 'PX', ARGV[2])
-id = tostring(id)
-redis.call('HSET', k_task(id), 'group', g, 'payload', ARGV[4], 'attempt', 0, 'enq', now,
-  'nb', now, 'state', 'waiting')
-redis.call('ZADD', K_TASKS, id, id)
-redis.call('ZADD', k_group(g), id, id)
-schedule(g, now)
-return tonumber(id)
-"#;
-
-/// ARGV: prefix, lease ms, consumer name. Returns `{id, group, payload, attempt, enq, err}`
-/// or nil.
-fn claim_lua() -> String {
-    format!(
-        r#"
-local now = now_ms()
-local lease = tonumber(ARGV[2])
-local consumer = ARGV[3]
-local function lease_it(id)
-  local tk = k_task(id)
-  redis.call('ZADD', K_LEASES, now + lease, id)
-  redis.call('HSET', tk, 'state', 'leased')
-  local f = redis.call('HMGET', tk, 'group', 'payload', 'attempt', 'enq', 'err')
-  return {{id, f[1], f[2], f[3], f[4], f[5]}}
-end
--- 1. A lease that ran out: this consumer takes the pending entry over.
-for _ = 1, {STALE_LEASE_LIMIT} do
-  local id = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, 1)[1]
-  if not id then break end
-  local sid = redis.call('HGET', k_task(id), 'sid')
-  if sid then
-    redis.pcall('XCLAIM', K_READY, CG, consumer, 0, sid)
-    return lease_it(id)
-  end
-  redis.call('ZREM', K_LEASES, id)
-end
--- 2. Due retries join the stream.
-local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, {PROMOTE_BATCH})
-for _, id in ipairs(due) do
-  redis.call('ZREM', K_DELAYED, id)
-  xadd(id)
-end
--- 3. The next undelivered entry of the stream, through the consumer group.
-for _ = 1, {SKIP_LIMIT} do
-  local r = redis.pcall('XREADGROUP', 'GROUP', CG, consumer, 'COUNT', 1, 'STREAMS', K_READY, '>')
-  if type(r) == 'table' and r.err then
-    -- No stream or no group yet (fresh Redis, or the keys were deleted): create both.
-    redis.call('XGROUP', 'CREATE', K_READY, CG, '0', 'MKSTREAM')
-    r = redis.call('XREADGROUP', 'GROUP', CG, consumer, 'COUNT', 1, 'STREAMS', K_READY, '>')
-  end
-  if not r then return false end
-  local entry = r[1][2][1]
-  local sid, id = entry[1], entry[2][2]
-  if redis.call('HGET', k_task(id), 'sid') == sid then return lease_it(id) end
-  -- Stale (its task finished or moved meanwhile): drop it.
-  redis.call('XACK', K_READY, CG, sid)
-  redis.call('XDEL', K_READY, sid)
-end
-return false
-"#
-    )
-}
-
-/// ARGV: prefix, id. Returns 1 if the task existed, 0 otherwise (idempotent).
-const COMPLETE_LUA: &str = r#"
-local id = ARGV[2]
-local tk = k_task(id)
-local g = redis.call('HGET', tk, 'group')
-if not g then return 0 end
-deactivate(id, g)
-redis.call('DEL', tk)
-redis.call('ZREM', K_TASKS, id)
-redis.call('ZREM', k_group(g), id)
-schedule(g, now_ms())
-return 1
-"#;
-
-/// ARGV: prefix, id, delay ms[, error]. With an error: a failed attempt (counted, error
-/// kept); without: postponed (attempt and last error unchanged). Returns 1, or -1 for an
-/// unknown task.
-const RESCHEDULE_LUA: &str = r#"
-local id = ARGV[2]
-local tk = k_task(id)
-local g = redis.call('HGET', tk, 'group')
-if not g then return -1 end
-local now = now_ms()
-deactivate(id, g)
-if ARGV[4] then
-  redis.call('HINCRBY', tk, 'attempt', 1)
-  redis.call('HSET', tk, 'err', ARGV[4])
-end
-redis.call('HSET', tk, 'nb', now + tonumber(ARGV[3]))
-schedule(g, now)
-return 1
-"#;
-
-/// ARGV: prefix, id, reason. Returns 1, or -1 for an unknown task.
-const DEAD_LETTER_LUA: &str = r#"
-local id = ARGV[2]
-local tk = k_task(id)
-local g = redis.call('HGET', tk, 'group')
-if not g then return -1 end
-local now = now_ms()
-deactivate(id, g)
-local f = redis.call('HMGET', tk, 'payload', 'attempt', 'enq', 'err')
-local dk = k_dead(id)
-redis.call('HSET', dk, 'group', g, 'payload', f[1], 'attempt', f[2], 'enq', f[3],
-  'reason', ARGV[3], 'failed', now)
-if f[4] then redis.call('HSET', dk, 'err', f[4]) end
-redis.call('ZADD', K_DEAD, id, id)
-redis.call('DEL', tk)
-redis.call('ZREM', K_TASKS, id)
-redis.call('ZREM', k_group(g), id)
-schedule(g, now)
-return 1
-"#;
-
-/// ARGV: prefix, id. Returns 1 if a dead letter went back to the queue, 0 if there was none.
-const REPLAY_LUA: &str = r#"
-local id = ARGV[2]
-local dk = k_dead(id)
-local f = redis.call('HMGET', dk, 'group', 'payload', 'enq', 'err')
-if not f[1] then return 0 end
-local g = f[1]
-local now = now_ms()
-local tk = k_task(id)
-redis.call('HSET', tk, 'group', g, 'payload', f[2], 'attempt', 0, 'enq', f[3], 'nb', now,
-  'state', 'waiting')
-if f[4] then redis.call('HSET', tk, 'err', f[4]) end
-redis.call('ZADD', K_TASKS, id, id)
-redis.call('ZADD', k_group(g), id, id)
-redis.call('DEL', dk)
-redis.call('ZREM', K_DEAD, id)
-schedule(g, now)
-return 1
-"#;
-
-/// ARGV: prefix. Makes every delayed head due now; returns how many were not yet due.
-const RETRY_ALL_NOW_LUA: &str = r#"
-local now = now_ms()
-local delayed = redis.call('ZRANGE', K_DELAYED, 0, -1, 'WITHSCORES')
-local n = 0
-for i = 1, #delayed, 2 do
-  local id = delayed[i]
-  if tonumber(delayed[i + 1]) > now then n = n + 1 end
-  redis.call('ZREM', K_DELAYED, id)
-  redis.call('HSET', k_task(id), 'nb', now)
-  xadd(id)
-end
-return n
-"#;
-
-/// ARGV: prefix, limit. Unfinished tasks in id order: `{id, group, payload, attempt, enq, err}`.
-const LIST_QUEUE_LUA: &str = r#"
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', K_TASKS, 0, tonumber(ARGV[2]) - 1)) do
-  local f = redis.call('HMGET', k_task(id), 'group', 'payload', 'attempt', 'enq', 'err')
-  if f[1] then out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5]} end
-end
-return out
-"#;
-
-/// ARGV: prefix, limit. Dead letters newest first:
-/// `{id, group, payload, attempt, enq, err, reason, failed}`.
-const LIST_DEAD_LUA: &str = r#"
-local out = {}
-for _, id in ipairs(redis.call('ZREVRANGE', K_DEAD, 0, tonumber(ARGV[2]) - 1)) do
-  local f = redis.call('HMGET', k_dead(id), 'group', 'payload', 'attempt', 'enq', 'err',
-    'reason', 'failed')
-  if f[1] then out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7]} end
-end
-return out
-"#;
-
-/// ARGV: prefix, idle ms. Creates the stream and consumer group if missing, and forgets
-/// consumers (instances that went away) idle longer than that with nothing pending. Forgetting
-/// a live consumer is harmless: `XREADGROUP` recreates it on its next claim.
-const PREPARE_GROUP_LUA: &str = r#"
-local ok = redis.pcall('XGROUP', 'CREATE', K_READY, CG, '0', 'MKSTREAM')
-if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP') then
-  return redis.error_reply(ok.err)
-end
-local forgotten = 0
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', K_READY, CG)) do
-  local f = {}
-  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
-  if tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[2]) then
-    redis.call('XGROUP', 'DELCONSUMER', K_READY, CG, f['name'])
-    forgotten = forgotten + 1
-  end
-end
-return forgotten
-"#;
-
-/// ARGV: prefix, call date ms, E.164 or "", manager id or "", entry JSON.
-fn append_call_log_lua() -> String {
-    format!(
-        r#"
-local P = ARGV[1]
-local seq = redis.call('INCR', P .. '{CALL_LOG_SEQ}')
-local member = string.format('%020d', seq)
-redis.call('ZADD', P .. '{CALL_LOG}', ARGV[2], member)
-redis.call('HSET', P .. '{CALL_LOG_ENTRIES}', member, ARGV[5])
-if ARGV[3] ~= '' and ARGV[4] ~= '' then
-  local k = P .. '{LAST_TALKED}'
-  local cur = redis.call('HGET', k, ARGV[3])
-  local date = tonumber(ARGV[2])
-  if (not cur) or tonumber(string.match(cur, '^(-?%d+):')) <= date then
-    redis.call('HSET', k, ARGV[3], ARGV[2] .. ':' .. ARGV[4])
-  end
-end
-return 1
-"#
-    )
-}
-
-/// ARGV: prefix, entry JSON (without id). Returns the new id.
-fn quarantine_lua() -> String {
-    format!(
-        r#"
-local P = ARGV[1]
-local id = redis.call('INCR', P .. '{QUARANTINE_SEQ}')
-redis.call('HSET', P .. '{QUARANTINE_ENTRIES}', id, ARGV[2])
-redis.call('ZADD', P .. '{QUARANTINE}', id, id)
-return id
-"#
-    )
-}
-
-struct Scripts {
-    prepare_group: Script,
-    enqueue: Script,
-    claim: Script,
-    complete: Script,
-    reschedule: Script,
-    dead_letter: Script,
-    replay: Script,
-    retry_all_now: Script,
-    list_queue: Script,
-    list_dead: Script,
-    append_call_log: Script,
-    quarantine: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        let prelude = lua_prelude();
-        let queue = |body: &str| Script::new(&format!("{prelude}{body}"));
-        Scripts {
-            prepare_group: queue(PREPARE_GROUP_LUA),
-            enqueue: queue(ENQUEUE_LUA),
-            claim: queue(&claim_lua()),
-            complete: queue(COMPLETE_LUA),
-            reschedule: queue(RESCHEDULE_LUA),
-            dead_letter: queue(DEAD_LETTER_LUA),
-            replay: queue(REPLAY_LUA),
-            retry_all_now: queue(RETRY_ALL_NOW_LUA),
-            list_queue: queue(LIST_QUEUE_LUA),
-            list_dead: queue(LIST_DEAD_LUA),
-            append_call_log: Script::new(&append_call_log_lua()),
-            quarantine: Script::new(&quarantine_lua()),
-        }
+/// Maps a queue script's answer: -2 is a lease no longer held.
+fn held(answer: i64, lease: Lease) -> Result<(), StoreError> {
+    if answer == -2 {
+        Err(StoreError::LeaseLost(lease.id))
+    } else {
+        Ok(())
     }
-}
-
-// --- helpers -----------------------------------------------------------------------------
-
-fn backend(e: redis::RedisError) -> StoreError {
-    StoreError::Backend(format!("redis: {e}"))
-}
-
-fn corrupt(key: impl Into<String>, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        key: key.into(),
-        detail: detail.to_string(),
-    }
-}
-
-/// A TTL in whole milliseconds, or `None` when it is already over (zero, or below 1 ms):
-/// such a key counts as expired at once, as in the embedded store.
-fn ttl_ms(ttl: Duration) -> Option<u64> {
-    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    (ms > 0).then_some(ms)
-}
-
-/// Escapes the glob characters of `SCAN MATCH`.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `{id, group, payload, attempt, enq, err}` as the queue scripts return it.
-type TaskTuple = (u64, String, Vec<u8>, u32, u64, Option<String>);
-
-fn task_from(t: TaskTuple) -> QueuedTask {
-    let (id, group, payload, attempt, enqueued_at_ms, last_error) = t;
-    QueuedTask {
-        id,
-        group,
-        payload,
-        attempt,
-        enqueued_at_ms,
-        last_error,
-    }
-}
-
-fn encode_owner(entry: OwnerEntry) -> String {
-    let part = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
-    format!(
-        "{}:{}",
-        part(entry.customer_id.map(|c| c.0)),
-        part(entry.manager_id.map(|m| m.0))
-    )
-}
-
-fn decode_owner(key: &str, raw: &str) -> Result<OwnerEntry, StoreError> {
-    let (customer, manager) = raw
-        .split_once(':')
-        .ok_or_else(|| corrupt(key, "owner entry without ':'"))?;
-    let part = |s: &str| -> Result<Option<u64>, StoreError> {
-        if s.is_empty() {
-            Ok(None)
-        } else {
-            s.parse().map(Some).map_err(|e| corrupt(key, e))
-        }
-    };
-    Ok(OwnerEntry {
-        customer_id: part(customer)?.map(CustomerId),
-        manager_id: part(manager)?.map(ManagerId),
-    })
-}
-
-/// A quarantine entry as stored (its id is the hash field).
-#[derive(Serialize, Deserialize)]
-struct QuarantineRecord {
-    received_at_ms: u64,
-    reason: String,
-    content_type: Option<String>,
-    raw: String,
 }
 
 // --- the store ---------------------------------------------------------------------------
@@ -655,34 +257,47 @@ impl RedisStore {
     /// [`Store::reschedule`] (with an error) and [`Store::postpone`] (without): one script.
     async fn delay_task(
         &self,
-        id: u64,
+        lease: Lease,
         delay: Duration,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let task = id.to_string();
+        let task = lease.id.to_string();
+        let token = lease.token.to_string();
         let delay_ms = u64::try_from(delay.as_millis())
             .unwrap_or(u64::MAX)
             .to_string();
-        let mut args = vec![task.as_bytes(), delay_ms.as_bytes()];
+        let mut args = vec![task.as_bytes(), token.as_bytes(), delay_ms.as_bytes()];
         args.extend(error.map(str::as_bytes));
-        let found: i64 = self.run(&self.scripts.reschedule, &[], &args).await?;
-        if found < 0 {
-            return Err(StoreError::NoSuchTask(id));
-        }
-        Ok(())
+        let done: i64 = self.run(&self.scripts.reschedule, &[], &args).await?;
+        held(done, lease)
+    }
+
+    /// Runs a queue script taking `id, token, extra…` that answers -2 for a lost lease.
+    async fn with_lease(
+        &self,
+        script: &Script,
+        lease: Lease,
+        extra: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        let task = lease.id.to_string();
+        let token = lease.token.to_string();
+        let mut args = vec![task.as_bytes(), token.as_bytes()];
+        args.extend_from_slice(extra);
+        let done: i64 = self.run(script, &[], &args).await?;
+        held(done, lease)
     }
 
     /// Connects (the connection manager reconnects by itself later), makes sure the queue's
     /// stream and consumer group exist, and forgets long-idle consumers (see
     /// [`CONSUMER_FORGET_AFTER`]).
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(backend)?;
+        let client = Client::open(url).map_err(StoreError::Redis)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT));
         let conn = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(backend)?;
+            .map_err(StoreError::Redis)?;
         let store = RedisStore {
             conn,
             prefix: key_prefix.to_owned(),
@@ -737,22 +352,27 @@ impl RedisStore {
         for a in args {
             inv.arg(*a);
         }
-        inv.invoke_async(&mut self.conn()).await.map_err(backend)
+        inv.invoke_async(&mut self.conn())
+            .await
+            .map_err(StoreError::Redis)
     }
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl KeyValue for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = redis::cmd("PING")
             .query_async(&mut self.conn())
             .await
-            .map_err(backend)?;
+            .map_err(StoreError::Redis)?;
         Ok(())
     }
 
     async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.conn().get(self.kv_key(key)).await.map_err(backend)
+        self.conn()
+            .get(self.kv_key(key))
+            .await
+            .map_err(StoreError::Redis)
     }
 
     async fn set_raw(
@@ -774,7 +394,7 @@ impl Store for RedisStore {
         }
         cmd.query_async::<()>(&mut self.conn())
             .await
-            .map_err(backend)
+            .map_err(StoreError::Redis)
     }
 
     async fn set_raw_if_absent(
@@ -794,11 +414,14 @@ impl Store for RedisStore {
             // Set and expired in the same instant: it wins if the key was absent, and
             // leaves nothing behind.
             Some(None) => {
-                let exists: bool = self.conn().exists(&k).await.map_err(backend)?;
+                let exists: bool = self.conn().exists(&k).await.map_err(StoreError::Redis)?;
                 return Ok(!exists);
             }
         }
-        let reply: Option<String> = cmd.query_async(&mut self.conn()).await.map_err(backend)?;
+        let reply: Option<String> = cmd
+            .query_async(&mut self.conn())
+            .await
+            .map_err(StoreError::Redis)?;
         Ok(reply.is_some())
     }
 
@@ -806,7 +429,7 @@ impl Store for RedisStore {
         self.conn()
             .del::<_, ()>(self.kv_key(key))
             .await
-            .map_err(backend)
+            .map_err(StoreError::Redis)
     }
 
     async fn scan_prefix(
@@ -831,7 +454,7 @@ impl Store for RedisStore {
                 .arg(SCAN_COUNT)
                 .query_async(&mut conn)
                 .await
-                .map_err(backend)?;
+                .map_err(StoreError::Redis)?;
             keys.extend(batch);
             if next == 0 {
                 break;
@@ -847,7 +470,7 @@ impl Store for RedisStore {
                 .arg(chunk)
                 .query_async(&mut conn)
                 .await
-                .map_err(backend)?;
+                .map_err(StoreError::Redis)?;
             for (k, v) in chunk.iter().zip(values) {
                 // Expired (or deleted) between the scan and the read: absent.
                 if let Some(v) = v
@@ -863,16 +486,47 @@ impl Store for RedisStore {
         Ok(out)
     }
 
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let deleted: i64 = self
+            .run(
+                &self.scripts.delete_if_equals,
+                &[&self.kv_key(key)],
+                &[value],
+            )
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ms = ttl_ms(ttl).unwrap_or(1).to_string();
+        let renewed: i64 = self
+            .run(
+                &self.scripts.expire_if_equals,
+                &[&self.kv_key(key)],
+                &[value, ms.as_bytes()],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
         self.conn()
             .incr(format!("{}{SEQ}{sequence}", self.prefix), 1u64)
             .await
-            .map_err(backend)
+            .map_err(StoreError::Redis)
     }
+}
 
+#[async_trait]
+impl OwnerIndex for RedisStore {
     async fn get_owner(&self, phone: &PhoneNumber) -> Result<Option<OwnerEntry>, StoreError> {
         let key = self.owner_key(phone);
-        let raw: Option<String> = self.conn().get(&key).await.map_err(backend)?;
+        let raw: Option<String> = self.conn().get(&key).await.map_err(StoreError::Redis)?;
         raw.map(|r| decode_owner(&key, &r)).transpose()
     }
 
@@ -888,19 +542,27 @@ impl Store for RedisStore {
                 .conn()
                 .pset_ex::<_, _, ()>(&key, encode_owner(entry), ms)
                 .await
-                .map_err(backend),
-            None => self.conn().del::<_, ()>(&key).await.map_err(backend),
+                .map_err(StoreError::Redis),
+            None => self
+                .conn()
+                .del::<_, ()>(&key)
+                .await
+                .map_err(StoreError::Redis),
         }
     }
+}
 
+#[async_trait]
+impl ManagerStates for RedisStore {
     async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError> {
         let raw: Option<Vec<u8>> = self
             .conn()
             .hget(self.key(MANAGERS), id.0)
             .await
-            .map_err(backend)?;
+            .map_err(StoreError::Redis)?;
         raw.map(|r| {
-            serde_json::from_slice(&r).map_err(|e| corrupt(format!("{MANAGERS}/{}", id.0), e))
+            serde_json::from_slice(&r)
+                .map_err(|e| StoreError::corrupt(format!("{MANAGERS}/{}", id.0), e))
         })
         .transpose()
     }
@@ -910,17 +572,20 @@ impl Store for RedisStore {
         id: ManagerId,
         state: ManagerState,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(&state)
-            .map_err(|e| StoreError::Backend(format!("manager state: {e}")))?;
+        let json =
+            serde_json::to_vec(&state).map_err(|e| StoreError::encode("manager state", e))?;
         self.conn()
             .hset::<_, _, _, ()>(self.key(MANAGERS), id.0, json)
             .await
-            .map_err(backend)
+            .map_err(StoreError::Redis)
     }
+}
 
+#[async_trait]
+impl CallLog for RedisStore {
     async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(entry)
-            .map_err(|e| StoreError::Backend(format!("call log entry: {e}")))?;
+        let json =
+            serde_json::to_vec(entry).map_err(|e| StoreError::encode("call log entry", e))?;
         let date = entry.date.and_utc().timestamp_millis().to_string();
         let phone = entry
             .client_phone
@@ -945,12 +610,12 @@ impl Store for RedisStore {
             .conn()
             .hget(self.key(LAST_TALKED), phone.e164())
             .await
-            .map_err(backend)?;
+            .map_err(StoreError::Redis)?;
         raw.map(|r| {
             r.rsplit_once(':')
                 .and_then(|(_, m)| m.parse().ok())
                 .map(ManagerId)
-                .ok_or_else(|| corrupt(format!("{LAST_TALKED}/{}", phone.masked()), r))
+                .ok_or_else(|| StoreError::corrupt(format!("{LAST_TALKED}/{}", phone.masked()), r))
         })
         .transpose()
     }
@@ -967,8 +632,10 @@ impl Store for RedisStore {
         let mut start = 0isize;
         while out.len() < limit {
             let stop = start + CALL_LOG_PAGE as isize - 1;
-            let members: Vec<String> =
-                conn.zrevrange(&index, start, stop).await.map_err(backend)?;
+            let members: Vec<String> = conn
+                .zrevrange(&index, start, stop)
+                .await
+                .map_err(StoreError::Redis)?;
             if members.is_empty() {
                 break;
             }
@@ -977,11 +644,11 @@ impl Store for RedisStore {
                 .arg(&members)
                 .query_async(&mut conn)
                 .await
-                .map_err(backend)?;
+                .map_err(StoreError::Redis)?;
             for (member, json) in members.iter().zip(jsons) {
                 let Some(json) = json else { continue };
                 let entry: CallLogEntry = serde_json::from_slice(&json)
-                    .map_err(|e| corrupt(format!("{CALL_LOG_ENTRIES}/{member}"), e))?;
+                    .map_err(|e| StoreError::corrupt(format!("{CALL_LOG_ENTRIES}/{member}"), e))?;
                 if filter.matches(&entry) {
                     out.push(entry);
                     if out.len() >= limit {
@@ -993,7 +660,10 @@ impl Store for RedisStore {
         }
         Ok(out)
     }
+}
 
+#[async_trait]
+impl Queue for RedisStore {
     async fn enqueue(
         &self,
         dedupe_key: &str,
@@ -1018,42 +688,47 @@ impl Store for RedisStore {
 
     async fn claim_next(&self, lease: Duration) -> Result<Option<QueuedTask>, StoreError> {
         let lease = ttl_ms(lease).unwrap_or(0).to_string();
-        let task: Option<TaskTuple> = self
+        let task: Option<(u64, String, Vec<u8>, u32, u64, Option<String>, u64)> = self
             .run(
                 &self.scripts.claim,
                 &[],
                 &[lease.as_bytes(), self.consumer.as_bytes()],
             )
             .await?;
-        Ok(task.map(task_from))
+        Ok(task.map(
+            |(id, group, payload, attempt, enq, err, token)| QueuedTask {
+                lease_token: token,
+                ..task_from((id, group, payload, attempt, enq, err))
+            },
+        ))
     }
 
-    async fn complete(&self, id: u64) -> Result<(), StoreError> {
-        self.run::<i64>(&self.scripts.complete, &[], &[id.to_string().as_bytes()])
+    async fn renew_lease(&self, lease: Lease, duration: Duration) -> Result<(), StoreError> {
+        let ms = ttl_ms(duration).unwrap_or(1).to_string();
+        self.with_lease(&self.scripts.renew_lease, lease, &[ms.as_bytes()])
             .await
-            .map(|_| ())
     }
 
-    async fn reschedule(&self, id: u64, delay: Duration, error: &str) -> Result<(), StoreError> {
-        self.delay_task(id, delay, Some(error)).await
+    async fn complete(&self, lease: Lease) -> Result<(), StoreError> {
+        self.with_lease(&self.scripts.complete, lease, &[]).await
     }
 
-    async fn postpone(&self, id: u64, delay: Duration) -> Result<(), StoreError> {
-        self.delay_task(id, delay, None).await
+    async fn reschedule(
+        &self,
+        lease: Lease,
+        delay: Duration,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.delay_task(lease, delay, Some(error)).await
     }
 
-    async fn dead_letter(&self, id: u64, reason: &str) -> Result<(), StoreError> {
-        let found: i64 = self
-            .run(
-                &self.scripts.dead_letter,
-                &[],
-                &[id.to_string().as_bytes(), reason.as_bytes()],
-            )
-            .await?;
-        if found < 0 {
-            return Err(StoreError::NoSuchTask(id));
-        }
-        Ok(())
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), StoreError> {
+        self.delay_task(lease, delay, None).await
+    }
+
+    async fn dead_letter(&self, lease: Lease, reason: &str) -> Result<(), StoreError> {
+        self.with_lease(&self.scripts.dead_letter, lease, &[reason.as_bytes()])
+            .await
     }
 
     async fn retry_all_now(&self) -> Result<u64, StoreError> {
@@ -1061,7 +736,10 @@ impl Store for RedisStore {
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        self.conn().zcard(self.key(Q_TASKS)).await.map_err(backend)
+        self.conn()
+            .zcard(self.key(Q_TASKS))
+            .await
+            .map_err(StoreError::Redis)
     }
 
     async fn list_queue(&self, limit: usize) -> Result<Vec<QueuedTask>, StoreError> {
@@ -1097,7 +775,10 @@ impl Store for RedisStore {
     }
 
     async fn dead_letter_count(&self) -> Result<u64, StoreError> {
-        self.conn().zcard(self.key(Q_DEAD)).await.map_err(backend)
+        self.conn()
+            .zcard(self.key(Q_DEAD))
+            .await
+            .map_err(StoreError::Redis)
     }
 
     async fn replay_dead_letter(&self, id: u64) -> Result<bool, StoreError> {
@@ -1119,7 +800,7 @@ impl Store for RedisStore {
             content_type: content_type.map(str::to_owned),
             raw: raw.to_owned(),
         })
-        .map_err(|e| StoreError::Backend(format!("quarantine entry: {e}")))?;
+        .map_err(|e| StoreError::encode("quarantine entry", e))?;
         self.run(&self.scripts.quarantine, &[], &[&json]).await
     }
 
@@ -1132,7 +813,7 @@ impl Store for RedisStore {
         let ids: Vec<u64> = conn
             .zrevrange(self.key(QUARANTINE), 0, stop)
             .await
-            .map_err(backend)?;
+            .map_err(StoreError::Redis)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -1141,12 +822,12 @@ impl Store for RedisStore {
             .arg(&ids)
             .query_async(&mut conn)
             .await
-            .map_err(backend)?;
+            .map_err(StoreError::Redis)?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, json) in ids.into_iter().zip(jsons) {
             let Some(json) = json else { continue };
             let r: QuarantineRecord = serde_json::from_slice(&json)
-                .map_err(|e| corrupt(format!("{QUARANTINE_ENTRIES}/{id}"), e))?;
+                .map_err(|e| StoreError::corrupt(format!("{QUARANTINE_ENTRIES}/{id}"), e))?;
             out.push(QuarantineEntry {
                 id,
                 received_at_ms: r.received_at_ms,
@@ -1156,44 +837,5 @@ impl Store for RedisStore {
             });
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_entries_roundtrip_through_their_string_form() {
-        for entry in [
-            OwnerEntry::NEGATIVE,
-            OwnerEntry {
-                customer_id: Some(CustomerId(42)),
-                manager_id: Some(ManagerId(7)),
-            },
-            OwnerEntry {
-                customer_id: Some(CustomerId(1)),
-                manager_id: None,
-            },
-        ] {
-            assert_eq!(
-                decode_owner("k", &encode_owner(entry)).expect("decode"),
-                entry
-            );
-        }
-        assert_eq!(encode_owner(OwnerEntry::NEGATIVE), ":");
-        assert!(decode_owner("k", "42").is_err());
-    }
-
-    #[test]
-    fn scan_patterns_escape_glob_characters() {
-        assert_eq!(glob_escape("a*b?[c]\\d:"), "a\\*b\\?\\[c\\]\\\\d:");
-    }
-
-    #[test]
-    fn zero_ttls_count_as_expired() {
-        assert_eq!(ttl_ms(Duration::ZERO), None);
-        assert_eq!(ttl_ms(Duration::from_micros(999)), None);
-        assert_eq!(ttl_ms(Duration::from_millis(50)), Some(50));
     }
 }
