@@ -184,6 +184,10 @@ pub struct CrmSettings {
     pub telephony_rate_limit_rps: u32,
     /// Share of both rates reserved for lookups; the worker gets the rest.
     pub lookup_share: f64,
+    /// Most calls per `telephony/calls/upload` (1..=50).
+    pub calls_upload_batch: usize,
+    /// A batch of call records is sent at the latest this long after its first call.
+    pub calls_upload_flush_ms: u64,
     pub create_on_incoming: CreateOnIncoming,
     pub create_on_outgoing: CreateOnOutgoing,
     /// Senior manager (0 = none).
@@ -448,6 +452,10 @@ pub struct CrmOptions {
     pub closed_status_groups: HashSet<String>,
     /// The telephony module's `clientId` (empty: callbacks that need it answer 503).
     pub client_id: SecretString,
+    /// Most calls per `telephony/calls/upload`.
+    pub calls_upload_batch: usize,
+    /// A batch of call records is sent at the latest this long after its first call.
+    pub calls_upload_flush: Duration,
 }
 
 /// `[store]`, validated.
@@ -582,6 +590,14 @@ impl TryFrom<Settings> for Config {
             return Err(invalid(
                 "crm.lookup_share must be above 0 and below 1 (a share of the CRM rates)",
             ));
+        }
+        if !(1..=crate::worker::call_batch::MAX_CALLS_PER_UPLOAD)
+            .contains(&s.crm.calls_upload_batch)
+        {
+            return Err(invalid("crm.calls_upload_batch must be between 1 and 50"));
+        }
+        if s.crm.calls_upload_flush_ms == 0 {
+            return Err(invalid("crm.calls_upload_flush_ms must be positive"));
         }
         if s.crm.default_site.trim().is_empty() {
             return Err(invalid("crm.default_site must not be empty"));
@@ -738,6 +754,8 @@ impl TryFrom<Settings> for Config {
                 lookup_share: s.crm.lookup_share,
                 closed_status_groups: s.crm.closed_status_groups.into_iter().collect(),
                 client_id: s.crm.client_id,
+                calls_upload_batch: s.crm.calls_upload_batch,
+                calls_upload_flush: Duration::from_millis(s.crm.calls_upload_flush_ms),
             },
             store,
             ringostat: s.ringostat,

@@ -224,6 +224,8 @@ impl Application {
                 schedule: config.worker.retry,
                 lease: config.worker.lease,
                 owner_ttl: config.lookup.owner_ttl,
+                calls_upload_batch: config.crm.calls_upload_batch,
+                calls_upload_flush: config.crm.calls_upload_flush,
             },
         ));
         let state = AppState::new(AppContext {

@@ -94,7 +94,9 @@ pub struct CrmBudget {
     shares: [[Option<DefaultDirectRateLimiter>; 2]; 2],
     /// Tokens taken, `[consumer][class]`.
     taken: [[AtomicU64; 2]; 2],
-    paused_until: Mutex<Option<Instant>>,
+    /// Pause after a 503/429, per class: a rate-limited general request never holds up a
+    /// pop-up (telephony), and the reverse.
+    paused_until: [Mutex<Option<Instant>>; 2],
     metrics: Arc<Metrics>,
 }
 
@@ -112,7 +114,7 @@ impl CrmBudget {
             whole: rps.map(even),
             shares: [share(lookup_share), share(1.0 - lookup_share)],
             taken: Default::default(),
-            paused_until: Mutex::new(None),
+            paused_until: [Mutex::new(None), Mutex::new(None)],
             metrics,
         })
     }
@@ -144,7 +146,9 @@ impl Gate {
         let budget = &self.budget;
         let started = Instant::now();
         loop {
-            let until = *budget.paused_until.lock().expect("pause lock poisoned");
+            let until = *budget.paused_until[class.index()]
+                .lock()
+                .expect("pause lock poisoned");
             match until {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
                 _ => break,
@@ -170,15 +174,13 @@ impl Gate {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// After a request: a rate-limited answer pauses every consumer.
-    pub fn observe<T>(&self, method: &str, result: &Result<T, CrmError>) {
+    /// After a request of `class`: a rate-limited answer pauses every consumer of that class.
+    pub fn observe<T>(&self, method: &str, class: Class, result: &Result<T, CrmError>) {
         if let Err(CrmError::RateLimited { retry_after }) = result {
             let pause = retry_after
                 .unwrap_or(DEFAULT_RATE_LIMIT_PAUSE)
                 .min(MAX_RATE_LIMIT_PAUSE);
-            let mut paused = self
-                .budget
-                .paused_until
+            let mut paused = self.budget.paused_until[class.index()]
                 .lock()
                 .expect("pause lock poisoned");
             let until = Instant::now() + pause;
@@ -198,6 +200,31 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_rate_limited_general_request_does_not_pause_pop_ups() {
+        let budget = CrmBudget::new(10, 40, 0.2, Arc::new(Metrics::default()));
+        let worker = budget.gate(Consumer::Worker);
+        let limited: Result<(), CrmError> = Err(CrmError::RateLimited {
+            retry_after: Some(Duration::from_secs(2)),
+        });
+        worker.observe("customers", Class::General, &limited);
+        // A telephony request (a pop-up) goes at once...
+        let started = Instant::now();
+        worker.admit(Class::Telephony).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "the pop-up waited out the general pause: {:?}",
+            started.elapsed()
+        );
+        // ...while a general one waits out the pause.
+        let general =
+            tokio::time::timeout(Duration::from_millis(500), worker.admit(Class::General));
+        assert!(
+            general.await.is_err(),
+            "the general request ignored the pause"
+        );
+    }
 
     #[test]
     fn even_limiters_allow_no_burst() {

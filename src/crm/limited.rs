@@ -57,7 +57,7 @@ impl LimitedCrm {
             .get_or_create(&CrmLabels { method, outcome })
             .inc();
         if let Some(gate) = &self.per_call {
-            gate.observe(method, &result);
+            gate.observe(method, class, &result);
         }
         result
     }

@@ -22,6 +22,7 @@
 //! - **Retries**: retryable CRM errors (network, timeouts, 5xx, 503/429, 403) are retried with
 //!   capped exponential backoff and jitter; bad content (validation) is dead-lettered at once.
 
+pub mod call_batch;
 pub mod retry;
 pub mod task;
 
@@ -51,6 +52,7 @@ use crate::{
     store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
     sync::mirror::SharedMirror,
 };
+use call_batch::CallBatcher;
 use retry::RetrySchedule;
 use task::StoredWebhook;
 
@@ -162,6 +164,10 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// TTL of the owner index entries the worker refreshes.
     pub owner_ttl: Duration,
+    /// Most calls per `telephony/calls/upload` (`crm.calls_upload_batch`).
+    pub calls_upload_batch: usize,
+    /// A batch of call records is sent at the latest this long after its first call.
+    pub calls_upload_flush: Duration,
 }
 
 /// Everything the worker needs. Built once in `startup`.
@@ -182,6 +188,8 @@ pub struct Worker {
     pub rules: Arc<RuleBook>,
     mirror: Option<Arc<SharedMirror>>,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
+    /// Call records on their way to `telephony/calls/upload`, in batches.
+    calls: CallBatcher,
 }
 
 fn local_now() -> NaiveDateTime {
@@ -207,7 +215,10 @@ impl Worker {
             schedule,
             lease,
             owner_ttl,
+            calls_upload_batch,
+            calls_upload_flush,
         } = config;
+        let calls = CallBatcher::new(crm.clone(), calls_upload_batch, calls_upload_flush);
         Worker {
             store,
             crm,
@@ -224,6 +235,7 @@ impl Worker {
             rules,
             mirror,
             statuses: tokio::sync::Mutex::new(None),
+            calls,
         }
     }
 
@@ -281,6 +293,8 @@ impl Worker {
         let Some(task) = self.store.claim_next(self.lease).await? else {
             return Ok(ExecutionOutcome::EmptyQueue);
         };
+        // While this task is in hand it may still add a call to the batch being gathered.
+        let _in_flight = self.calls.enter();
         let lease = task.lease();
         let lock: std::sync::Mutex<Option<NumberLock>> = std::sync::Mutex::new(None);
         let run = tokio::time::timeout(self.task_deadline(), self.process(&task, &lock));
@@ -794,9 +808,7 @@ impl Worker {
                 record.task = Some(*task_id);
             }
             Action::PopUp(notice) => self.crm.call_event(notice).await?,
-            Action::UploadCall(call) => {
-                self.crm.upload_calls(std::slice::from_ref(call)).await?;
-            }
+            Action::UploadCall(call) => self.calls.upload(call.clone()).await?,
         }
         self.store.set_json(&key, &record, Some(ACTION_TTL)).await?;
         call_trail::record(

@@ -11,6 +11,7 @@
 //! oha on the same box; the baseline suffers the same. Everything is on 127.0.0.1, every
 //! phase is bounded in time, and the suite stops by itself.
 
+mod budget;
 mod generator;
 mod scenarios;
 mod servers;

@@ -38,7 +38,7 @@ pub struct Options {
     /// Smaller counts, for a quick check of the harness itself.
     pub quick: bool,
     /// Run only the scenarios whose name starts with this (lookup, hung, ingest, backlog,
-    /// normalization, rss), e.g. under a profiler.
+    /// budget, normalization, rss), e.g. under a profiler.
     pub only: Option<String>,
 }
 
@@ -54,7 +54,7 @@ impl Default for Options {
 }
 
 /// One line of the report table.
-pub struct Row {
+pub(crate) struct Row {
     figure: String,
     target: String,
     measured: String,
@@ -62,7 +62,7 @@ pub struct Row {
 }
 
 #[derive(Clone, Copy)]
-enum Verdict {
+pub(crate) enum Verdict {
     Met,
     Missed,
     Reported,
@@ -70,7 +70,7 @@ enum Verdict {
 }
 
 impl Verdict {
-    fn of(ok: bool) -> Verdict {
+    pub(crate) fn of(ok: bool) -> Verdict {
         if ok { Verdict::Met } else { Verdict::Missed }
     }
     fn as_str(self) -> &'static str {
@@ -83,7 +83,7 @@ impl Verdict {
     }
 }
 
-fn row(figure: &str, target: &str, measured: String, verdict: Verdict) -> Row {
+pub(crate) fn row(figure: &str, target: &str, measured: String, verdict: Verdict) -> Row {
     Row {
         figure: figure.to_owned(),
         target: target.to_owned(),
@@ -205,6 +205,9 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     }
     if on("backlog") {
         rows.extend(backlog(opts, &gen_rt, &mut notes)?);
+    }
+    if on("budget") {
+        rows.extend(crate::budget::budget(opts, &gen_rt, &mut notes)?);
     }
     if on("normalization") {
         rows.push(normalization(&mut notes)?);
@@ -543,7 +546,7 @@ fn lookup_warm(
 
 // === Lookup with the CRM hung ===
 
-fn fake_crm(crm_rt: &Runtime, cfg: FakeCrmConfig) -> FakeRetailCrm {
+pub(crate) fn fake_crm(crm_rt: &Runtime, cfg: FakeCrmConfig) -> FakeRetailCrm {
     let crm = crm_rt.block_on(FakeRetailCrm::start(cfg));
     for id in 1..=MANAGERS {
         crm.add_user(FakeUser::manager(id, &format!("Manager{id}"), None));

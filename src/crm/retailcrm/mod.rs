@@ -333,7 +333,7 @@ impl RetailCrm {
         }
         let result = self.exchange(req).await;
         if let Some(gate) = &self.gate {
-            gate.observe(first, &result);
+            gate.observe(first, Class::of_path(first), &result);
         }
         result
     }
