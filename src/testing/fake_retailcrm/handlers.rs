@@ -314,14 +314,19 @@ fn parse_bool_filter(req: &ApiRequest, key: &str) -> Result<Option<bool>, ApiErr
     }
 }
 
-/// Applies `limit`/`page` and builds the `pagination` object.
-fn paginate(req: &ApiRequest, items: Vec<Value>) -> Result<(Value, Vec<Value>), ApiError> {
+/// `limit` (one of `allowed`, else 400; `default` when absent) and `page` (from 1, else 400),
+/// refused as retailCRM refuses them.
+fn limit_and_page(
+    req: &ApiRequest,
+    default: usize,
+    allowed: &[usize],
+) -> Result<(usize, usize), ApiError> {
     let limit = match req.query_one("limit") {
-        None => 20,
+        None => default,
         Some(s) => s
             .parse::<usize>()
             .ok()
-            .filter(|l| ALLOWED_LIMITS.contains(l))
+            .filter(|l| allowed.contains(l))
             .ok_or_else(|| input_error("limit", "The value you selected is not a valid choice."))?,
     };
     let page = match req.query_one("page") {
@@ -332,6 +337,12 @@ fn paginate(req: &ApiRequest, items: Vec<Value>) -> Result<(Value, Vec<Value>), 
             .filter(|p| *p >= 1)
             .ok_or_else(|| input_error("page", NOT_VALID))?,
     };
+    Ok((limit, page))
+}
+
+/// Applies `limit`/`page` and builds the `pagination` object.
+fn paginate(req: &ApiRequest, items: Vec<Value>) -> Result<(Value, Vec<Value>), ApiError> {
+    let (limit, page) = limit_and_page(req, 20, &ALLOWED_LIMITS)?;
     let total = items.len();
     let pagination = json!({
         "limit": limit,

@@ -209,22 +209,7 @@ pub(crate) fn customers_history(st: &CrmState, req: &ApiRequest) -> Answer {
         }
     };
     let customer = req.query_one("filter[customerId]");
-    let limit = match req.query_one("limit") {
-        None => DEFAULT_HISTORY_LIMIT,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|l| HISTORY_LIMITS.contains(l))
-            .ok_or_else(|| input_error("limit", "The value you selected is not a valid choice."))?,
-    };
-    let page = match req.query_one("page") {
-        None => 1,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|p| *p >= 1)
-            .ok_or_else(|| input_error("page", NOT_VALID))?,
-    };
+    let (limit, page) = super::limit_and_page(req, DEFAULT_HISTORY_LIMIT, &HISTORY_LIMITS)?;
     let matching: Vec<&Value> = st
         .history
         .iter()
