@@ -1,8 +1,8 @@
 //! The pre-call lookup service (SPEC §3, flow A): caller → owner → destination, always within
 //! `lookup.deadline_ms`.
 //!
-//! Hot path: parse the caller, read the owner mirror (flow F, in this process's memory on
-//! every store), then the manager's state, decide. Once the mirror's first import is done a
+//! Hot path: parse the caller, read the owner mirror (flow F) and the manager's state
+//! ([`ManagerBoard`]), both in this process's memory on every store, decide. Once the mirror's first import is done a
 //! number it does not have is nobody (`lookup.on_miss = "nobody"`), without asking anyone.
 //! Before that (or with `"ask_crm"`, or without `[sync]`) a miss reads the owner index
 //! (in memory for the embedded store) and then asks the CRM once per number however
@@ -31,7 +31,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{OwnerEntry, Store},
-    sync::mirror::SharedMirror,
+    sync::{managers::ManagerBoard, mirror::SharedMirror},
 };
 
 /// A pre-call question: who should take a call from `caller`?
@@ -117,6 +117,8 @@ pub struct LookupService {
     crm: Arc<dyn Crm>,
     /// The owner mirror, when `[sync]` is on.
     mirror: Option<Arc<SharedMirror>>,
+    /// The managers' states, in memory.
+    managers: Arc<ManagerBoard>,
     directory: Arc<ManagerDirectory>,
     normalizer: PhoneNormalizer,
     config: LookupConfig,
@@ -135,6 +137,7 @@ impl LookupService {
         store: Arc<dyn Store>,
         crm: Arc<dyn Crm>,
         mirror: Option<Arc<SharedMirror>>,
+        managers: Arc<ManagerBoard>,
         directory: Arc<ManagerDirectory>,
         normalizer: PhoneNormalizer,
         config: LookupConfig,
@@ -145,6 +148,7 @@ impl LookupService {
             store,
             crm,
             mirror,
+            managers,
             directory,
             normalizer,
             config,
@@ -350,7 +354,7 @@ impl LookupService {
             last_talked: last_talked.filter(active),
         };
         let state = match facts.owner {
-            Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.state_of(id).await,
+            Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.managers.get(id),
             _ => ManagerState::default(),
         };
         if let Some(trace) = trace {
@@ -360,7 +364,7 @@ impl LookupService {
             trace.last_talked = last_talked;
             trace.owner_state = match facts.owner {
                 Some(_) if policy == LookupPolicy::OwnerIfAvailable => Some(state),
-                Some(id) => Some(self.state_of(id).await),
+                Some(id) => Some(self.managers.get(id)),
                 None => None,
             };
         }
@@ -383,19 +387,6 @@ impl LookupService {
             Err(e) => {
                 tracing::warn!(error = %e, "Owner index read failed; answering nobody.");
                 None
-            }
-        }
-    }
-
-    async fn state_of(&self, id: ManagerId) -> ManagerState {
-        match self.store.get_manager_state(id).await {
-            Ok(state) => state.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(error = %e, manager = %id, "Manager state read failed; assuming away.");
-                ManagerState {
-                    status: crate::domain::manager::ManagerStatus::Busy,
-                    online: None,
-                }
             }
         }
     }

@@ -22,6 +22,8 @@
 //! The mirror is stored in the store's key/value space (`mirror:`), one record per
 //! customer, and loaded into memory at start: a restart needs no new import.
 
+pub mod follow;
+pub mod managers;
 pub mod mirror;
 pub mod redis;
 
@@ -38,6 +40,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use self::{
+    managers::ManagerBoard,
     mirror::{SharedMirror, SyncPhase},
     redis::{RedisSyncBus, SyncEvent},
 };
@@ -61,7 +64,7 @@ const CLOCK_PROBE: &str = "2100-01-01 00:00:00";
 /// The CRM's date-time format.
 const DATETIME: &str = "%Y-%m-%d %H:%M:%S";
 /// Pause after a failed step before the next try.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// `mirror:c:<customer id, 20 digits>`: one mirrored customer.
 fn customer_key(id: CustomerId) -> String {
@@ -133,14 +136,15 @@ pub struct Syncer {
     config: SyncConfig,
     metrics: Arc<Metrics>,
     bus: Option<Arc<RedisSyncBus>>,
+    /// The managers' states (`users` writes status and presence there).
+    managers: Arc<ManagerBoard>,
     /// One poll at a time (the loop and [`Syncer::poll_now`]).
     poll: Mutex<()>,
-    /// The stream position after loading (Redis store).
-    position: Mutex<String>,
     wake: Notify,
 }
 
 impl Syncer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         crm: Arc<dyn Crm>,
         store: Arc<dyn Store>,
@@ -149,6 +153,7 @@ impl Syncer {
         config: SyncConfig,
         metrics: Arc<Metrics>,
         bus: Option<Arc<RedisSyncBus>>,
+        managers: Arc<ManagerBoard>,
     ) -> Arc<Self> {
         Arc::new(Syncer {
             crm,
@@ -158,8 +163,8 @@ impl Syncer {
             config,
             metrics,
             bus,
+            managers,
             poll: Mutex::new(()),
-            position: Mutex::new("0-0".to_owned()),
             wake: Notify::new(),
         })
     }
@@ -175,11 +180,9 @@ impl Syncer {
 
     // === Loading ===
 
-    /// Loads the stored mirror into memory (at start, before serving).
+    /// Loads the stored mirror into memory (at start, before serving; on Redis after the
+    /// [`follow::Follower`] noted the stream's position).
     pub async fn load(&self) -> Result<(), SyncError> {
-        if let Some(bus) = &self.bus {
-            *self.position.lock().await = bus.position().await.map_err(SyncError::Bus)?;
-        }
         let started = Instant::now();
         let prefix = keys::mirror_customers();
         let rows = self
@@ -237,11 +240,6 @@ impl Syncer {
     /// Polls (when this instance holds the lease) and follows the other instances' changes
     /// until `token` is cancelled.
     pub async fn run_until_stopped(self: Arc<Self>, token: CancellationToken) {
-        let tail = self.bus.clone().map(|bus| {
-            let this = self.clone();
-            let token = token.clone();
-            tokio::spawn(async move { this.tail(bus, token).await })
-        });
         let tick = match &self.bus {
             Some(_) => self.config.history_interval.min(self.config.lease / 3),
             None => self.config.history_interval,
@@ -297,9 +295,6 @@ impl Syncer {
             && let Err(e) = bus.release().await
         {
             tracing::warn!(error = %e, "Could not give the poll lease up; it expires on its own.");
-        }
-        if let Some(tail) = tail {
-            let _ = tail.await;
         }
     }
 
@@ -501,19 +496,20 @@ impl Syncer {
         let users = self.crm.list_users().await?;
         let inactive: HashSet<ManagerId> =
             users.iter().filter(|u| !u.active).map(|u| u.id).collect();
-        for u in &users {
-            if let Some(status) = u.status {
-                self.store
-                    .set_manager_state(
-                        u.id,
-                        ManagerState {
-                            status,
-                            online: u.online,
-                        },
-                    )
-                    .await?;
-            }
-        }
+        let states: Vec<(ManagerId, ManagerState)> = users
+            .iter()
+            .filter_map(|u| {
+                let status = u.status?;
+                Some((
+                    u.id,
+                    ManagerState {
+                        status,
+                        online: u.online,
+                    },
+                ))
+            })
+            .collect();
+        self.managers.set(&states).await?;
         if inactive.iter().copied().collect::<HashSet<_>>()
             != self.mirror.inactive().into_iter().collect()
         {
@@ -526,44 +522,25 @@ impl Syncer {
         Ok(())
     }
 
-    /// Applies the other instances' changes until `token` is cancelled.
-    async fn tail(&self, bus: Arc<RedisSyncBus>, token: CancellationToken) {
-        loop {
-            let from = self.position.lock().await.clone();
-            let read = tokio::select! {
-                () = token.cancelled() => return,
-                read = bus.read(&from) => read,
-            };
-            match read {
-                Ok((events, position)) => {
-                    for event in events {
-                        match event {
-                            SyncEvent::Changes(changes) => {
-                                self.mirror.apply(&changes);
-                                self.update_size_metrics();
-                            }
-                            SyncEvent::Inactive(list) => {
-                                self.mirror.set_inactive(list.into_iter().collect());
-                            }
-                            SyncEvent::Imported => self.mirror.set_imported(),
-                            SyncEvent::Synced => {
-                                self.mirror.set_imported();
-                                self.mirror.set_phase(SyncPhase::Synced {
-                                    synced_at: Some(Instant::now()),
-                                });
-                            }
-                        }
-                    }
-                    *self.position.lock().await = position;
-                }
-                Err(e) => {
-                    self.error(&SyncError::Bus(e), "tail");
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        () = tokio::time::sleep(RETRY_PAUSE) => {}
-                    }
-                }
+    /// Applies an event another instance published ([`follow::Follower`]).
+    pub(crate) fn apply_remote(&self, event: SyncEvent) {
+        match event {
+            SyncEvent::Changes(changes) => {
+                self.mirror.apply(&changes);
+                self.update_size_metrics();
             }
+            SyncEvent::Inactive(list) => {
+                self.mirror.set_inactive(list.into_iter().collect());
+            }
+            SyncEvent::Imported => self.mirror.set_imported(),
+            SyncEvent::Synced => {
+                self.mirror.set_imported();
+                self.mirror.set_phase(SyncPhase::Synced {
+                    synced_at: Some(Instant::now()),
+                });
+            }
+            // The follower applies these to the board itself.
+            SyncEvent::Managers(_) => {}
         }
     }
 }
