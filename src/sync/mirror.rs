@@ -71,6 +71,11 @@ impl SharedMirror {
         self.read().owner(phone)
     }
 
+    /// Whether the mirror has this customer.
+    pub fn contains(&self, id: CustomerId) -> bool {
+        self.read().customer(id).is_some()
+    }
+
     pub fn is_active(&self, manager: ManagerId) -> bool {
         self.read().is_active(manager)
     }

@@ -253,6 +253,41 @@ async fn an_import_cut_short_resumes_without_reading_its_finished_pages_again() 
     assert_eq!(crm.request_count(CUSTOMERS), before);
 }
 
+#[tokio::test]
+async fn a_customer_deleted_mid_import_shifts_the_pages_but_no_other_customer_is_skipped() {
+    // Arrange: 250 customers created a month ago (pages of 100); one on page 1 is deleted
+    // right after page 1 was answered, so page 2 starts one customer later (offset paging) and the customer
+    // that was first on page 2 is now last on page 1, already read.
+    let crm = start_fake_crm().await;
+    let ids: Vec<u64> = (0..250u64)
+        .map(|i| crm.add_customer(&[&format!("050{:07}", 1_000_000 + i)], Some(27)))
+        .collect();
+    crm.backdate_history(chrono::Duration::days(30));
+    crm.delete_customer_after_page(1, ids[5]);
+
+    // Act
+    let app = spawn_app_with_crm(&crm, sync).await;
+    wait_synced(&app).await;
+
+    // Assert: the slipped customer routes, the deleted one does not, nobody else is missing.
+    assert_eq!(
+        route(&app, "380501000100").await["destination"],
+        "shop_alina",
+        "the customer shifted onto page 1 was imported"
+    );
+    assert_eq!(
+        route(&app, "380501000005").await["destination"],
+        Value::Null
+    );
+    let mirror = app.state.sync.as_ref().unwrap().mirror();
+    assert_eq!(mirror.size(), (249, 249));
+    assert!(
+        ids.iter()
+            .enumerate()
+            .all(|(i, id)| (i == 5) != mirror.contains(callgate::crm::CustomerId(*id)))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_one_redis_poll_the_crm_once_and_both_answer_a_change() {
     // Arrange

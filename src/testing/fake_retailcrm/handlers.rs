@@ -458,7 +458,11 @@ pub(super) fn route(st: &mut CrmState, req: &ApiRequest) -> Answer {
         ("GET", ["telephony", "manager"]) => telephony_manager(st, req),
         ("POST", ["telephony", "call", "event"]) => call_event(st, req),
         ("POST", ["telephony", "calls", "upload"]) => calls_upload(st, req),
-        ("GET", ["customers"]) => customers_list(st, req),
+        ("GET", ["customers"]) => {
+            let answer = customers_list(st, req);
+            delete_after_page(st, req);
+            answer
+        }
         ("GET", ["customers", "history"]) => history::customers_history(st, req),
         ("POST", ["customers", "create"]) => customers_create(st, req),
         ("GET", ["customers", key]) => customer_get(st, req, key),
@@ -962,6 +966,23 @@ fn customers_list(st: &CrmState, req: &ApiRequest) -> Answer {
         .collect();
     let (pagination, customers) = paginate(req, customers)?;
     ok(json!({"success": true, "pagination": pagination, "customers": customers}))
+}
+
+/// The deletions a test scheduled after this page of the unfiltered list.
+fn delete_after_page(st: &mut CrmState, req: &ApiRequest) {
+    if req.query_one("filter[name]").is_some() || st.deletions_after_page.is_empty() {
+        return;
+    }
+    let Ok((_, page)) = limit_and_page(req, 20, &ALLOWED_LIMITS) else {
+        return;
+    };
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut st.deletions_after_page)
+        .into_iter()
+        .partition(|(p, _)| *p == page);
+    st.deletions_after_page = later;
+    for (_, id) in due {
+        delete_customer(st, id, None, Actor::User(HAND_USER_ID));
+    }
 }
 
 fn customer_get(st: &CrmState, req: &ApiRequest, key: &str) -> Answer {
