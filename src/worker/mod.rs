@@ -716,7 +716,7 @@ impl Worker {
                     mirror.apply(&[MirrorChange::Upsert(MirrorCustomer {
                         id,
                         manager,
-                        phones: new.phones.iter().filter_map(PhoneKey::of).collect(),
+                        phones: new.phones.iter().map(PhoneKey::of).collect(),
                         last_activity: local_now().and_utc().timestamp(),
                     })]);
                 }

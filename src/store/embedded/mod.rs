@@ -17,8 +17,8 @@
 //! **Mirrors.** The hot-path reads (`get_owner`, `get_manager_state`) never touch redb: the
 //! owner index and the manager states are mirrored in memory, loaded at open and updated by
 //! the writer right after each commit, before the callers are answered (so a caller reads its
-//! own write). The owner mirror is compact: the E.164 digits packed into a `u64` (length in
-//! the top byte, so the packing is injective) map to a 20-byte value (customer, interned
+//! own write). The owner mirror is compact: the E.164 digits packed into a `u64`
+//! ([`crate::domain::mirror::PhoneKey`]: length in the top byte, injective) map to a 20-byte value (customer, interned
 //! manager, expiry in ms), 28 bytes per entry with no padding, hashed by a seeded
 //! multiply-fold hasher. TTLs are honoured on read (an expired entry reads as absent) and
 //! expired rows are purged every [`PURGE_INTERVAL`] in a transaction of their own.
@@ -324,8 +324,8 @@ impl EmbeddedStore {
         let now = now_ms();
         let entries = entries
             .into_iter()
-            .map(|(phone, entry, ttl)| Ok((phone_key(&phone)?, entry, expiry_ms(now, Some(ttl)))))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .map(|(phone, entry, ttl)| (phone_key(&phone), entry, expiry_ms(now, Some(ttl))))
+            .collect();
         self.write(Op::PutOwners(entries)).await.map(|_| ())
     }
 
@@ -480,7 +480,7 @@ impl KeyValue for EmbeddedStore {
 #[async_trait]
 impl OwnerIndex for EmbeddedStore {
     async fn get_owner(&self, phone: &PhoneNumber) -> Result<Option<OwnerEntry>, StoreError> {
-        let key = phone_key(phone)?;
+        let key = phone_key(phone);
         Ok(self
             .shared
             .owners
@@ -495,7 +495,7 @@ impl OwnerIndex for EmbeddedStore {
         entry: OwnerEntry,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let key = phone_key(phone)?;
+        let key = phone_key(phone);
         self.write(Op::PutOwners(vec![(
             key,
             entry,
@@ -536,7 +536,7 @@ impl CallLog for EmbeddedStore {
     async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError> {
         let json =
             serde_json::to_vec(entry).map_err(|e| StoreError::encode("call log entry", e))?;
-        let phone = entry.client_phone.as_ref().map(phone_key).transpose()?;
+        let phone = entry.client_phone.as_ref().map(phone_key);
         self.write(Op::AppendCallLog {
             date_ms: entry.date.and_utc().timestamp_millis(),
             phone,
@@ -548,7 +548,7 @@ impl CallLog for EmbeddedStore {
     }
 
     async fn last_talked(&self, phone: &PhoneNumber) -> Result<Option<ManagerId>, StoreError> {
-        let key = phone_key(phone)?;
+        let key = phone_key(phone);
         self.read(|txn| {
             let table = txn.open_table(LAST_TALKED)?;
             Ok(table.get(key)?.map(|v| ManagerId(v.value().1)))
@@ -837,18 +837,8 @@ mod tests {
         assert!(kv.get("k:kept").expect("get").is_some());
         assert!(kv.get("k:renewed").expect("get").is_some());
         let owners = txn.open_table(OWNERS).expect("owners");
-        assert!(
-            owners
-                .get(phone_key(&gone).expect("key"))
-                .expect("get")
-                .is_none()
-        );
-        assert!(
-            owners
-                .get(phone_key(&kept).expect("key"))
-                .expect("get")
-                .is_some()
-        );
+        assert!(owners.get(phone_key(&gone)).expect("get").is_none());
+        assert!(owners.get(phone_key(&kept)).expect("get").is_some());
         assert_eq!(store.owner_mirror_len(), 1);
         let expiry = txn.open_table(KV_EXPIRY).expect("expiry");
         assert_eq!(expiry.len().expect("len"), 1, "only k:kept's entry is left");
