@@ -646,8 +646,9 @@ impl FakeRetailCrm {
 
     /// Moves every history record recorded so far `by` into the past: customers seeded now
     /// look created long ago (before an import's history window), as in a real account.
-    pub fn backdate_history(&self, by: chrono::Duration) {
+    pub fn backdate_history(&self, by: std::time::Duration) {
         const FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+        let by = chrono::Duration::from_std(by).unwrap_or_default();
         for record in &mut self.lock().history {
             let earlier = record["createdAt"]
                 .as_str()

@@ -262,7 +262,7 @@ async fn a_customer_deleted_mid_import_shifts_the_pages_but_no_other_customer_is
     let ids: Vec<u64> = (0..250u64)
         .map(|i| crm.add_customer(&[&format!("050{:07}", 1_000_000 + i)], Some(27)))
         .collect();
-    crm.backdate_history(chrono::Duration::days(30));
+    crm.backdate_history(Duration::from_secs(30 * 86_400));
     crm.delete_customer_after_page(1, ids[5]);
 
     // Act
