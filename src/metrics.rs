@@ -197,6 +197,9 @@ impl Metrics {
             "Failed owner mirror sync steps by kind",
             sync_errors.clone(),
         );
+        for kind in crate::sync::SyncError::KINDS {
+            sync_errors.get_or_create(&KindLabel { kind });
+        }
         let reconcile_recovered = Counter::default();
         registry.register(
             "reconcile_recovered_calls",

@@ -123,6 +123,11 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// Every [`SyncError::kind`] (each exported at 0 from the start, so a dashboard's rate
+    /// has a series before the first error).
+    pub const KINDS: [&'static str; 5] =
+        ["crm", "crm_rate_limited", "crm_unreachable", "store", "bus"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             SyncError::Crm(e) => match e {
