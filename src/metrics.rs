@@ -198,7 +198,7 @@ impl Metrics {
             sync_errors.clone(),
         );
         for kind in crate::sync::SyncError::KINDS {
-            sync_errors.get_or_create(&KindLabel { kind });
+            let _ = sync_errors.get_or_create(&KindLabel { kind });
         }
         let reconcile_recovered = Counter::default();
         registry.register(
