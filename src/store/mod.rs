@@ -289,7 +289,8 @@ pub trait OwnerIndex: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// Managers' statuses as retailCRM last reported them (the lookup's hot path).
+/// Managers' statuses as retailCRM last reported them: the durable copy, read at start into
+/// [`crate::sync::managers::ManagerBoard`] (what the lookup reads, in memory).
 #[async_trait]
 pub trait ManagerStates: Send + Sync {
     async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError>;

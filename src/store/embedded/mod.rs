@@ -14,9 +14,8 @@
 //! request (say `reschedule` of an unknown task) answers that request only; a storage failure
 //! aborts the transaction and fails the whole batch, nothing of it committed.
 //!
-//! **Mirrors.** The hot-path reads (`get_owner`, `get_manager_state`) never touch redb: the
-//! owner index and the manager states are mirrored in memory, loaded at open and updated by
-//! the writer right after each commit, before the callers are answered (so a caller reads its
+//! **Mirrors.** The owner index read (`get_owner`) never touches redb: the owner index is
+//! mirrored in memory, loaded at open and updated by the writer right after each commit, before the callers are answered (so a caller reads its
 //! own write). The owner mirror is compact: the E.164 digits packed into a `u64`
 //! ([`crate::domain::mirror::PhoneKey`]: length in the top byte, injective) map to a 20-byte value (customer, interned
 //! manager, expiry in ms), 28 bytes per entry with no padding, hashed by a seeded
@@ -52,7 +51,6 @@ mod queue_index;
 mod writer;
 
 use std::{
-    collections::HashMap,
     path::Path,
     sync::{
         Arc, Mutex, RwLock,
@@ -234,7 +232,6 @@ impl EmbeddedStore {
 
         let now = now_ms();
         let mut owners = OwnerMirror::new();
-        let mut managers = HashMap::new();
         let mut queue = QueueIndex::default();
         {
             let txn = db.begin_read()?;
@@ -249,12 +246,6 @@ impl EmbeddedStore {
                     owners.put(k.value(), customer, manager, expires_ms);
                 }
             }
-            for row in txn.open_table(MANAGER_STATES)?.iter()? {
-                let (k, v) = row?;
-                let state: ManagerState = serde_json::from_slice(v.value())
-                    .map_err(|e| StoreError::corrupt(format!("manager_states/{}", k.value()), e))?;
-                managers.insert(ManagerId(k.value()), state);
-            }
             for row in txn.open_table(TASKS)?.iter()? {
                 let (k, v) = row?;
                 let (group, _, _, _, not_before_ms, _) = v.value();
@@ -265,7 +256,6 @@ impl EmbeddedStore {
         let shared = Arc::new(Shared {
             db,
             owners: RwLock::new(owners),
-            managers: RwLock::new(managers),
             queue: Mutex::new(queue),
         });
         let (tx, rx) = mpsc::channel();
@@ -509,13 +499,16 @@ impl OwnerIndex for EmbeddedStore {
 #[async_trait]
 impl ManagerStates for EmbeddedStore {
     async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError> {
-        Ok(self
-            .shared
-            .managers
-            .read()
-            .expect("manager mirror poisoned")
-            .get(&id)
-            .copied())
+        // Read at start only (the lookup reads `sync::managers::ManagerBoard`, in memory).
+        self.read(|txn| {
+            txn.open_table(MANAGER_STATES)?
+                .get(id.0)?
+                .map(|v| {
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| StoreError::corrupt(format!("manager_states/{}", id.0), e))
+                })
+                .transpose()
+        })
     }
 
     async fn set_manager_state(
@@ -525,7 +518,7 @@ impl ManagerStates for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let json =
             serde_json::to_vec(&state).map_err(|e| StoreError::encode("manager state", e))?;
-        self.write(Op::SetManagerState { id, state, json })
+        self.write(Op::SetManagerState { id, json })
             .await
             .map(|_| ())
     }

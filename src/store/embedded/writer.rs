@@ -3,7 +3,6 @@
 //! purges expired rows.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
         mpsc::{Receiver, RecvTimeoutError},
@@ -26,7 +25,7 @@ use super::{
     queue_index::QueueIndex,
 };
 use crate::{
-    domain::manager::{ManagerId, ManagerState},
+    domain::manager::ManagerId,
     store::{
         DeadLetter, EnqueueOutcome, OwnerEntry, QuarantineEntry, QueuedTask, StoreError, now_ms,
     },
@@ -51,7 +50,6 @@ pub(super) enum Op {
     PutOwners(Vec<(u64, OwnerEntry, u64)>),
     SetManagerState {
         id: ManagerId,
-        state: ManagerState,
         json: Vec<u8>,
     },
     AppendCallLog {
@@ -127,7 +125,6 @@ pub(super) enum Effect {
         expires_ms: u64,
     },
     OwnersPurged(Vec<u64>),
-    Manager(ManagerId, ManagerState),
     TaskInserted {
         id: u64,
         group: String,
@@ -144,7 +141,6 @@ pub(super) enum Effect {
 pub(super) struct Shared {
     pub(super) db: Database,
     pub(super) owners: RwLock<OwnerMirror>,
-    pub(super) managers: RwLock<HashMap<ManagerId, ManagerState>>,
     pub(super) queue: Mutex<QueueIndex>,
 }
 
@@ -176,12 +172,6 @@ impl Shared {
                             owners.map.remove(&k);
                         }
                     }
-                }
-                Effect::Manager(id, state) => {
-                    self.managers
-                        .write()
-                        .expect("manager mirror poisoned")
-                        .insert(id, state);
                 }
                 Effect::TaskInserted {
                     id,
@@ -348,9 +338,8 @@ impl<'txn> Tables<'txn> {
                 }
                 Reply::Unit
             }
-            Op::SetManagerState { id, state, json } => {
+            Op::SetManagerState { id, json } => {
                 self.manager_states.insert(id.0, json.as_slice())?;
-                effects.push(Effect::Manager(id, state));
                 Reply::Unit
             }
             Op::AppendCallLog {
