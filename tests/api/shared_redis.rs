@@ -137,6 +137,18 @@ async fn a_status_set_through_one_instance_routes_the_other_instances_next_looku
     assert_eq!(a.set_user_status(27, "break").await.status(), 200);
     let c = spawn_app_with_crm(&crm, configure).await;
     assert_eq!(destination(&c).await.1, "owner_unavailable");
+    // The lookups read the states from memory, not from Redis: a state written into Redis
+    // behind the instances' backs is not seen (no round trip on the hot path).
+    a.state
+        .store
+        .set_manager_state(
+            callgate::domain::manager::ManagerId(27),
+            callgate::domain::manager::ManagerState::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(destination(&a).await.1, "owner_unavailable");
+    assert_eq!(destination(&c).await.1, "owner_unavailable");
 }
 
 /// The destination and reason a lookup of Alina's customer answers.
