@@ -336,6 +336,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pop_up_never_waits_behind_general_requests() {
+        let budget = CrmBudget::new(10, 40, 0.2, Arc::new(Metrics::default()));
+        let end = window(5);
+        // The worker's general requests saturate their class...
+        let general = hog(budget.gate(Consumer::Worker), 8, end);
+        let worker = budget.gate(Consumer::Worker);
+        tokio::time::sleep(Duration::from_millis(1_230)).await;
+        // ...and a pop-up (telephony) of the same worker still goes at once, on its own class.
+        for _ in 0..3 {
+            let asked = Instant::now();
+            worker.admit(Class::Telephony).await;
+            assert!(
+                asked.elapsed() <= Duration::from_millis(25),
+                "a pop-up waited {:?} behind general requests",
+                asked.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(budget.taken(Consumer::Worker, Class::Telephony), 3);
+        assert_eq!(
+            total(general).await,
+            50,
+            "the general class kept its own pace"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_worker_alone_drains_at_the_whole_rate() {
         let budget = CrmBudget::new(10, 40, 0.2, Arc::new(Metrics::default()));
         let end = window(10);
