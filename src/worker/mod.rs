@@ -18,7 +18,9 @@
 //! - **One customer per number**: events of one client number are processed under a
 //!   per-number lock (owner token, renewed by the heartbeat, compare-and-delete), facts included, so two simultaneous calls from a new number make one
 //!   customer and the second call sees it (and its open order).
-//! - **In order**: the queue hands out one task per call at a time, in arrival order.
+//! - **In order**: the queue hands out one task per call at a time, in arrival order. A
+//!   call's record is queued as a task of its own group ([`call_batch`]), so a leg's record
+//!   waiting for its batch never holds up the next leg of the call.
 //! - **Retries**: retryable CRM errors (network, timeouts, 5xx, 503/429, 403) are retried with
 //!   capped exponential backoff and jitter; bad content (validation) is dead-lettered at once.
 
