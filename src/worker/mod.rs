@@ -371,7 +371,7 @@ impl Worker {
         };
         let webhook = match task::decode(&task.payload) {
             Ok(StoredTask::CallRecord(record)) => {
-                self.calls.hold(task, record);
+                self.calls.hold(task, *record);
                 return Ok(ExecutionOutcome::RecordHeld);
             }
             Ok(StoredTask::Webhook(webhook)) => webhook,

@@ -54,14 +54,14 @@ pub struct StoredCallRecord {
 #[derive(Debug, Clone)]
 pub enum StoredTask {
     Webhook(StoredWebhook),
-    CallRecord(StoredCallRecord),
+    CallRecord(Box<StoredCallRecord>),
 }
 
 /// Reads a queued task's payload.
 pub fn decode(payload: &[u8]) -> Result<StoredTask, serde_json::Error> {
     let value: Value = serde_json::from_slice(payload)?;
     if value.get("call_record").is_some() {
-        serde_json::from_value(value).map(StoredTask::CallRecord)
+        serde_json::from_value(value).map(|r| StoredTask::CallRecord(Box::new(r)))
     } else {
         serde_json::from_value(value).map(StoredTask::Webhook)
     }
