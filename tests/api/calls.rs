@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use callgate::config::{CreateOnIncoming, Settings};
 
 use crate::helpers::{
-    TestApp, WEBHOOK_TOKEN, fast_retries, manual_worker, site, spawn_app_with_crm, start_fake_crm,
+    TestApp, WEBHOOK_TOKEN, fast_retries, manual_worker, respawn_app_with_crm, site,
+    spawn_app_with_crm, start_fake_crm,
 };
 
 /// An after-call webhook in the call-log naming, as Ringostat sends it.
@@ -797,6 +798,49 @@ async fn a_ring_groups_missed_leg_then_its_answered_leg_make_one_answered_call_r
         1,
         "the legs went in one upload"
     );
+}
+
+#[tokio::test]
+async fn a_call_record_held_when_the_process_dies_is_uploaded_once_after_the_restart() {
+    use callgate::worker::ExecutionOutcome;
+    let crm = start_fake_crm().await;
+    let configure = |s: &mut Settings| {
+        manual_worker(s);
+        tracking(s);
+    };
+    let app = spawn_app_with_crm(&crm, configure).await;
+    app.post_webhook(&after_call("died-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    // The event's task runs and hands its record over; the record's task goes to the
+    // batcher, still leased...
+    let worker = &app.worker;
+    assert_eq!(
+        worker.try_execute_task().await.expect("worker runs"),
+        ExecutionOutcome::TaskCompleted
+    );
+    assert_eq!(
+        worker.try_execute_task().await.expect("worker runs"),
+        ExecutionOutcome::RecordHeld
+    );
+    // ...and the process dies before its batch goes.
+    let dir = app.dir();
+    app.shut_down().await;
+    assert!(crm.calls().is_empty(), "{:#?}", crm.calls());
+
+    let app = respawn_app_with_crm(dir, &crm, configure).await;
+    assert_eq!(
+        app.state.store.queue_depth().await.expect("depth"),
+        1,
+        "the record's task outlived the process"
+    );
+    // The new process claims it again (the embedded store's leases die with the process;
+    // on Redis the lease runs out first) and uploads it.
+    app.drain_queue(Duration::from_secs(15)).await;
+    let calls = crm.calls();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["externalId"], "died-1");
+    assert_eq!(calls[0]["result"], "answered");
+    assert_eq!(crm.customers().len(), 1, "the event itself ran once");
 }
 
 #[tokio::test]
