@@ -760,6 +760,9 @@ async fn a_ring_groups_missed_leg_then_its_answered_leg_make_one_answered_call_r
     let app = spawn_app_with_crm(&crm, |s| {
         s.worker.concurrency = 4;
         s.crm.senior_manager_id = 1;
+        // Room for the answered leg's own CRM work (at the fake's 10 requests/s) on a busy
+        // machine: the missed leg's record waits this long for it.
+        s.crm.calls_upload_flush_ms = 3_000;
         fast_retries(s);
         tracking(s);
     })
@@ -798,6 +801,37 @@ async fn a_ring_groups_missed_leg_then_its_answered_leg_make_one_answered_call_r
         1,
         "the legs went in one upload"
     );
+}
+
+#[tokio::test]
+async fn a_missed_call_nobody_answers_still_uploads_no_answer_after_its_window() {
+    let crm = start_fake_crm().await;
+    let app = spawn_app_with_crm(&crm, |s| {
+        s.worker.concurrency = 2;
+        s.crm.senior_manager_id = 1;
+        s.crm.calls_upload_flush_ms = 300;
+        fast_retries(s);
+        tracking(s);
+    })
+    .await;
+    let r = app
+        .post_webhook(&after_call("alone-1", "0981234567", "NO ANSWER", -1))
+        .await;
+    assert_eq!(r.status(), 200);
+    let store = app.state.store.clone();
+    crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the missed call settled",
+        || async {
+            (store.queue_depth().await.expect("depth") == 0 && !crm.calls().is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    let calls = crm.calls();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["externalId"], "alone-1");
+    assert_eq!(calls[0]["result"], "no answer");
 }
 
 #[tokio::test]
