@@ -7,9 +7,11 @@
 //!   it queues the record as a task of its own ([`StoredCallRecord`], dedupe key from the
 //!   event, a group of its own) and the event's task goes on and completes. A worker loop that
 //!   claims a record task hands it, still leased, to this batcher ([`CallBatcher::hold`]) and
-//!   is free at once, so a batch is not capped by `worker.concurrency`: a backlog uploads in
-//!   full batches whatever the number of loops. The batcher renews the leases it holds (every
-//!   third of the lease), so a record waits in memory only while its task is leased to it.
+//!   is free at once (unless [`HELD_BATCHES`] full batches are already held: then it waits
+//!   for one to go, so a backlog is claimed as fast as it is uploaded), so a batch is not
+//!   capped by `worker.concurrency`: a backlog uploads in full batches whatever the number of
+//!   loops. The batcher renews the leases it holds (every third of the lease), so a record
+//!   waits in memory only while its task is leased to it.
 //! - **A record's task completes only once the record is uploaded**: the batcher completes
 //!   the record tasks of a batch after the CRM's answer (reschedules them on a retryable
 //!   failure, dead-letters a refused call alone). A kill -9 before that leaves the record
@@ -41,7 +43,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -55,6 +60,8 @@ use crate::{
 
 /// The CRM's cap on calls per `telephony/calls/upload` (PROTOCOLS §2.6).
 pub const MAX_CALLS_PER_UPLOAD: usize = 50;
+/// The batcher holds at most this many full batches before handing over waits.
+pub const HELD_BATCHES: usize = 2;
 
 /// A record task the batcher holds, leased, until its batch is answered.
 pub struct Held {
@@ -81,7 +88,12 @@ pub struct CallBatcher {
     lease: Duration,
     /// In the order they were handed over.
     pending: Mutex<Vec<Held>>,
+    /// A record was handed over.
     changed: Notify,
+    /// A batch was taken out of `pending`.
+    drained: Notify,
+    /// The batcher loop runs ([`CallBatcher::run_started`]): holding waits for room.
+    running: AtomicBool,
 }
 
 impl CallBatcher {
@@ -102,6 +114,8 @@ impl CallBatcher {
             lease,
             pending: Mutex::new(Vec::new()),
             changed: Notify::new(),
+            drained: Notify::new(),
+            running: AtomicBool::new(false),
         }
     }
 
@@ -109,8 +123,17 @@ impl CallBatcher {
         self.pending.lock().expect("call batch lock poisoned")
     }
 
-    /// Takes over a claimed record task; it is settled by the batch it goes in.
-    pub fn hold(&self, task: QueuedTask, record: StoredCallRecord) {
+    /// Says the batcher loop ([`CallBatcher::next_batch`] in a loop) runs from now on, so
+    /// [`CallBatcher::hold`] may wait for it to make room.
+    pub fn run_started(&self) {
+        self.running.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes over a claimed record task; it is settled by the batch it goes in. While the
+    /// batcher loop runs and holds [`HELD_BATCHES`] full batches, the caller (a worker loop)
+    /// waits for a batch to go: a backlog of records is claimed as fast as it is uploaded,
+    /// not all at once (their leases renewed meanwhile).
+    pub async fn hold(&self, task: QueuedTask, record: StoredCallRecord) {
         let now = Instant::now();
         self.lock().push(Held {
             task,
@@ -119,6 +142,15 @@ impl CallBatcher {
             renewed: now,
         });
         self.changed.notify_one();
+        while self.running.load(Ordering::Relaxed) {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.held() < HELD_BATCHES * self.max {
+                break;
+            }
+            drained.await;
+        }
     }
 
     /// Record tasks held now.
@@ -128,7 +160,9 @@ impl CallBatcher {
 
     /// Everything held, at once (the worker is idle or stopping).
     pub fn take_all(&self) -> Vec<Held> {
-        std::mem::take(&mut *self.lock())
+        let all = std::mem::take(&mut *self.lock());
+        self.drained.notify_waiters();
+        all
     }
 
     /// Waits until a batch is due (module docs) and takes it; meanwhile renews the leases of
@@ -172,6 +206,7 @@ impl CallBatcher {
                 }
             }
             if !batch.is_empty() {
+                self.drained.notify_waiters();
                 return batch;
             }
             match wake {
@@ -594,7 +629,7 @@ mod tests {
         let s = setup(7).await;
         for i in 0..7 {
             let h = held(i, missed(&format!("c{i}")), Instant::now());
-            s.batcher.hold(h.task, h.record);
+            s.batcher.hold(h.task, h.record).await;
         }
         // Young "no answer" records, but 7 calls fill the batch: no waiting for the window.
         let batch = tokio::time::timeout(WINDOW / 2, s.batcher.next_batch())
@@ -606,6 +641,28 @@ mod tests {
         all_ok(&settled);
         assert_eq!(s.fake.request_count(UPLOAD), 1);
         assert_eq!(stored(&s.fake).len(), 7);
+    }
+
+    #[tokio::test]
+    async fn handing_over_waits_while_two_full_batches_are_held() {
+        let s = setup(2).await;
+        s.batcher.run_started();
+        for i in 0..3 {
+            let h = held(i, missed(&format!("c{i}")), Instant::now());
+            s.batcher.hold(h.task, h.record).await;
+        }
+        // The fourth record fills two batches: its loop waits for one to go...
+        let h = held(3, missed("c3"), Instant::now());
+        let fourth =
+            tokio::time::timeout(Duration::from_millis(200), s.batcher.hold(h.task, h.record));
+        assert!(fourth.await.is_err(), "handed over without waiting");
+        assert_eq!(s.batcher.held(), 4, "the record is held all the same");
+        // ...and no longer once one went.
+        assert_eq!(s.batcher.next_batch().await.len(), 2);
+        let h = held(4, missed("c4"), Instant::now());
+        tokio::time::timeout(WINDOW, s.batcher.hold(h.task, h.record))
+            .await
+            .expect("room again");
     }
 
     #[tokio::test]

@@ -292,6 +292,7 @@ impl Worker {
     /// Uploads the batches of call records as they fall due, until `stop`; then what it
     /// still holds.
     async fn run_batcher(&self, stop: CancellationToken) {
+        self.calls.run_started();
         loop {
             let batch = tokio::select! {
                 () = stop.cancelled() => break,
@@ -371,7 +372,7 @@ impl Worker {
         };
         let webhook = match task::decode(&task.payload) {
             Ok(StoredTask::CallRecord(record)) => {
-                self.calls.hold(task, *record);
+                self.calls.hold(task, *record).await;
                 return Ok(ExecutionOutcome::RecordHeld);
             }
             Ok(StoredTask::Webhook(webhook)) => webhook,
