@@ -56,6 +56,9 @@ pub struct Metrics {
     pub lookup_outcomes: Family<ReasonLabel, Counter>,
     /// CRM requests made by the lookup (misses of the owner index).
     pub lookup_crm_fetches: Counter,
+    /// Lookup decisions not recorded in a call's trail because the recording channel was
+    /// full (`crate::call_trail::LookupTrail`).
+    pub lookup_trail_dropped: Counter,
     /// `lookup_outcomes` counters resolved once per reason: no label lookup per request.
     lookup_outcome_counters: Vec<(LookupReason, Counter)>,
     /// Webhook acknowledgement latency (durable store included), seconds.
@@ -124,6 +127,12 @@ impl Metrics {
             "lookup_crm_fetches",
             "CRM requests made by lookups that missed the owner index",
             lookup_crm_fetches.clone(),
+        );
+        let lookup_trail_dropped = Counter::default();
+        registry.register(
+            "lookup_trail_dropped",
+            "Lookup decisions left out of call trails because the recording channel was full",
+            lookup_trail_dropped.clone(),
         );
         let webhook_ack_latency = Histogram::new(latency_buckets());
         registry.register(
@@ -238,6 +247,7 @@ impl Metrics {
             lookup_latency,
             lookup_outcomes,
             lookup_crm_fetches,
+            lookup_trail_dropped,
             webhook_ack_latency,
             webhooks,
             queue_depth,
@@ -255,6 +265,11 @@ impl Metrics {
             reconcile_failures,
             reconcile_lag_seconds,
         }
+    }
+
+    /// Records one lookup's latency.
+    pub fn observe_lookup(&self, elapsed: std::time::Duration) {
+        self.lookup_latency.observe(elapsed.as_secs_f64());
     }
 
     /// Counts a failed sync step.

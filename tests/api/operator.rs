@@ -1,17 +1,24 @@
 //! The operator's surface: the call log's filters and cursor over the JSON API, and the web
 //! page's sign-in, session, CSRF and same-origin checks, dead letter replay and discard.
 
-use callgate::testing::fake_retailcrm::{Fault, FaultRule};
+use std::time::Duration;
+
+use callgate::{
+    domain::phone_number::PhoneNumber,
+    store::keys,
+    testing::fake_retailcrm::{Fault, FaultRule},
+};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::{
     calls::{after_call, tracking},
     helpers::{
-        ADMIN_TOKEN, TestApp, add_alinas_customer, manual_worker, spawn_app, spawn_app_with_crm,
-        start_fake_crm,
+        ADMIN_TOKEN, TestApp, add_alinas_customer, eventually, manual_worker, redis_store,
+        spawn_app, spawn_app_with_crm, start_fake_crm,
     },
     operator_seed::{seed_calls, seed_dead_letter},
+    redis_support::RedisKeys,
 };
 
 /// A client that shows redirects instead of following them, and keeps no cookies.
@@ -513,4 +520,135 @@ async fn explain_says_which_rule_policy_owner_and_status_made_the_answer() {
     let (status, x) = admin_get(&app, "/admin/lookup/explain?caller=").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{x}");
     assert_eq!(x["field"], "caller");
+}
+
+/// The trail's steps of `call_id` once it has at least `at_least` (the lookup's decision
+/// reaches the store from a background task).
+async fn trail_of(app: &TestApp, call_id: &str, at_least: usize) -> Value {
+    eventually(
+        Duration::from_secs(5),
+        "the call's trail is recorded",
+        || async {
+            let (status, body) = admin_get(app, &format!("/admin/calls/{call_id}")).await;
+            (status == StatusCode::OK && body["trail"].as_array()?.len() >= at_least)
+                .then_some(body)
+        },
+    )
+    .await
+}
+
+/// A lookup with Ringostat's `call_id` (a JSON body with `uuid` and `step_forward`, as its
+/// docs show) lands in that call's trail before the plan; one without lands in the trail of
+/// the next call from that caller, once.
+async fn the_lookup_that_routed_a_call_is_in_its_trail(app: TestApp) {
+    add_alinas_customer(&app).await;
+    let r = app
+        .client
+        .post(app.url("/ringostat/route"))
+        .json(&json!({
+            "call_id": "lt-1", "uuid": "0f3c-11", "step_forward": "webhookNumber%3A120",
+            "caller": "0981234567", "dst": "380441112233",
+        }))
+        .send()
+        .await
+        .expect("route");
+    assert_eq!(r.text().await.expect("body"), "shop_alina");
+
+    let body = trail_of(&app, "lt-1", 1).await;
+    let lookup = &body["trail"][0];
+    assert_eq!(lookup["step"], "lookup", "{body:#}");
+    assert_eq!(lookup["reason"], "owner");
+    assert_eq!(lookup["destination"], "shop_alina");
+    assert_eq!(lookup["manager_id"], 27);
+    assert_eq!(lookup["owner"], 27);
+    assert_eq!(lookup["owner_state"]["status"], "free", "{lookup}");
+    assert_eq!(lookup["policy"], "owner_if_available");
+    assert_eq!(lookup["rule"], Value::Null);
+    assert!(
+        !body["trail"].to_string().contains("981234567"),
+        "no client number in a trail: {body}"
+    );
+    app.post_webhook(&after_call("lt-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let body = trail_of(&app, "lt-1", 2).await;
+    assert_eq!(steps(&body)[..2], ["lookup", "plan"], "{body:#}");
+
+    // No call id: kept under the caller until the call's event names the call.
+    assert_eq!(app.set_user_status(27, "dinner").await.status(), 200);
+    let r = app.get_route("caller=%2B380981234567&format=json").await;
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["reason"], "owner_unavailable");
+    let store = app.state.store.clone();
+    let pending = keys::caller_lookup(&PhoneNumber::from_e164("+380981234567").expect("e164"));
+    eventually(
+        Duration::from_secs(5),
+        "the decision is kept for its call",
+        || async { store.get_raw(&pending).await.expect("get").map(|_| ()) },
+    )
+    .await;
+    app.post_webhook(&after_call("lt-2", "0981234567", "NO ANSWER", -1))
+        .await;
+    app.run_worker_until_idle().await;
+    let body = trail_of(&app, "lt-2", 2).await;
+    assert_eq!(steps(&body)[..2], ["lookup", "plan"], "{body:#}");
+    let lookup = &body["trail"][0];
+    assert_eq!(lookup["reason"], "owner_unavailable", "{lookup}");
+    assert_eq!(lookup["owner_state"]["status"], "dinner", "{lookup}");
+    assert_eq!(lookup["destination"], Value::Null);
+    assert_eq!(
+        store.get_raw(&pending).await.expect("get"),
+        None,
+        "joined once"
+    );
+
+    app.post_webhook(&after_call("lt-3", "0981234567", "NO ANSWER", -1))
+        .await;
+    app.run_worker_until_idle().await;
+    let body = trail_of(&app, "lt-3", 1).await;
+    assert!(!steps(&body).contains(&"lookup"), "{body:#}");
+
+    // The call's page shows it.
+    let cookie = sign_in(&app).await;
+    let html = page(&app, Some(&cookie), "/admin/ui/calls/lt-2")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("Lookup"), "{html}");
+    assert!(html.contains("owner_unavailable") && html.contains("dinner at that moment"));
+}
+
+#[tokio::test]
+async fn the_lookup_that_routed_a_call_is_in_its_trail_on_the_embedded_store() {
+    the_lookup_that_routed_a_call_is_in_its_trail(spawn_app(manual_worker).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_that_routed_a_call_is_in_its_trail_on_redis() {
+    let redis = RedisKeys::new();
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        redis_store(s, &redis.url, &redis.prefix);
+    })
+    .await;
+    the_lookup_that_routed_a_call_is_in_its_trail(app).await;
+}
+
+#[tokio::test]
+async fn a_lookup_decision_with_no_call_and_no_number_is_not_kept() {
+    let app = spawn_app(manual_worker).await;
+    let r = app.get_route("caller=anonymous").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // A later lookup that is kept proves the recorder ran past the first one.
+    app.get_route("caller=0981234567&call_id=after").await;
+    trail_of(&app, "after", 1).await;
+    assert!(
+        app.state
+            .store
+            .scan_prefix("lookup:", 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
 }
