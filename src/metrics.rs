@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use crate::domain::lookup::LookupReason;
+use crate::{domain::lookup::LookupReason, latency_ring::LatencyRing};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -56,6 +56,8 @@ pub struct Metrics {
     pub lookup_outcomes: Family<ReasonLabel, Counter>,
     /// CRM requests made by the lookup (misses of the owner index).
     pub lookup_crm_fetches: Counter,
+    /// The last hour's lookup latency per minute (the operator page's p50/p99 chart).
+    pub lookup_minutes: LatencyRing,
     /// Lookup decisions not recorded in a call's trail because the recording channel was
     /// full (`crate::call_trail::LookupTrail`).
     pub lookup_trail_dropped: Counter,
@@ -248,6 +250,7 @@ impl Metrics {
             lookup_outcomes,
             lookup_crm_fetches,
             lookup_trail_dropped,
+            lookup_minutes: LatencyRing::default(),
             webhook_ack_latency,
             webhooks,
             queue_depth,
@@ -267,9 +270,11 @@ impl Metrics {
         }
     }
 
-    /// Records one lookup's latency.
+    /// Records one lookup's latency (the Prometheus histogram and the last hour's ring).
     pub fn observe_lookup(&self, elapsed: std::time::Duration) {
         self.lookup_latency.observe(elapsed.as_secs_f64());
+        self.lookup_minutes
+            .observe(elapsed, crate::latency_ring::minute_now());
     }
 
     /// Counts a failed sync step.

@@ -652,3 +652,29 @@ async fn a_lookup_decision_with_no_call_and_no_number_is_not_kept() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_call_log_page_charts_the_last_hours_lookup_latency() {
+    let app = spawn_app(manual_worker).await;
+    let cookie = sign_in(&app).await;
+    let html = page(&app, Some(&cookie), "/admin/")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("No lookups in this hour."), "{html}");
+
+    for _ in 0..3 {
+        assert_eq!(app.get_route("caller=0981234567").await.status(), 200);
+    }
+    let html = page(&app, Some(&cookie), "/admin/")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("Lookup latency, last hour"), "{html}");
+    assert!(html.contains("3 lookups · slowest p99"), "{html}");
+    // p50 and p99 of each minute with lookups (two minutes if the clock turned meanwhile).
+    let points = html.matches("<circle").count();
+    assert!(points == 2 || points == 4, "{points} points: {html}");
+}

@@ -25,6 +25,7 @@ use crate::{
         error::ApiError,
         routes::admin::{CallLogQuery, call_log_page, call_record},
     },
+    latency_ring::minute_now,
     lookup::LookupRequest,
 };
 
@@ -136,18 +137,22 @@ fn calls_table(state: &AppState, calls: &[&CallLogEntry]) -> Markup {
     }
 }
 
-/// Most calls the chart reads.
-const CHART_CALLS: usize = 20_000;
-
-/// Calls per hour by result over the day up to the newest logged call.
+/// The charts: calls per hour by result over the day up to the newest logged call, and the
+/// lookup's p50/p99 per minute over the last hour.
 async fn calls_chart(state: &AppState) -> Result<Markup, PageError> {
     let newest = state
         .store
         .query_call_log(&CallLogFilter::default(), None, 1)
         .await
         .map_err(unexpected)?;
+    let latency = html! {
+        div.chart {
+            h2 { "Lookup latency, last hour" }
+            (charts::lookup_latency(&state.metrics.lookup_minutes.last_hour(minute_now())))
+        }
+    };
     let Some(end) = newest.first().map(|c| c.entry.date) else {
-        return Ok(html! {});
+        return Ok(html! { div.charts { (latency) } });
     };
     let window = CallLogFilter {
         from: Some(end - chrono::Duration::hours(charts::HOURS as i64)),
@@ -155,7 +160,7 @@ async fn calls_chart(state: &AppState) -> Result<Markup, PageError> {
     };
     let calls: Vec<CallLogEntry> = state
         .store
-        .query_call_log(&window, None, CHART_CALLS)
+        .query_call_log(&window, None, charts::CHART_CALLS)
         .await
         .map_err(unexpected)?
         .into_iter()
@@ -166,8 +171,9 @@ async fn calls_chart(state: &AppState) -> Result<Markup, PageError> {
         div.charts {
             div.chart {
                 h2 { "Calls per hour by result" }
-                (charts::calls_per_hour(&rows, end))
+                (charts::calls_per_hour(&rows, end, calls.len()))
             }
+            (latency)
         }
     })
 }
