@@ -233,6 +233,10 @@ async fn every_page_wants_a_session_and_sign_in_hands_out_a_strict_cookie() {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
     assert!(!set_cookie.contains(ADMIN_TOKEN), "never the token itself");
+    assert!(
+        !set_cookie.contains("Secure"),
+        "served over plain HTTP: {set_cookie}"
+    );
     let cookie = set_cookie.split(';').next().expect("name=value");
     for path in ["/admin/", "/admin/ui/dead-letters", "/admin/ui/quarantine"] {
         let r = page(&app, Some(cookie), path).await;
@@ -677,4 +681,97 @@ async fn the_call_log_page_charts_the_last_hours_lookup_latency() {
     // p50 and p99 of each minute with lookups (two minutes if the clock turned meanwhile).
     let points = html.matches("<circle").count();
     assert!(points == 2 || points == 4, "{points} points: {html}");
+}
+
+/// Posts the sign-in form with `token` from this site with extra `headers`; returns the
+/// status, the `Set-Cookie` and the body.
+async fn sign_in_with(
+    app: &TestApp,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
+    let mut request = plain_client()
+        .post(app.url("/admin/signin"))
+        .header(header::ORIGIN, &app.address)
+        .form(&[("token", token)]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.expect("sign in");
+    let cookie = r
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let retry_after = r.headers().get(header::RETRY_AFTER).cloned();
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let seconds: u64 = retry_after
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .expect("a 429 says when to come back");
+        assert!(seconds > 0 && seconds <= 15 * 60, "{seconds}");
+    }
+    (status, cookie, body)
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_page_is_served_over_https() {
+    let forwarded_https: [&[(&str, &str)]; 2] = [
+        &[("x-forwarded-proto", "https")],
+        &[("forwarded", "for=203.0.113.9;proto=https")],
+    ];
+    // Behind a trusted proxy that says the request came over HTTPS.
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    for headers in forwarded_https {
+        let (status, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, headers).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let cookie = cookie.expect("cookie");
+        assert!(cookie.ends_with("; Secure"), "{headers:?}: {cookie}");
+    }
+    let (_, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, &[("x-forwarded-proto", "http")]).await;
+    assert!(!cookie.expect("cookie").contains("Secure"));
+
+    // From a peer that is not a trusted proxy the header means nothing.
+    let app = spawn_app(manual_worker).await;
+    let (_, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, forwarded_https[0]).await;
+    assert!(!cookie.expect("cookie").contains("Secure"));
+
+    // `server.public_url` on HTTPS: always.
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        s.server.public_url = "https://callgate.shop.example".to_owned();
+    })
+    .await;
+    let (_, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, &[]).await;
+    assert!(cookie.expect("cookie").ends_with("; Secure"));
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_source() {
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    let guesser = [("x-forwarded-for", "203.0.113.9")];
+    for attempt in 0..5 {
+        let (status, _, _) = sign_in_with(&app, "guess", &guesser).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    let (status, _, body) = sign_in_with(&app, "guess", &guesser).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("Too many failed sign-ins"), "{body}");
+    // Once limited, even the right token is not checked: guessing on tells nothing.
+    let (status, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, &guesser).await;
+    assert_eq!((status, cookie), (StatusCode::TOO_MANY_REQUESTS, None));
+    // Another source is not limited by this one's failures.
+    let (status, cookie, _) =
+        sign_in_with(&app, ADMIN_TOKEN, &[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(cookie.is_some());
 }
