@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use crate::{
     calls::{after_call, tracking},
     helpers::{
-        ADMIN_TOKEN, TestApp, add_alinas_customer, eventually, manual_worker, redis_store,
-        spawn_app, spawn_app_with_crm, start_fake_crm,
+        ADMIN_TOKEN, TestApp, add_alinas_customer, eventually, manual_worker, mirror_on,
+        redis_store, spawn_app, spawn_app_with_crm, start_fake_crm,
     },
     operator_seed::{seed_calls, seed_dead_letter},
     redis_support::RedisKeys,
@@ -774,4 +774,56 @@ async fn failed_sign_ins_are_limited_per_source() {
         sign_in_with(&app, ADMIN_TOKEN, &[("x-forwarded-for", "198.51.100.7")]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert!(cookie.is_some());
+}
+
+/// The page at `path`, once `ready` holds for its HTML (bounded).
+async fn page_once(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    eventually(Duration::from_secs(10), path, || async {
+        let html = page(app, Some(cookie), path).await.text().await.ok()?;
+        ready(&html).then_some(html)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_mirror_page_shows_the_sync_state_and_the_last_error() {
+    // Off: the page says so.
+    let app = spawn_app(manual_worker).await;
+    let cookie = sign_in(&app).await;
+    let html = page_once(&app, &cookie, "/admin/ui/mirror", |_| true).await;
+    assert!(html.contains("The owner mirror is off"), "{html}");
+    assert!(
+        html.contains(r#"href="/admin/ui/mirror""#),
+        "linked from the layout"
+    );
+
+    // On, with a CRM whose customer list fails until it does not.
+    let crm = start_fake_crm().await;
+    crm.add_fault_rule(
+        FaultRule::new(Fault::Status500)
+            .on_path("/api/v5/customers")
+            .times(1),
+    );
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        mirror_on(s);
+    })
+    .await;
+    let cookie = sign_in(&app).await;
+    let html = page_once(&app, &cookie, "/admin/ui/mirror", |html| {
+        html.contains("following the CRM")
+    })
+    .await;
+    assert!(html.contains("Last error"), "{html}");
+    assert!(html.contains("step <code>import</code>"), "{html}");
+    assert!(html.contains("0 customers · 0 numbers"), "{html}");
+    assert!(
+        html.contains("<dt>First import</dt><dd>done</dd>"),
+        "{html}"
+    );
 }

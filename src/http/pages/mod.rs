@@ -1,5 +1,6 @@
 //! The operator's web page under `/admin/`: the call log with the filters of the CRM's own
-//! call report, a call's details, dead letters with replay and discard, and the quarantine.
+//! call report and two charts, a call's details, dead letters with replay and discard, the
+//! quarantine, and the owner mirror's sync state.
 //!
 //! Server-rendered with `maud`; the style sheet is compiled into the binary (no CDN, no
 //! build step, no JavaScript). Every page but the sign-in form needs a session
@@ -14,6 +15,7 @@ mod calls;
 mod charts;
 mod dead_letters;
 mod layout;
+mod mirror;
 pub mod session;
 pub mod sign_in_limit;
 
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             post(dead_letters::discard),
         )
         .route("/admin/ui/quarantine", get(dead_letters::quarantine))
+        .route("/admin/ui/mirror", get(mirror::state))
         .route("/admin/signout", post(sign_out))
         .route_layer(middleware::from_fn_with_state(state, require_session));
     let limiter = Arc::new(SignInLimiter::default());
