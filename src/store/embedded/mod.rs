@@ -855,6 +855,14 @@ mod tests {
             .expect("set");
         store.set_raw("k:renewed", b"4", None).await.expect("set");
         store
+            .append_list("l:1", b"gone", short)
+            .await
+            .expect("append");
+        store
+            .append_list("l:1", b"kept", long)
+            .await
+            .expect("append");
+        store
             .put_owner(&gone, OwnerEntry::NEGATIVE, short)
             .await
             .expect("put");
@@ -890,5 +898,14 @@ mod tests {
         assert_eq!(store.owner_mirror_len(), 1);
         let expiry = txn.open_table(KV_EXPIRY).expect("expiry");
         assert_eq!(expiry.len().expect("len"), 1, "only k:kept's entry is left");
+        let lists = txn.open_table(LISTS).expect("lists");
+        let values: Vec<Vec<u8>> = lists
+            .iter()
+            .expect("iter")
+            .map(|row| row.expect("row").1.value().0.to_vec())
+            .collect();
+        assert_eq!(values, [b"kept".to_vec()], "the expired value is deleted");
+        let list_expiry = txn.open_table(LIST_EXPIRY).expect("list expiry");
+        assert_eq!(list_expiry.len().expect("len"), 1, "and its expiry entry");
     }
 }
