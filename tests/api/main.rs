@@ -4,6 +4,7 @@
 mod calls;
 mod crm_callbacks;
 mod dashboard;
+mod guarantees;
 mod hardening;
 mod helpers;
 mod lookup;
@@ -15,6 +16,7 @@ mod reconcile;
 mod rules;
 mod server;
 mod shared_redis;
+mod worker_leases;
 
 #[path = "../support/redis.rs"]
 mod redis_support;
