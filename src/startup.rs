@@ -9,6 +9,7 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    call_trail::{LOOKUP_TRAIL_CAPACITY, LookupRecord, LookupTrail},
     config::{Config, CrmBackend, StoreOptions},
     crm::{
         Crm,
@@ -41,6 +42,8 @@ pub struct Application {
     state: AppState,
     sandbox: Option<Arc<SandboxCrm>>,
     shutdown: CancellationToken,
+    /// Lookup decisions on their way to the call trails (drained while running).
+    lookup_decisions: tokio::sync::mpsc::Receiver<LookupRecord>,
 }
 
 impl Application {
@@ -189,6 +192,8 @@ impl Application {
             ))
         });
         let mirror = syncer.as_ref().map(|s| s.mirror().clone());
+        let (lookup_trail, lookup_decisions) =
+            LookupTrail::channel(LOOKUP_TRAIL_CAPACITY, metrics.clone());
         let lookup = LookupService::new(
             store.clone(),
             lookup_crm,
@@ -207,6 +212,7 @@ impl Application {
             },
             metrics.clone(),
             rules.clone(),
+            lookup_trail,
         );
         let address = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(address)
@@ -284,6 +290,7 @@ impl Application {
         });
         Ok(Application {
             listener,
+            lookup_decisions,
             worker,
             reconciler,
             follower,
@@ -347,6 +354,12 @@ impl Application {
             .follower
             .clone()
             .map(|f| tokio::spawn(f.run_until_stopped(token.clone())));
+        let decisions = tokio::spawn(
+            self.state
+                .lookup
+                .clone()
+                .record_decisions(self.lookup_decisions, token.clone()),
+        );
         let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -371,6 +384,9 @@ impl Application {
             && tokio::time::timeout(grace, reconciler).await.is_err()
         {
             tracing::warn!("Reconciliation did not stop within the grace period.");
+        }
+        if tokio::time::timeout(grace, decisions).await.is_err() {
+            tracing::warn!("Lookup decisions were still being stored at the grace period's end.");
         }
         if let Some(worker) = worker
             && tokio::time::timeout(grace, worker).await.is_err()

@@ -141,6 +141,18 @@ impl SyncError {
     }
 }
 
+/// An error and its causes, `outer: inner: …`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Runs flow F for one instance.
 pub struct Syncer {
     crm: Arc<dyn Crm>,
@@ -187,8 +199,19 @@ impl Syncer {
         &self.mirror
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
     fn error(&self, e: &SyncError, what: &str) {
         self.metrics.sync_error(e.kind());
+        self.mirror.record_failure(mirror::SyncFailure {
+            at_ms: crate::store::now_ms(),
+            kind: e.kind(),
+            step: what.to_owned(),
+            error: error_chain(e),
+        });
         tracing::warn!(error = %e, kind = e.kind(), step = what, "Owner mirror sync step failed; will retry.");
     }
 

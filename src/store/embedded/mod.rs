@@ -90,6 +90,11 @@ const KV: TableDefinition<&str, (&[u8], u64)> = TableDefinition::new("kv");
 /// Expiry index of [`KV`]: (expiry ms, key) → (). Lets the purge find expired keys without a
 /// full scan. May hold stale entries (key overwritten or deleted); the purge checks.
 const KV_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("kv_expiry");
+/// Ordered lists ([`KeyValue::append_list`]): (list key, append sequence) → (value, expiry
+/// ms). A list is the key range `(key, 0)..=(key, u64::MAX)`, read without touching others.
+const LISTS: TableDefinition<(&str, u64), (&[u8], u64)> = TableDefinition::new("lists");
+/// Expiry index of [`LISTS`]: (expiry ms, list key, sequence) → (), for the purge.
+const LIST_EXPIRY: TableDefinition<(u64, &str, u64), ()> = TableDefinition::new("list_expiry");
 /// Named counters of [`Store::next_id`]: name → last value handed out.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// The store's own sequences (task, quarantine and call log ids), kept apart from
@@ -136,6 +141,8 @@ const SEQ_TASK: &str = "task";
 const SEQ_QUARANTINE: &str = "quarantine";
 /// [`SEQUENCES`] entry for the call log's append order.
 const SEQ_CALL_LOG: &str = "call_log";
+/// [`SEQUENCES`] entry for the lists' append order (one sequence for every list).
+const SEQ_LIST: &str = "list";
 
 // --- limits ------------------------------------------------------------------------------
 
@@ -442,6 +449,37 @@ impl KeyValue for EmbeddedStore {
                 let (value, expires_ms) = v.value();
                 if is_live(expires_ms, now) {
                     out.push((key.to_owned(), value.to_vec()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.write(Op::AppendList {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_ms: expiry_ms(now_ms(), Some(ttl)),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn read_list(&self, key: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        let now = now_ms();
+        self.read_blocking(move |txn| {
+            let table = txn.open_table(LISTS)?;
+            let mut out = Vec::new();
+            for row in table.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, v) = row?;
+                let (value, expires_ms) = v.value();
+                if is_live(expires_ms, now) {
+                    out.push(value.to_vec());
                 }
             }
             Ok(out)
@@ -828,6 +866,14 @@ mod tests {
             .expect("set");
         store.set_raw("k:renewed", b"4", None).await.expect("set");
         store
+            .append_list("l:1", b"gone", short)
+            .await
+            .expect("append");
+        store
+            .append_list("l:1", b"kept", long)
+            .await
+            .expect("append");
+        store
             .put_owner(&gone, OwnerEntry::NEGATIVE, short)
             .await
             .expect("put");
@@ -853,5 +899,14 @@ mod tests {
         assert_eq!(store.owner_mirror_len(), 1);
         let expiry = txn.open_table(KV_EXPIRY).expect("expiry");
         assert_eq!(expiry.len().expect("len"), 1, "only k:kept's entry is left");
+        let lists = txn.open_table(LISTS).expect("lists");
+        let values: Vec<Vec<u8>> = lists
+            .iter()
+            .expect("iter")
+            .map(|row| row.expect("row").1.value().0.to_vec())
+            .collect();
+        assert_eq!(values, [b"kept".to_vec()], "the expired value is deleted");
+        let list_expiry = txn.open_table(LIST_EXPIRY).expect("list expiry");
+        assert_eq!(list_expiry.len().expect("len"), 1, "and its expiry entry");
     }
 }
