@@ -256,6 +256,22 @@ impl OwnerMirror {
         Some((id, customer.manager))
     }
 
+    /// Every customer holding `phone`, in id order.
+    pub fn customers_of(&self, phone: &PhoneNumber) -> Vec<MirrorCustomer> {
+        let ids: Vec<CustomerId> = match PhoneKey::of(phone).and_then(|k| self.by_phone.get(&k)) {
+            None => Vec::new(),
+            Some(Owners::One(id)) => vec![*id],
+            Some(Owners::Many(ids)) => {
+                let mut ids = ids.clone();
+                ids.sort();
+                ids
+            }
+        };
+        ids.iter()
+            .filter_map(|id| self.customers.get(id).cloned())
+            .collect()
+    }
+
     /// Whether the CRM lists this user as active (unknown users count as active).
     pub fn is_active(&self, manager: ManagerId) -> bool {
         !self.inactive.contains(&manager)

@@ -19,7 +19,10 @@ use crate::{
     crm::CustomerId,
     domain::{
         manager::ManagerId,
-        mirror::{MirrorChange, OwnerMirror},
+        mirror::{MirrorChange, MirrorCustomer, OwnerMirror},
+        orders_mirror::{
+            MirrorOrder, OrderChange, OrderHistoryRecord, OrdersMirror, OrdersOutcome,
+        },
         phone_number::PhoneNumber,
     },
 };
@@ -41,6 +44,10 @@ pub struct SharedMirror {
     inner: RwLock<OwnerMirror>,
     imported: AtomicBool,
     phase: Mutex<SyncPhase>,
+    /// The orders mirror (open orders by customer), fed the same way.
+    orders: RwLock<OrdersMirror>,
+    orders_imported: AtomicBool,
+    orders_phase: Mutex<SyncPhase>,
 }
 
 impl Default for SharedMirror {
@@ -55,6 +62,9 @@ impl SharedMirror {
             inner: RwLock::new(OwnerMirror::new()),
             imported: AtomicBool::new(false),
             phase: Mutex::new(SyncPhase::Starting),
+            orders: RwLock::new(OrdersMirror::new()),
+            orders_imported: AtomicBool::new(false),
+            orders_phase: Mutex::new(SyncPhase::Starting),
         }
     }
 
@@ -64,6 +74,68 @@ impl SharedMirror {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, OwnerMirror> {
         self.inner.write().expect("owner mirror lock poisoned")
+    }
+
+    fn orders_read(&self) -> std::sync::RwLockReadGuard<'_, OrdersMirror> {
+        self.orders.read().expect("orders mirror lock poisoned")
+    }
+
+    /// Every mirrored customer with `phone` (the planner picks the most recently active).
+    pub fn customers_of(&self, phone: &PhoneNumber) -> Vec<MirrorCustomer> {
+        self.read().customers_of(phone)
+    }
+
+    /// The open orders of `customer`, newest first.
+    pub fn orders_of(&self, customer: CustomerId) -> Vec<MirrorOrder> {
+        self.orders_read().of_customer(customer)
+    }
+
+    /// Whether the orders mirror's first import has finished.
+    pub fn orders_imported(&self) -> bool {
+        self.orders_imported.load(Ordering::Acquire)
+    }
+
+    pub fn set_orders_imported(&self) {
+        self.orders_imported.store(true, Ordering::Release);
+        self.set_orders_phase(SyncPhase::Synced { synced_at: None });
+    }
+
+    pub fn apply_orders(&self, changes: &[OrderChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut orders = self.orders.write().expect("orders mirror lock poisoned");
+        for change in changes {
+            orders.apply(change);
+        }
+    }
+
+    pub fn plan_orders_history(
+        &self,
+        records: &[OrderHistoryRecord],
+        is_open: &dyn Fn(&str) -> bool,
+    ) -> OrdersOutcome {
+        self.orders_read().plan_history(records, is_open)
+    }
+
+    /// Mirrored open orders.
+    pub fn orders_size(&self) -> usize {
+        self.orders_read().len()
+    }
+
+    pub fn orders_phase(&self) -> SyncPhase {
+        *self.orders_phase.lock().expect("sync phase lock poisoned")
+    }
+
+    pub fn set_orders_phase(&self, phase: SyncPhase) {
+        *self.orders_phase.lock().expect("sync phase lock poisoned") = phase;
+    }
+
+    /// Whether the worker may take a call's facts from the mirrors: both first imports done
+    /// and the history read to its end within `max_lag` (a poller that keeps failing, or an
+    /// instance that has heard nothing for that long, may have a gap).
+    pub fn facts_fresh(&self, max_lag: Duration) -> bool {
+        self.imported() && self.orders_imported() && self.lag().is_some_and(|lag| lag <= max_lag)
     }
 
     /// The owner of `phone` (see [`OwnerMirror::owner`]).
@@ -168,6 +240,22 @@ impl SharedMirror {
             SyncPhase::Synced {
                 synced_at: Some(at),
             } => format!("mirror synced, lag {} s", at.elapsed().as_secs()),
+        }
+    }
+
+    /// The orders mirror's part of `/readyz`: `orders importing 41% (410/1000 orders)`,
+    /// `orders synced`.
+    pub fn orders_status_line(&self) -> String {
+        match self.orders_phase() {
+            SyncPhase::Starting => "orders starting".to_owned(),
+            SyncPhase::Importing { done, total } => match total {
+                Some(total) if total > 0 => format!(
+                    "orders importing {}% ({done}/{total} orders)",
+                    (done.min(total) * 100) / total
+                ),
+                _ => format!("orders importing ({done} orders)"),
+            },
+            SyncPhase::Synced { .. } => format!("orders synced ({} open)", self.orders_size()),
         }
     }
 }

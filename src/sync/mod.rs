@@ -23,6 +23,7 @@
 //! customer, and loaded into memory at start: a restart needs no new import.
 
 pub mod mirror;
+pub mod orders;
 pub mod redis;
 
 use std::{
@@ -80,6 +81,9 @@ fn inactive_key() -> String {
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub history_interval: Duration,
+    /// Status groups whose orders are closed (`crm.closed_status_groups`): the orders
+    /// mirror keeps the others.
+    pub closed_status_groups: HashSet<String>,
     pub users_interval: Duration,
     /// How long the poll lease lasts without renewal (Redis store).
     pub lease: Duration,
@@ -124,6 +128,16 @@ impl SyncError {
     }
 }
 
+/// A history cursor `overlap` before the CRM's clock (`generatedAt` of a probe; our own
+/// clock when the CRM gave none).
+fn cursor_before(generated_at: Option<&str>, overlap: Duration) -> HistoryCursor {
+    let now = generated_at
+        .and_then(|g| NaiveDateTime::parse_from_str(g, DATETIME).ok())
+        .unwrap_or_else(|| chrono::Local::now().naive_local());
+    let overlap = chrono::Duration::from_std(overlap).unwrap_or_default();
+    HistoryCursor::Since((now - overlap).format(DATETIME).to_string())
+}
+
 /// Runs flow F for one instance.
 pub struct Syncer {
     crm: Arc<dyn Crm>,
@@ -138,6 +152,8 @@ pub struct Syncer {
     /// The stream position after loading (Redis store).
     position: Mutex<String>,
     wake: Notify,
+    /// The orders mirror's part ([`orders`]).
+    orders: orders::OrdersSync,
 }
 
 impl Syncer {
@@ -161,6 +177,7 @@ impl Syncer {
             poll: Mutex::new(()),
             position: Mutex::new("0-0".to_owned()),
             wake: Notify::new(),
+            orders: orders::OrdersSync::default(),
         })
     }
 
@@ -207,6 +224,7 @@ impl Syncer {
                 total: state.total_count,
             });
         }
+        self.load_orders().await?;
         self.update_size_metrics();
         tracing::info!(
             customers = changes.len(),
@@ -218,7 +236,12 @@ impl Syncer {
     }
 
     async fn load_state(&self) -> Result<SyncState, SyncError> {
-        match self.store.get_json(&state_key()).await? {
+        self.load_state_at(&state_key()).await
+    }
+
+    /// The sync state stored under `key` (customers' or orders').
+    async fn load_state_at(&self, key: &str) -> Result<SyncState, SyncError> {
+        match self.store.get_json(key).await? {
             Some(state) => Ok(state),
             None => Ok(SyncState {
                 next_page: 1,
@@ -228,7 +251,11 @@ impl Syncer {
     }
 
     async fn save_state(&self, state: &SyncState) -> Result<(), SyncError> {
-        self.store.set_json(&state_key(), state, None).await?;
+        self.save_state_at(&state_key(), state).await
+    }
+
+    async fn save_state_at(&self, key: &str, state: &SyncState) -> Result<(), SyncError> {
+        self.store.set_json(key, state, None).await?;
         Ok(())
     }
 
@@ -270,6 +297,10 @@ impl Syncer {
                     if let Err(e) = self.import(&token).await {
                         self.error(&e, "import");
                     }
+                } else if !self.mirror.orders_imported() {
+                    if let Err(e) = self.import_orders(&token).await {
+                        self.error(&e, "orders import");
+                    }
                 } else if Instant::now() >= next_history {
                     match self.poll_history().await {
                         Ok(_) => next_history = Instant::now() + self.config.history_interval,
@@ -277,7 +308,8 @@ impl Syncer {
                     }
                 }
             }
-            let wait = if leader && !self.mirror.imported() {
+            let importing = !self.mirror.imported() || !self.mirror.orders_imported();
+            let wait = if leader && importing {
                 RETRY_PAUSE
             } else if leader {
                 next_history
@@ -448,14 +480,9 @@ impl Syncer {
             .crm
             .customers_history(&HistoryCursor::Since(CLOCK_PROBE.to_owned()), 20)
             .await?;
-        let now = probe
-            .generated_at
-            .as_deref()
-            .and_then(|g| NaiveDateTime::parse_from_str(g, DATETIME).ok())
-            .unwrap_or_else(|| chrono::Local::now().naive_local());
-        let overlap = chrono::Duration::from_std(HISTORY_OVERLAP).unwrap_or_default();
-        Ok(HistoryCursor::Since(
-            (now - overlap).format(DATETIME).to_string(),
+        Ok(cursor_before(
+            probe.generated_at.as_deref(),
+            HISTORY_OVERLAP,
         ))
     }
 
@@ -488,6 +515,7 @@ impl Syncer {
                 break;
             }
         }
+        read += self.poll_orders_history().await?;
         self.mirror.set_phase(SyncPhase::Synced {
             synced_at: Some(Instant::now()),
         });
@@ -546,6 +574,8 @@ impl Syncer {
                                 self.mirror.set_inactive(list.into_iter().collect());
                             }
                             SyncEvent::Imported => self.mirror.set_imported(),
+                            SyncEvent::Orders(changes) => self.mirror.apply_orders(&changes),
+                            SyncEvent::OrdersImported => self.mirror.set_orders_imported(),
                             SyncEvent::Synced => {
                                 self.mirror.set_imported();
                                 self.mirror.set_phase(SyncPhase::Synced {

@@ -21,7 +21,7 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{manager::ManagerId, mirror::MirrorChange};
+use crate::domain::{manager::ManagerId, mirror::MirrorChange, orders_mirror::OrderChange};
 
 /// `sync:lease` STRING: the token of the instance that polls the CRM.
 pub const LEASE: &str = "sync:lease";
@@ -66,6 +66,10 @@ pub enum SyncEvent {
     Inactive(Vec<ManagerId>),
     /// The first import finished.
     Imported,
+    /// Changes to the orders mirror.
+    Orders(Vec<OrderChange>),
+    /// The orders mirror's first import finished.
+    OrdersImported,
     /// A poll reached the newest history record (for the lag of instances that do not poll).
     Synced,
 }

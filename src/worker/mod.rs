@@ -41,6 +41,7 @@ use crate::{
         call_log::TrailKind,
         manager::{ManagerDirectory, ManagerId},
         mirror::{MirrorChange, MirrorCustomer, PhoneKey},
+        orders_mirror::{MirrorOrder, OrderChange},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
@@ -168,6 +169,9 @@ pub struct WorkerConfig {
     pub calls_upload_batch: usize,
     /// A batch of call records is sent at the latest this long after its first call.
     pub calls_upload_flush: Duration,
+    /// The facts come from the mirrors only while their history was read to its end within
+    /// this long ([`SharedMirror::facts_fresh`]); otherwise the CRM is asked.
+    pub mirror_max_lag: Duration,
 }
 
 /// Everything the worker needs. Built once in `startup`.
@@ -187,6 +191,7 @@ pub struct Worker {
     /// Routing rules; the first match gives the planner its actions ([`decide`]).
     pub rules: Arc<RuleBook>,
     mirror: Option<Arc<SharedMirror>>,
+    mirror_max_lag: Duration,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
     /// Call records on their way to `telephony/calls/upload`, in batches.
     calls: CallBatcher,
@@ -217,6 +222,7 @@ impl Worker {
             owner_ttl,
             calls_upload_batch,
             calls_upload_flush,
+            mirror_max_lag,
         } = config;
         let calls = CallBatcher::new(crm.clone(), calls_upload_batch, calls_upload_flush);
         Worker {
@@ -234,6 +240,7 @@ impl Worker {
             wakeup,
             rules,
             mirror,
+            mirror_max_lag,
             statuses: tokio::sync::Mutex::new(None),
             calls,
         }
@@ -608,11 +615,84 @@ impl Worker {
                 last_call_id: cb.last_call_id,
             });
         }
+        facts.customers = match self
+            .mirror
+            .as_ref()
+            .filter(|m| m.facts_fresh(self.mirror_max_lag))
+        {
+            Some(mirror) => self.customer_facts_from_mirror(mirror, phone).await?,
+            None => self.customer_facts_from_crm(phone).await?,
+        };
+        Ok(facts)
+    }
+
+    /// Whether an order in `status` is open by these groups (an unknown status counts as
+    /// open: the CRM accepted it, and a call about it should not make a second order).
+    fn is_open(&self, groups: &StatusGroups, status: &str) -> bool {
+        groups
+            .get(status)
+            .is_none_or(|g| !self.closed_status_groups.contains(g))
+    }
+
+    /// The caller's customers and their open orders from the owner and orders mirrors: no
+    /// CRM request but the cached status groups.
+    async fn customer_facts_from_mirror(
+        &self,
+        mirror: &SharedMirror,
+        phone: &PhoneNumber,
+    ) -> Result<Vec<CustomerFacts>, ProcessError> {
+        let mut customers = mirror.customers_of(phone);
+        if customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        customers.sort_by_key(|c| std::cmp::Reverse((c.last_activity, c.id)));
+        let groups = self.status_groups().await?;
+        let at = |secs: i64| {
+            (secs != 0)
+                .then(|| chrono::DateTime::from_timestamp(secs, 0).map(|d| d.naive_utc()))
+                .flatten()
+        };
+        Ok(customers
+            .into_iter()
+            .take(MAX_CUSTOMERS_PER_NUMBER)
+            .map(|c| {
+                let orders: Vec<OrderFacts> = mirror
+                    .orders_of(c.id)
+                    .into_iter()
+                    .map(|o| OrderFacts {
+                        id: o.id,
+                        open: self.is_open(&groups, &o.status),
+                        manager_id: o.manager,
+                        created_at: at(o.created_at),
+                    })
+                    .collect();
+                let last_order = orders.iter().filter_map(|o| o.created_at).max();
+                // The mirror keeps the customer's last activity (created or changed in the
+                // CRM), not its creation date: the planner ranks by activity first, so the
+                // creation date is not needed.
+                CustomerFacts {
+                    id: c.id,
+                    manager_id: c.manager,
+                    created_at: None,
+                    last_active_at: at(c.last_activity).max(last_order),
+                    orders,
+                }
+            })
+            .collect())
+    }
+
+    /// The caller's customers and their orders asked of the CRM: a phone search and one
+    /// order list per customer.
+    async fn customer_facts_from_crm(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Vec<CustomerFacts>, ProcessError> {
         let customers = self.crm.find_customers_by_phone(phone).await?;
         if customers.is_empty() {
-            return Ok(facts);
+            return Ok(Vec::new());
         }
         let groups = self.status_groups().await?;
+        let mut facts = Vec::new();
         for c in customers.into_iter().take(MAX_CUSTOMERS_PER_NUMBER) {
             let orders = self.crm.customer_orders(c.id).await?;
             let parse_date = |s: &Option<String>| {
@@ -623,15 +703,13 @@ impl Worker {
                 .into_iter()
                 .map(|o| OrderFacts {
                     id: o.id,
-                    open: groups
-                        .get(&o.status)
-                        .is_none_or(|g| !self.closed_status_groups.contains(g)),
+                    open: self.is_open(&groups, &o.status),
                     manager_id: o.manager_id,
                     created_at: parse_date(&o.created_at),
                 })
                 .collect();
             let last_order = orders.iter().filter_map(|o| o.created_at).max();
-            facts.customers.push(CustomerFacts {
+            facts.push(CustomerFacts {
                 id: c.id,
                 manager_id: c.manager_id,
                 created_at: parse_date(&c.created_at),
@@ -746,6 +824,17 @@ impl Worker {
                     Some(id) => id,
                     None => self.crm.create_order(site, &new).await?,
                 };
+                // The next event of this call sees the order at once; the CRM's history
+                // repeats it later (applying it again is harmless).
+                if let Some(mirror) = &self.mirror {
+                    mirror.apply_orders(&[OrderChange::Upsert(MirrorOrder {
+                        id,
+                        customer: new.customer_id,
+                        status: new.status.clone().unwrap_or_default(),
+                        manager: new.manager_id,
+                        created_at: local_now().and_utc().timestamp(),
+                    })]);
+                }
                 resolved.order = Some(id);
                 record.order = Some(id);
             }
