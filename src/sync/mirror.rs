@@ -135,7 +135,16 @@ impl SharedMirror {
     /// and the history read to its end within `max_lag` (a poller that keeps failing, or an
     /// instance that has heard nothing for that long, may have a gap).
     pub fn facts_fresh(&self, max_lag: Duration) -> bool {
-        self.imported() && self.orders_imported() && self.lag().is_some_and(|lag| lag <= max_lag)
+        let orders_lag = match self.orders_phase() {
+            SyncPhase::Synced {
+                synced_at: Some(at),
+            } => Some(at.elapsed()),
+            _ => None,
+        };
+        self.imported()
+            && self.orders_imported()
+            && self.lag().is_some_and(|lag| lag <= max_lag)
+            && orders_lag.is_some_and(|lag| lag <= max_lag)
     }
 
     /// The owner of `phone` (see [`OwnerMirror::owner`]).
@@ -244,7 +253,7 @@ impl SharedMirror {
     }
 
     /// The orders mirror's part of `/readyz`: `orders importing 41% (410/1000 orders)`,
-    /// `orders synced`.
+    /// `orders synced, lag 3 s (120 open)`.
     pub fn orders_status_line(&self) -> String {
         match self.orders_phase() {
             SyncPhase::Starting => "orders starting".to_owned(),
@@ -255,7 +264,16 @@ impl SharedMirror {
                 ),
                 _ => format!("orders importing ({done} orders)"),
             },
-            SyncPhase::Synced { .. } => format!("orders synced ({} open)", self.orders_size()),
+            SyncPhase::Synced { synced_at: None } => {
+                format!("orders synced ({} open)", self.orders_size())
+            }
+            SyncPhase::Synced {
+                synced_at: Some(at),
+            } => format!(
+                "orders synced, lag {} s ({} open)",
+                at.elapsed().as_secs(),
+                self.orders_size()
+            ),
         }
     }
 }

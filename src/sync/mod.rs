@@ -297,19 +297,21 @@ impl Syncer {
                     if let Err(e) = self.import(&token).await {
                         self.error(&e, "import");
                     }
-                } else if !self.mirror.orders_imported() {
-                    if let Err(e) = self.import_orders(&token).await {
+                } else if Instant::now() >= next_history {
+                    // The orders import (re)tried at each poll; failing, it never holds the
+                    // customers' history back.
+                    if !self.mirror.orders_imported()
+                        && let Err(e) = self.import_orders(&token).await
+                    {
                         self.error(&e, "orders import");
                     }
-                } else if Instant::now() >= next_history {
                     match self.poll_history().await {
                         Ok(_) => next_history = Instant::now() + self.config.history_interval,
                         Err(e) => self.error(&e, "history"),
                     }
                 }
             }
-            let importing = !self.mirror.imported() || !self.mirror.orders_imported();
-            let wait = if leader && importing {
+            let wait = if leader && !self.mirror.imported() {
                 RETRY_PAUSE
             } else if leader {
                 next_history
@@ -515,7 +517,12 @@ impl Syncer {
                 break;
             }
         }
-        read += self.poll_orders_history().await?;
+        // The orders history has its own lag (the worker checks both); its failure does not
+        // hold the customers' back.
+        match self.poll_orders_history().await {
+            Ok(n) => read += n,
+            Err(e) => self.error(&e, "orders history"),
+        }
         self.mirror.set_phase(SyncPhase::Synced {
             synced_at: Some(Instant::now()),
         });
@@ -576,6 +583,11 @@ impl Syncer {
                             SyncEvent::Imported => self.mirror.set_imported(),
                             SyncEvent::Orders(changes) => self.mirror.apply_orders(&changes),
                             SyncEvent::OrdersImported => self.mirror.set_orders_imported(),
+                            SyncEvent::OrdersSynced => {
+                                self.mirror.set_orders_phase(SyncPhase::Synced {
+                                    synced_at: Some(Instant::now()),
+                                });
+                            }
                             SyncEvent::Synced => {
                                 self.mirror.set_imported();
                                 self.mirror.set_phase(SyncPhase::Synced {

@@ -218,6 +218,12 @@ impl Syncer {
                 break;
             }
         }
+        if state.cursor.is_some() {
+            self.mirror.set_orders_phase(SyncPhase::Synced {
+                synced_at: Some(Instant::now()),
+            });
+            self.publish(SyncEvent::OrdersSynced).await;
+        }
         Ok(read)
     }
 }

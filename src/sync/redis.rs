@@ -70,6 +70,8 @@ pub enum SyncEvent {
     Orders(Vec<OrderChange>),
     /// The orders mirror's first import finished.
     OrdersImported,
+    /// An orders history poll reached the newest record.
+    OrdersSynced,
     /// A poll reached the newest history record (for the lag of instances that do not poll).
     Synced,
 }

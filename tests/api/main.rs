@@ -4,6 +4,7 @@
 mod calls;
 mod crm_callbacks;
 mod dashboard;
+mod facts;
 mod hardening;
 mod helpers;
 mod lookup;
