@@ -161,7 +161,7 @@ impl OrdersMirror {
             .flatten()
             .filter_map(|id| self.orders.get(id).cloned())
             .collect();
-        orders.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        orders.sort_by_key(|o| std::cmp::Reverse((o.created_at, o.id)));
         orders
     }
 
