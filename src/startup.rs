@@ -215,7 +215,7 @@ impl Application {
                 metrics: metrics.clone(),
                 wakeup: wakeup.clone(),
                 rules: rules.clone(),
-                mirror,
+                sync: syncer.clone(),
             },
             WorkerConfig {
                 normalizer: config.normalizer.clone(),

@@ -30,7 +30,7 @@ use super::{
 use crate::{
     crm::{OrderId, StatusGroups},
     domain::{
-        mirror::HistoryCursor,
+        mirror::{HistoryCursor, MirrorChange},
         orders_mirror::{MirrorOrder, OrderChange},
     },
     store::{KeyValueExt, keys},
@@ -105,6 +105,22 @@ impl Syncer {
             .mirror_orders
             .set(self.mirror.orders_size() as i64);
         Ok(())
+    }
+
+    /// The worker's own writes (a customer or an order it created): stored, applied and
+    /// shared with the other instances at once, so the next event of the call knows them
+    /// on whichever instance it runs; the CRM's history repeats them later (harmless). A
+    /// failure is logged only: the history brings the change within a poll anyway.
+    pub async fn own_writes(&self, customers: Vec<MirrorChange>, orders: Vec<OrderChange>) {
+        // In memory first: this instance knows it even if storing fails.
+        self.mirror.apply(&customers);
+        self.mirror.apply_orders(&orders);
+        if let Err(e) = self.commit(customers).await {
+            self.error(&e, "own write");
+        }
+        if let Err(e) = self.commit_orders(orders).await {
+            self.error(&e, "own write");
+        }
     }
 
     /// Imports every open order, resuming where a previous run stopped.

@@ -51,7 +51,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
-    sync::mirror::SharedMirror,
+    sync::{Syncer, mirror::SharedMirror},
 };
 use call_batch::CallBatcher;
 use retry::RetrySchedule;
@@ -146,9 +146,11 @@ pub struct WorkerDeps {
     pub wakeup: Arc<Notify>,
     /// Routing rules; the first match gives the planner its [`RuleActions`].
     pub rules: Arc<RuleBook>,
-    /// The owner mirror (`[sync]` on): customers the worker creates go into it at once; the
+    /// The owner and orders mirrors (`[sync]` on): the facts come from them; the customers
+    /// and orders the worker creates go into them at once (stored and shared with the other
+    /// instances: [`Syncer::own_writes`]), the CRM's history repeats them later.
     /// CRM's history brings them to every other instance within a poll.
-    pub mirror: Option<Arc<SharedMirror>>,
+    pub sync: Option<Arc<Syncer>>,
 }
 
 /// The worker's configuration, from the validated [`crate::config::Config`].
@@ -190,7 +192,7 @@ pub struct Worker {
     pub wakeup: Arc<Notify>,
     /// Routing rules; the first match gives the planner its actions ([`decide`]).
     pub rules: Arc<RuleBook>,
-    mirror: Option<Arc<SharedMirror>>,
+    sync: Option<Arc<Syncer>>,
     mirror_max_lag: Duration,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
     /// Call records on their way to `telephony/calls/upload`, in batches.
@@ -210,7 +212,7 @@ impl Worker {
             metrics,
             wakeup,
             rules,
-            mirror,
+            sync,
         } = deps;
         let WorkerConfig {
             normalizer,
@@ -239,7 +241,7 @@ impl Worker {
             metrics,
             wakeup,
             rules,
-            mirror,
+            sync,
             mirror_max_lag,
             statuses: tokio::sync::Mutex::new(None),
             calls,
@@ -616,8 +618,9 @@ impl Worker {
             });
         }
         facts.customers = match self
-            .mirror
+            .sync
             .as_ref()
+            .map(|s| s.mirror())
             .filter(|m| m.facts_fresh(self.mirror_max_lag))
         {
             Some(mirror) => self.customer_facts_from_mirror(mirror, phone).await?,
@@ -788,15 +791,28 @@ impl Worker {
                 };
                 let (id, manager) = match existing {
                     Some(found) => found,
-                    None => (self.crm.create_customer(site, new).await?, new.manager_id),
+                    None => match self.crm.create_customer(site, new).await {
+                        Ok(id) => (id, new.manager_id),
+                        Err(refused @ CrmError::Rejected { .. }) => self
+                            .crm
+                            .customer_by_external_id(&new.external_id, site)
+                            .await?
+                            .map(|c| (c.id, c.manager_id))
+                            .ok_or(refused)?,
+                        Err(e) => return Err(e.into()),
+                    },
                 };
-                if let Some(mirror) = &self.mirror {
-                    mirror.apply(&[MirrorChange::Upsert(MirrorCustomer {
-                        id,
-                        manager,
-                        phones: new.phones.iter().filter_map(PhoneKey::of).collect(),
-                        last_activity: local_now().and_utc().timestamp(),
-                    })]);
+                if let Some(sync) = &self.sync {
+                    sync.own_writes(
+                        vec![MirrorChange::Upsert(MirrorCustomer {
+                            id,
+                            manager,
+                            phones: new.phones.iter().filter_map(PhoneKey::of).collect(),
+                            last_activity: local_now().and_utc().timestamp(),
+                        })],
+                        Vec::new(),
+                    )
+                    .await;
                 }
                 for p in &new.phones {
                     let entry = OwnerEntry {
@@ -822,18 +838,31 @@ impl Worker {
                 };
                 let id = match existing {
                     Some(id) => id,
-                    None => self.crm.create_order(site, &new).await?,
+                    None => match self.crm.create_order(site, &new).await {
+                        Ok(id) => id,
+                        Err(refused @ CrmError::Rejected { .. }) => self
+                            .crm
+                            .order_by_external_id(&new.external_id, site)
+                            .await?
+                            .map(|o| o.id)
+                            .ok_or(refused)?,
+                        Err(e) => return Err(e.into()),
+                    },
                 };
                 // The next event of this call sees the order at once; the CRM's history
                 // repeats it later (applying it again is harmless).
-                if let Some(mirror) = &self.mirror {
-                    mirror.apply_orders(&[OrderChange::Upsert(MirrorOrder {
-                        id,
-                        customer: new.customer_id,
-                        status: new.status.clone().unwrap_or_default(),
-                        manager: new.manager_id,
-                        created_at: local_now().and_utc().timestamp(),
-                    })]);
+                if let Some(sync) = &self.sync {
+                    sync.own_writes(
+                        Vec::new(),
+                        vec![OrderChange::Upsert(MirrorOrder {
+                            id,
+                            customer: new.customer_id,
+                            status: new.status.clone().unwrap_or_default(),
+                            manager: new.manager_id,
+                            created_at: local_now().and_utc().timestamp(),
+                        })],
+                    )
+                    .await;
                 }
                 resolved.order = Some(id);
                 record.order = Some(id);

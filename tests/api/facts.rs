@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use callgate::testing::fake_retailcrm::{FakeRetailCrm, Fault, FaultRule};
+use serde_json::json;
 
 use crate::{
     calls::{after_call, tracking},
@@ -83,8 +84,18 @@ async fn what_callgate_creates_is_known_to_the_next_call_before_any_history_poll
     let crm = start_fake_crm().await;
     let app = mirrored_app(&crm, 600).await;
     wait_mirrors(&app).await;
-    let polls = crm.request_count("GET /api/v5/orders/history")
-        + crm.request_count("GET /api/v5/customers/history");
+    let history_reads = || {
+        crm.request_count("GET /api/v5/orders/history")
+            + crm.request_count("GET /api/v5/customers/history")
+    };
+    // Each history: the clock probe, the read ending its import, the first periodic poll.
+    eventually(
+        Duration::from_secs(10),
+        "the first periodic poll",
+        || async { (history_reads() == 6).then_some(()) },
+    )
+    .await;
+    let polls = history_reads();
 
     // Act: a new caller answered by Tatiana (S1), then the same caller again.
     app.post_webhook(&after_call("f2-1", "0671112233", "ANSWERED", 1028))
@@ -103,12 +114,7 @@ async fn what_callgate_creates_is_known_to_the_next_call_before_any_history_poll
     assert_eq!(tasks.len(), 2, "{tasks:#?}");
     assert!(tasks.iter().all(|t| t["order"]["id"] == orders[0]["id"]));
     assert_eq!(fact_requests(&crm), (0, 0));
-    assert_eq!(
-        crm.request_count("GET /api/v5/orders/history")
-            + crm.request_count("GET /api/v5/customers/history"),
-        polls,
-        "no history poll in between"
-    );
+    assert_eq!(history_reads(), polls, "no history poll in between");
 }
 
 #[tokio::test]
@@ -172,4 +178,31 @@ async fn before_the_orders_mirror_is_imported_the_crm_is_asked() {
     let tasks = crm.tasks();
     assert_eq!(tasks.len(), 1, "{tasks:#?}");
     assert_eq!(tasks[0]["order"]["id"], order);
+}
+
+#[tokio::test]
+async fn a_customer_another_instance_just_made_is_adopted_not_made_twice() {
+    // Arrange: the mirrors synced, then a customer made for this number by callgate
+    // elsewhere (its externalId), which this instance's mirror has not heard of yet.
+    let crm = start_fake_crm().await;
+    let app = mirrored_app(&crm, 600).await;
+    wait_mirrors(&app).await;
+    let made = crm.add_customer_entity(json!({
+        "externalId": "callgate-380671112233",
+        "phones": [{"number": "+380671112233"}],
+        "managerId": 28,
+    }));
+
+    // Act
+    app.post_webhook(&after_call("f5", "0671112233", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+
+    // Assert: the create was refused and the existing customer taken; no dead letter.
+    assert_eq!(crm.customers().len(), 1);
+    let orders = crm.orders();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!(orders[0]["customer"]["id"], made);
+    assert_eq!(app.state.store.dead_letter_count().await.unwrap(), 0);
+    assert_eq!(crm.tasks().len(), 1);
 }
