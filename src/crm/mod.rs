@@ -102,6 +102,19 @@ pub struct HistoryPage<R = HistoryRecord> {
     pub generated_at: Option<String>,
 }
 
+impl<R> HistoryPage<R> {
+    /// A whole answer of `records` (oldest first; `id` gives a record's id), answered at
+    /// the CRM's time `generated_at`.
+    pub fn of(records: Vec<R>, id: fn(&R) -> u64, generated_at: Option<String>) -> Self {
+        HistoryPage {
+            last_id: records.iter().map(id).max(),
+            received: records.len(),
+            records,
+            generated_at,
+        }
+    }
+}
+
 impl<R> Default for HistoryPage<R> {
     fn default() -> Self {
         HistoryPage {

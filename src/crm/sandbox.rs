@@ -693,10 +693,7 @@ impl Crm for SandboxCrm {
         let all = self.list_all::<SandboxOrder>(ORDER).await?;
         let records: Vec<OrderHistoryRecord> = all
             .into_iter()
-            .filter(|o| match cursor {
-                HistoryCursor::AfterId(after) => o.id.0 > *after,
-                HistoryCursor::Since(at) => o.created_at.as_str() >= at.as_str(),
-            })
+            .filter(|o| cursor.admits(o.id.0, &o.created_at))
             .take(limit as usize)
             .map(|o| OrderHistoryRecord {
                 id: o.id.0,
@@ -704,12 +701,7 @@ impl Crm for SandboxCrm {
                 change: OrderHistoryChange::Created(Self::to_order_snapshot(o)),
             })
             .collect();
-        Ok(HistoryPage {
-            last_id: records.iter().map(|r| r.id).max(),
-            received: records.len(),
-            records,
-            generated_at: Some(now_string()),
-        })
+        Ok(HistoryPage::of(records, |r| r.id, Some(now_string())))
     }
 
     async fn customer_by_id(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, CrmError> {
@@ -727,10 +719,7 @@ impl Crm for SandboxCrm {
         let all = self.list_all::<SandboxHistoryRecord>(HISTORY).await?;
         let records: Vec<HistoryRecord> = all
             .into_iter()
-            .filter(|r| match cursor {
-                HistoryCursor::AfterId(after) => r.id > *after,
-                HistoryCursor::Since(at) => r.created_at.as_str() >= at.as_str(),
-            })
+            .filter(|r| cursor.admits(r.id, &r.created_at))
             .take(limit as usize)
             .map(|r| HistoryRecord {
                 id: r.id,
@@ -739,12 +728,7 @@ impl Crm for SandboxCrm {
                 change: HistoryChange::Created(Self::to_snapshot(r.customer)),
             })
             .collect();
-        Ok(HistoryPage {
-            last_id: records.iter().map(|r| r.id).max(),
-            received: records.len(),
-            records,
-            generated_at: Some(now_string()),
-        })
+        Ok(HistoryPage::of(records, |r| r.id, Some(now_string())))
     }
 }
 

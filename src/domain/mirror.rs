@@ -161,6 +161,17 @@ pub enum HistoryCursor {
     Since(String),
 }
 
+impl HistoryCursor {
+    /// Whether a record with this id and creation time (`Y-m-d H:i:s`) comes after the
+    /// cursor.
+    pub fn admits(&self, id: u64, created_at: &str) -> bool {
+        match self {
+            HistoryCursor::AfterId(after) => id > *after,
+            HistoryCursor::Since(at) => created_at >= at.as_str(),
+        }
+    }
+}
+
 /// What a page of history does: the changes, the customers to read again (a record about a
 /// customer the mirror does not have, or the survivor of a merge), and the new cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -238,13 +238,9 @@ impl SharedMirror {
     pub fn status_line(&self) -> String {
         match self.phase() {
             SyncPhase::Starting => "mirror starting".to_owned(),
-            SyncPhase::Importing { done, total } => match total {
-                Some(total) if total > 0 => format!(
-                    "mirror importing {}% ({done}/{total} customers)",
-                    (done.min(total) * 100) / total
-                ),
-                _ => format!("mirror importing ({done} customers)"),
-            },
+            SyncPhase::Importing { done, total } => {
+                importing_line("mirror", done, total, "customers")
+            }
             SyncPhase::Synced { synced_at: None } => "mirror synced".to_owned(),
             SyncPhase::Synced {
                 synced_at: Some(at),
@@ -257,13 +253,7 @@ impl SharedMirror {
     pub fn orders_status_line(&self) -> String {
         match self.orders_phase() {
             SyncPhase::Starting => "orders starting".to_owned(),
-            SyncPhase::Importing { done, total } => match total {
-                Some(total) if total > 0 => format!(
-                    "orders importing {}% ({done}/{total} orders)",
-                    (done.min(total) * 100) / total
-                ),
-                _ => format!("orders importing ({done} orders)"),
-            },
+            SyncPhase::Importing { done, total } => importing_line("orders", done, total, "orders"),
             SyncPhase::Synced { synced_at: None } => {
                 format!("orders synced ({} open)", self.orders_size())
             }
@@ -275,5 +265,17 @@ impl SharedMirror {
                 self.orders_size()
             ),
         }
+    }
+}
+
+/// `<what> importing 41% (410/1000 <items>)`, or without a percentage when the total is not
+/// known.
+fn importing_line(what: &str, done: u64, total: Option<u64>, items: &str) -> String {
+    match total {
+        Some(total) if total > 0 => format!(
+            "{what} importing {}% ({done}/{total} {items})",
+            (done.min(total) * 100) / total
+        ),
+        _ => format!("{what} importing ({done} {items})"),
     }
 }
