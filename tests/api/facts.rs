@@ -5,12 +5,20 @@
 
 use std::time::Duration;
 
-use callgate::testing::fake_retailcrm::{FakeRetailCrm, Fault, FaultRule};
+use callgate::{
+    config::Settings,
+    domain::lookup::LookupPolicy,
+    testing::fake_retailcrm::{FakeRetailCrm, Fault, FaultRule},
+};
 use serde_json::json;
 
 use crate::{
     calls::{after_call, tracking},
-    helpers::{TestApp, eventually, manual_worker, mirror_on, spawn_app_with_crm, start_fake_crm},
+    helpers::{
+        TestApp, eventually, manual_worker, mirror_on, redis_store, spawn_app_with_crm,
+        start_fake_crm,
+    },
+    redis_support::RedisKeys,
 };
 
 /// Phone searches (`customers?filter[name]=`) and order lists (`orders?filter[customerId]=`)
@@ -205,4 +213,58 @@ async fn a_customer_another_instance_just_made_is_adopted_not_made_twice() {
     assert_eq!(orders[0]["customer"]["id"], made);
     assert_eq!(app.state.store.dead_letter_count().await.unwrap(), 0);
     assert_eq!(crm.tasks().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_redis_what_one_instance_creates_is_known_to_the_other_without_a_history_poll() {
+    // Arrange: two instances on one Redis, histories read once after the import (then not
+    // for ten minutes): whatever reaches the second instance comes over the bus.
+    let redis = RedisKeys::new();
+    let crm = start_fake_crm().await;
+    let on_redis = |s: &mut Settings| {
+        manual_worker(s);
+        tracking(s);
+        mirror_on(s);
+        s.sync.history_interval_secs = 600;
+        s.lookup.policy = LookupPolicy::Owner;
+        redis_store(s, &redis.url, &redis.prefix);
+    };
+    let a = spawn_app_with_crm(&crm, on_redis).await;
+    let b = spawn_app_with_crm(&crm, on_redis).await;
+    wait_mirrors(&a).await;
+    wait_mirrors(&b).await;
+
+    // Act: a new caller answered by Tatiana, worked on the first instance (S1)…
+    a.post_webhook(&after_call("f6-1", "0671112233", "ANSWERED", 1028))
+        .await;
+    a.run_worker_until_idle().await;
+    // …reaches the second instance's mirror (its lookup answers from memory).
+    eventually(
+        Duration::from_secs(5),
+        "b knows the new customer",
+        || async {
+            (b.get_route("caller=380671112233")
+                .await
+                .text()
+                .await
+                .unwrap()
+                == "shop_tatiana")
+                .then_some(())
+        },
+    )
+    .await;
+    // The same caller again, worked on the second instance.
+    b.post_webhook(&after_call("f6-2", "0671112233", "ANSWERED", 1028))
+        .await;
+    b.run_worker_until_idle().await;
+
+    // Assert: S2 on the second instance, from its mirrors: one customer, one order with
+    // both tasks, nothing searched.
+    assert_eq!(crm.customers().len(), 1);
+    let orders = crm.orders();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    let tasks = crm.tasks();
+    assert_eq!(tasks.len(), 2, "{tasks:#?}");
+    assert!(tasks.iter().all(|t| t["order"]["id"] == orders[0]["id"]));
+    assert_eq!(fact_requests(&crm), (0, 0));
 }
