@@ -13,7 +13,13 @@
 //!    stored after each applied page.
 //!
 //! Every order is read by the import, but only open ones are kept (see
-//! [`crate::domain::orders_mirror`] for why the history keeps that true). "Open" is judged
+//! [`crate::domain::orders_mirror`] for why the history keeps that true). The import does
+//! not ask the CRM for open orders only (`filter[extendedStatus][]`), though that would read
+//! far fewer pages: `orders` pages by offset, and an order that closes while the import runs
+//! would leave a filtered list and shift every later order one place back, so the first one
+//! of the next page would be skipped with no history record to bring it back (it did not
+//! change). Unfiltered, only a deleted order shifts the list; that gap is still open (the
+//! customers import repairs it; the orders import does not yet). "Open" is judged
 //! with the CRM's status groups (`reference/statuses`, cached for
 //! [`crate::worker::STATUS_CACHE_TTL`]) and `crm.closed_status_groups`.
 
