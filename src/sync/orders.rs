@@ -18,8 +18,8 @@
 //! far fewer pages: `orders` pages by offset, and an order that closes while the import runs
 //! would leave a filtered list and shift every later order one place back, so the first one
 //! of the next page would be skipped with no history record to bring it back (it did not
-//! change). Unfiltered, only a deleted order shifts the list; that gap is still open (the
-//! customers import repairs it; the orders import does not yet). "Open" is judged
+//! change). Unfiltered, only an order deleted during the import shifts the list: that gap
+//! is still open here (an open order may be missed until it changes). "Open" is judged
 //! with the CRM's status groups (`reference/statuses`, cached for
 //! [`crate::worker::STATUS_CACHE_TTL`]) and `crm.closed_status_groups`.
 
