@@ -15,8 +15,8 @@ use serde_json::json;
 use crate::{
     calls::{after_call, tracking},
     helpers::{
-        TestApp, eventually, manual_worker, mirror_on, redis_store, spawn_app_with_crm,
-        start_fake_crm,
+        TestApp, eventually, manual_worker, mirror_on, redis_store, respawn_app_with_crm,
+        spawn_app_with_crm, start_fake_crm,
     },
     redis_support::RedisKeys,
 };
@@ -267,4 +267,64 @@ async fn on_redis_what_one_instance_creates_is_known_to_the_other_without_a_hist
     assert_eq!(tasks.len(), 2, "{tasks:#?}");
     assert!(tasks.iter().all(|t| t["order"]["id"] == orders[0]["id"]));
     assert_eq!(fact_requests(&crm), (0, 0));
+}
+
+fn order_pages(crm: &FakeRetailCrm, page: &str) -> usize {
+    crm.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v5/orders")
+        .filter(|r| r.query.iter().any(|(k, v)| k == "page" && v == page))
+        .filter(|r| r.status == Some(200))
+        .count()
+}
+
+#[tokio::test]
+async fn an_orders_import_cut_short_resumes_without_reading_its_finished_pages_again() {
+    // Arrange: one customer with 250 orders (3 pages of 100), every third one open; one
+    // CRM request per second, so the import can be stopped between pages.
+    let crm = start_fake_crm().await;
+    let customer = crm.add_customer(&["0981234567"], Some(27));
+    for i in 0..250 {
+        crm.add_order(customer, if i % 3 == 0 { "new" } else { "complete" }, None);
+    }
+    let slow = |s: &mut Settings| {
+        manual_worker(s);
+        mirror_on(s);
+        s.crm.rate_limit_rps = 1;
+    };
+    let first = spawn_app_with_crm(&crm, slow).await;
+    eventually(
+        Duration::from_secs(30),
+        "two order pages imported",
+        || async { (order_pages(&crm, "2") == 1).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "readyz shows it", || async {
+        readyz(&first)
+            .await
+            .contains("orders importing 80% (200/250 orders)")
+            .then_some(())
+    })
+    .await;
+
+    // Act: stop it, start again on the same store.
+    let dir = first.dir();
+    first.shut_down().await;
+    let second = respawn_app_with_crm(dir, &crm, |s| {
+        manual_worker(s);
+        mirror_on(s);
+    })
+    .await;
+    wait_mirrors(&second).await;
+
+    // Assert: every page read once; the 84 open orders kept.
+    assert_eq!(
+        (
+            order_pages(&crm, "1"),
+            order_pages(&crm, "2"),
+            order_pages(&crm, "3")
+        ),
+        (1, 1, 1)
+    );
+    assert!(readyz(&second).await.contains(" s (84 open)"));
 }
