@@ -30,6 +30,8 @@ const LOCK: &str = "lock:";
 const CALLBACK: &str = "callback:";
 /// Namespace of [`call_legs`].
 const CALL_LEGS: &str = "legs:";
+/// Namespace of [`call_record_missed`].
+const CALL_RECORD_MISSED: &str = "callrec-missed:";
 /// Namespace of [`tracking_check`].
 const TRACKING_CHECK: &str = "tracking-check:";
 /// Namespace of [`call_trail`] and [`call_trail_step`].
@@ -71,6 +73,12 @@ pub fn callback(phone: &PhoneNumber) -> String {
 /// `legs:<call id>`: what the legs of one call did so far (answered, who talked).
 pub fn call_legs(call_id: &str) -> String {
     format!("{CALL_LEGS}{call_id}")
+}
+
+/// `callrec-missed:<external id>`: a call record with this `externalId` went (or may have
+/// gone) to `telephony/calls/upload` as not answered, so the CRM may hold it under that id.
+pub fn call_record_missed(external_id: &str) -> String {
+    format!("{CALL_RECORD_MISSED}{external_id}")
 }
 
 /// `tracking-check:<e164>`: the event whose S8 task asked to check this unknown tracking

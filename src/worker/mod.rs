@@ -18,7 +18,9 @@
 //! - **One customer per number**: events of one client number are processed under a
 //!   per-number lock (owner token, renewed by the heartbeat, compare-and-delete), facts included, so two simultaneous calls from a new number make one
 //!   customer and the second call sees it (and its open order).
-//! - **In order**: the queue hands out one task per call at a time, in arrival order.
+//! - **In order**: the queue hands out one task per call at a time, in arrival order. A
+//!   call's record is queued as a task of its own group ([`call_batch`]), so a leg's record
+//!   waiting for its batch never holds up the next leg of the call.
 //! - **Retries**: retryable CRM errors (network, timeouts, 5xx, 503/429, 403) are retried with
 //!   capped exponential backoff and jitter; bad content (validation) is dead-lettered at once.
 
@@ -53,9 +55,9 @@ use crate::{
     store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
     sync::{Syncer, mirror::SharedMirror},
 };
-use call_batch::CallBatcher;
+use call_batch::{CallBatcher, Settled};
 use retry::RetrySchedule;
-use task::StoredWebhook;
+use task::{StoredCallRecord, StoredTask, StoredWebhook};
 
 /// How long executed-action records and call-leg records are kept.
 pub const ACTION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -84,6 +86,9 @@ pub enum ExecutionOutcome {
     /// The task's lease was lost while it ran (it ran out, another worker took the task):
     /// nothing of its outcome was stored; its new holder runs it.
     TaskAbandoned,
+    /// A call record's task went to the batcher, still leased: it completes once its batch
+    /// is uploaded ([`call_batch`]).
+    RecordHeld,
 }
 
 /// Why processing one task stopped.
@@ -199,6 +204,22 @@ pub struct Worker {
     calls: CallBatcher,
 }
 
+/// A settle whose lease ran out is not a failure: the task's new holder runs it again.
+fn lease_lost_is_abandoned(
+    outcome: Result<ExecutionOutcome, StoreError>,
+) -> Result<ExecutionOutcome, StoreError> {
+    match outcome {
+        Err(StoreError::LeaseLost(id)) => {
+            tracing::warn!(
+                task = id,
+                "Task's lease ran out before its outcome was stored; its new holder runs it again."
+            );
+            Ok(ExecutionOutcome::TaskAbandoned)
+        }
+        other => other,
+    }
+}
+
 fn local_now() -> NaiveDateTime {
     Local::now().naive_local()
 }
@@ -226,7 +247,13 @@ impl Worker {
             calls_upload_flush,
             mirror_max_lag,
         } = config;
-        let calls = CallBatcher::new(crm.clone(), calls_upload_batch, calls_upload_flush);
+        let calls = CallBatcher::new(
+            crm.clone(),
+            store.clone(),
+            calls_upload_batch,
+            calls_upload_flush,
+            lease,
+        );
         Worker {
             store,
             crm,
@@ -248,8 +275,9 @@ impl Worker {
         }
     }
 
-    /// Runs `concurrency` loops until `token` is cancelled; a task in progress finishes
-    /// (its lease protects it if the process is killed instead).
+    /// Runs `concurrency` loops and the call batcher until `token` is cancelled; a task in
+    /// progress finishes, then the records the batcher holds are uploaded (leases protect
+    /// them if the process is killed instead).
     pub async fn run_until_stopped(self: Arc<Self>, concurrency: usize, token: CancellationToken) {
         let mut loops = JoinSet::new();
         for _ in 0..concurrency {
@@ -257,7 +285,56 @@ impl Worker {
             let token = token.clone();
             loops.spawn(async move { worker.run_loop(token).await });
         }
+        let stop_batcher = CancellationToken::new();
+        let batcher = tokio::spawn({
+            let worker = Arc::clone(&self);
+            let stop = stop_batcher.clone();
+            async move { worker.run_batcher(stop).await }
+        });
         while loops.join_next().await.is_some() {}
+        stop_batcher.cancel();
+        if let Err(e) = batcher.await {
+            tracing::error!(error = %e, "The call batcher failed.");
+        }
+    }
+
+    /// Uploads the batches of call records as they fall due, until `stop`; then what it
+    /// still holds.
+    async fn run_batcher(&self, stop: CancellationToken) {
+        self.calls.run_started();
+        loop {
+            let batch = tokio::select! {
+                () = stop.cancelled() => break,
+                batch = self.calls.next_batch() => batch,
+            };
+            self.upload_batch(batch).await;
+        }
+        self.upload_batch(self.calls.take_all()).await;
+    }
+
+    /// Uploads held call records and settles their tasks.
+    async fn upload_batch(&self, batch: Vec<call_batch::Held>) -> Vec<ExecutionOutcome> {
+        let mut outcomes = Vec::new();
+        if batch.is_empty() {
+            return outcomes;
+        }
+        for Settled {
+            task,
+            call_id,
+            result,
+        } in self.calls.send(batch).await
+        {
+            let outcome = self
+                .settle(&task, &call_id, result.map_err(ProcessError::Crm))
+                .await;
+            match lease_lost_is_abandoned(outcome) {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    tracing::error!(task = task.id, error = %e, "Settling a call record's task failed; it runs again when its lease runs out.");
+                }
+            }
+        }
+        outcomes
     }
 
     async fn run_loop(&self, token: CancellationToken) {
@@ -302,11 +379,22 @@ impl Worker {
         let Some(task) = self.store.claim_next(self.lease).await? else {
             return Ok(ExecutionOutcome::EmptyQueue);
         };
-        // While this task is in hand it may still add a call to the batch being gathered.
-        let _in_flight = self.calls.enter();
+        let webhook = match task::decode(&task.payload) {
+            Ok(StoredTask::CallRecord(record)) => {
+                self.calls.hold(task, *record).await;
+                return Ok(ExecutionOutcome::RecordHeld);
+            }
+            Ok(StoredTask::Webhook(webhook)) => webhook,
+            Err(e) => {
+                let outcome = self
+                    .settle(&task, &task.group, Err(ProcessError::Undecodable(e)))
+                    .await;
+                return lease_lost_is_abandoned(outcome);
+            }
+        };
         let lease = task.lease();
         let lock: std::sync::Mutex<Option<NumberLock>> = std::sync::Mutex::new(None);
-        let run = tokio::time::timeout(self.task_deadline(), self.process(&task, &lock));
+        let run = tokio::time::timeout(self.task_deadline(), self.process(&webhook, &lock));
         let result = tokio::select! {
             r = run => r,
             lost = self.heartbeat_until_lost(lease, &lock) => {
@@ -317,7 +405,7 @@ impl Worker {
         };
         self.release(&lock).await;
         let outcome = match result {
-            Ok(result) => self.settle(&task, result).await,
+            Ok(result) => self.settle(&task, &task.group, result).await,
             Err(_elapsed) => {
                 let delay = self.schedule.delay(task.attempt, None);
                 let reason = format!(
@@ -325,23 +413,15 @@ impl Worker {
                     self.task_deadline()
                 );
                 tracing::warn!(task = task.id, delay = ?delay, "Task exceeded its deadline; abandoned and rescheduled.");
-                self.trail_retry(&task, reason.clone(), delay).await;
+                self.trail_retry(&task, &task.group, reason.clone(), delay)
+                    .await;
                 self.store
                     .reschedule(lease, delay, &reason)
                     .await
                     .map(|()| ExecutionOutcome::TaskRetried)
             }
         };
-        match outcome {
-            Err(StoreError::LeaseLost(id)) => {
-                tracing::warn!(
-                    task = id,
-                    "Task's lease ran out before its outcome was stored; its new holder runs it again."
-                );
-                Ok(ExecutionOutcome::TaskAbandoned)
-            }
-            other => other,
-        }
+        lease_lost_is_abandoned(outcome)
     }
 
     /// Renews the lease and the number lock every [`Worker::heartbeat`]; returns only when
@@ -383,10 +463,11 @@ impl Worker {
         }
     }
 
-    /// Stores the outcome of a task that ran to its end.
+    /// Stores the outcome of a task that ran to its end; `call_id` names the call's trail.
     async fn settle(
         &self,
         task: &QueuedTask,
+        call_id: &str,
         result: Result<(), ProcessError>,
     ) -> Result<ExecutionOutcome, StoreError> {
         let lease = task.lease();
@@ -402,14 +483,14 @@ impl Worker {
                 };
                 let delay = self.schedule.delay(task.attempt, retry_after);
                 tracing::warn!(task = task.id, attempt = task.attempt + 1, delay = ?delay, error = %e, "CRM work failed; will retry.");
-                self.trail_retry(task, e.reason(), delay).await;
+                self.trail_retry(task, call_id, e.reason(), delay).await;
                 self.store.reschedule(lease, delay, &e.reason()).await?;
                 ExecutionOutcome::TaskRetried
             }
             Err(ProcessError::Crm(e)) => {
                 tracing::error!(task = task.id, error = %e, "The CRM refused the call's data; parked as a dead letter.");
                 self.store.dead_letter(lease, &e.reason()).await?;
-                self.trail_dead_letter(task, e.reason()).await;
+                self.trail_dead_letter(call_id, e.reason()).await;
                 ExecutionOutcome::TaskDeadLettered
             }
             Err(ProcessError::Busy) => {
@@ -432,7 +513,7 @@ impl Worker {
             ) => {
                 tracing::error!(task = task.id, error = %e, "Task cannot be processed; parked as a dead letter.");
                 self.store.dead_letter(lease, &e.to_string()).await?;
-                self.trail_dead_letter(task, e.to_string()).await;
+                self.trail_dead_letter(call_id, e.to_string()).await;
                 ExecutionOutcome::TaskDeadLettered
             }
         };
@@ -441,34 +522,36 @@ impl Worker {
 
     /// Records a retry in its call's trail, before the reschedule (so the retry delay starts
     /// after the trail write).
-    async fn trail_retry(&self, task: &QueuedTask, error: String, delay: Duration) {
+    async fn trail_retry(&self, task: &QueuedTask, call_id: &str, error: String, delay: Duration) {
         let step = TrailKind::Retry {
             attempt: task.attempt + 1,
             error,
             delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         };
-        call_trail::record(&*self.store, &task.group, step).await;
+        call_trail::record(&*self.store, call_id, step).await;
     }
 
-    /// Records a dead letter in its call's trail (a task's group is its call id).
-    async fn trail_dead_letter(&self, task: &QueuedTask, reason: String) {
-        call_trail::record(&*self.store, &task.group, TrailKind::DeadLetter { reason }).await;
+    /// Records a dead letter in its call's trail.
+    async fn trail_dead_letter(&self, call_id: &str, reason: String) {
+        call_trail::record(&*self.store, call_id, TrailKind::DeadLetter { reason }).await;
     }
 
-    /// Runs tasks until none is due (tests; `retry-now`).
+    /// Runs tasks until none is due, uploading the call records held whenever the queue is
+    /// empty, without waiting for their window (tests; `retry-now`).
     pub async fn run_until_idle(&self) -> Result<Vec<ExecutionOutcome>, StoreError> {
         let mut outcomes = Vec::new();
         loop {
             match self.try_execute_task().await? {
-                ExecutionOutcome::EmptyQueue => return Ok(outcomes),
+                ExecutionOutcome::EmptyQueue if self.calls.held() == 0 => return Ok(outcomes),
+                ExecutionOutcome::EmptyQueue => {
+                    outcomes.extend(self.upload_batch(self.calls.take_all()).await);
+                }
                 o => outcomes.push(o),
             }
         }
     }
 
-    fn parse(&self, task: &QueuedTask) -> Result<CallEvent, ProcessError> {
-        let stored: StoredWebhook =
-            serde_json::from_slice(&task.payload).map_err(ProcessError::Undecodable)?;
+    fn parse(&self, stored: &StoredWebhook) -> Result<CallEvent, ProcessError> {
         let normalize = |raw: &str| self.normalizer.parse(raw).map(|p| p.number);
         CallEvent::parse(
             &stored.fields,
@@ -481,10 +564,10 @@ impl Worker {
 
     async fn process(
         &self,
-        task: &QueuedTask,
+        webhook: &StoredWebhook,
         lock: &std::sync::Mutex<Option<NumberLock>>,
     ) -> Result<(), ProcessError> {
-        let event = self.parse(task)?;
+        let event = self.parse(webhook)?;
         if let Ok(phone) = &event.client {
             let taken = self.lock_number(phone).await?;
             *lock.lock().expect("lock slot poisoned") = Some(taken);
@@ -723,6 +806,33 @@ impl Worker {
         Ok(facts)
     }
 
+    /// Hands the call's record to the batcher durably: a queued task of its own, which
+    /// completes once the record is uploaded ([`call_batch`]); queued once per event.
+    async fn queue_call_record(
+        &self,
+        event: &CallEvent,
+        event_key: &str,
+        call: &crate::crm::CallRecord,
+    ) -> Result<(), StoreError> {
+        let stored = StoredCallRecord {
+            alt_external_id: format!(
+                "{}:{}",
+                call.external_id,
+                event.leg().unwrap_or_else(|| "answered".to_owned())
+            ),
+            call_id: event.call_id.clone(),
+            call_record: call.clone(),
+        };
+        let payload =
+            serde_json::to_vec(&stored).map_err(|e| StoreError::encode("a call record", e))?;
+        let (dedupe, group) = task::call_record_keys(event_key);
+        self.store
+            .enqueue(&dedupe, task::DEDUPE_TTL, &group, &payload)
+            .await?;
+        self.wakeup.notify_one();
+        Ok(())
+    }
+
     fn manager_name(&self, id: ManagerId) -> String {
         self.directory
             .get(id)
@@ -926,7 +1036,7 @@ impl Worker {
                 record.task = Some(*task_id);
             }
             Action::PopUp(notice) => self.crm.call_event(notice).await?,
-            Action::UploadCall(call) => self.calls.upload(call.clone()).await?,
+            Action::UploadCall(call) => self.queue_call_record(event, event_key, call).await?,
         }
         self.store.set_json(&key, &record, Some(ACTION_TTL)).await?;
         call_trail::record(

@@ -817,6 +817,10 @@ fn backlog(opts: &Options, gen_rt: &Runtime, notes: &mut Vec<String>) -> anyhow:
         .filter_map(|t| t["text"].as_str().map(str::to_owned))
         .collect();
     let customers = crm.customers().len();
+    let uploads = by_path
+        .get("POST /api/v5/telephony/calls/upload")
+        .copied()
+        .unwrap_or(0);
     drop(crm);
     crm_rt.shutdown_timeout(Duration::from_secs(5));
     let lost = events.saturating_sub(ids.len() as u64);
@@ -839,12 +843,14 @@ fn backlog(opts: &Options, gen_rt: &Runtime, notes: &mut Vec<String>) -> anyhow:
     notes.push(format!(
         "Backlog: {events} missed calls (NO ANSWER, each from its own new number to the tracking number of `[[sites]] shop1`, `crm.senior_manager_id = 1`) enqueued through the webhook with the worker off, \
          then the worker started in the same callgate (worker.concurrency = {CONCURRENCY}) against the fake retailCRM; limits {GENERAL_RPS} general / {TELEPHONY_RPS} telephony rps \
-         on both sides. CRM requests seen: {}. Expected per event: one customer search, one call-back task, one call upload. Dead letters {dead}; customers created {customers} (a missed call creates none).",
+         on both sides. CRM requests seen: {}. Expected per event: one customer search, one call-back task; call records in uploads of up to 50 ({:.1} calls per upload here, \
+         worker.concurrency {CONCURRENCY} notwithstanding). Dead letters {dead}; customers created {customers} (a missed call creates none).",
         by_path
             .iter()
             .map(|(k, v)| format!("`{k}` {v}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        calls.len() as f64 / uploads.max(1) as f64,
     ));
     Ok(vec![
         row(

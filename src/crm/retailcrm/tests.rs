@@ -1379,4 +1379,23 @@ async fn a_paged_read_takes_one_budget_token_per_page() {
         .await;
     let _ = crm.responsible_manager(&phone()).await;
     assert_eq!(budget.taken(Consumer::Worker, Class::Telephony), 1);
+    // So is a pop-up (`telephony/call/event`, issue 17 item 5): never on the general limit.
+    Mock::given(path("/api/v5/telephony/call/event"))
+        .respond_with(ok(json!({"success": true})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let popup = CallEventNotice {
+        phone: phone(),
+        event_type: CallEventType::In,
+        codes: Vec::new(),
+        user_ids: vec![ManagerId(27)],
+        site: None,
+        external_phone: None,
+        call_external_id: Some("c1".into()),
+        hangup_status: None,
+    };
+    crm.call_event(&popup).await.unwrap();
+    assert_eq!(budget.taken(Consumer::Worker, Class::Telephony), 2);
+    assert_eq!(budget.taken(Consumer::Worker, Class::General), pages);
 }
