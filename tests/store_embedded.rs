@@ -17,7 +17,7 @@ use callgate::{
     },
     store::{
         EnqueueOutcome, KeyValue, ManagerStates, OwnerEntry, OwnerIndex, Queue, Store,
-        embedded::EmbeddedStore,
+        embedded::EmbeddedStore, keys,
     },
 };
 use tempfile::TempDir;
@@ -45,7 +45,7 @@ fn accepted(outcome: EnqueueOutcome) -> u64 {
 }
 
 #[tokio::test]
-async fn reopening_keeps_everything_but_leases() {
+async fn reopening_keeps_everything_but_leases_and_locks() {
     let dir = TempDir::new().expect("temp dir");
     let path = dir.path().join(DB_FILE);
     let owner = OwnerEntry {
@@ -61,6 +61,16 @@ async fn reopening_keeps_everything_but_leases() {
         let store = EmbeddedStore::open(&path).expect("open");
         store.set_raw("k:forever", b"1", None).await.expect("set");
         store.set_raw("k:ttl", b"2", Some(LONG)).await.expect("set");
+        // A number lock and a reconcile lease a killed process held.
+        let number_lock = keys::number_lock(&phone("+380981234567"));
+        for lock in [number_lock.as_str(), &keys::reconcile_lease("p1")] {
+            assert!(
+                store
+                    .set_raw_if_absent(lock, b"owner-token", Some(LONG))
+                    .await
+                    .expect("lock")
+            );
+        }
         store.next_id("seq").await.expect("next");
         store
             .put_owner(&phone("+380981234567"), owner, LONG)
@@ -112,6 +122,19 @@ async fn reopening_keeps_everything_but_leases() {
         store.get_raw("k:ttl").await.expect("get").as_deref(),
         Some(&b"2"[..])
     );
+    // Only one process opens the file: the locks of the one before are dead, free at once.
+    for lock in [
+        keys::number_lock(&phone("+380981234567")),
+        keys::reconcile_lease("p1"),
+    ] {
+        assert_eq!(store.get_raw(&lock).await.expect("get"), None, "{lock}");
+        assert!(
+            store
+                .set_raw_if_absent(&lock, b"new-owner", Some(LONG))
+                .await
+                .expect("lock")
+        );
+    }
     assert_eq!(store.next_id("seq").await.expect("next"), 2);
     assert_eq!(
         store.get_owner(&phone("+380981234567")).await.expect("get"),

@@ -10,7 +10,10 @@ use axum::{
     body::Body,
     http::{Method, Request, StatusCode, header::CONTENT_TYPE},
 };
-use callgate::{config::Settings, startup::Application};
+use callgate::{
+    config::{Config, ManagerSettings, OneOrMany, Settings},
+    startup::Application,
+};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
@@ -30,8 +33,14 @@ struct App {
 
 static APP: LazyLock<App> = LazyLock::new(|| {
     let dir = tempfile::TempDir::new().unwrap();
-    let toml = "[[managers]]\ncrm_user_id = 27\nsip = [\"shop_alina\"]\n";
-    let mut settings = Settings::from_toml(toml).unwrap();
+    let mut settings = Settings::defaults().unwrap();
+    settings.managers.push(ManagerSettings {
+        crm_user_id: 27,
+        ringostat_staff_id: None,
+        sip: Some(OneOrMany::Many(vec!["shop_alina".to_owned()])),
+        code: None,
+        phone: None,
+    });
     settings.server.port = 0;
     settings.store.path = dir.path().join("callgate.redb");
     settings.rules.dir = dir.path().join("no-rules");
@@ -39,7 +48,8 @@ static APP: LazyLock<App> = LazyLock::new(|| {
         .enable_all()
         .build()
         .unwrap();
-    let app = runtime.block_on(Application::build(settings)).unwrap();
+    let config = Config::try_from(settings).unwrap();
+    let app = runtime.block_on(Application::build(config)).unwrap();
     let router = callgate::http::router(app.state().clone());
     App {
         runtime,

@@ -60,6 +60,11 @@ pub fn action_log(event_key: &str) -> String {
     action(event_key, "log")
 }
 
+/// Prefix of every lock and lease one process holds in the key/value space
+/// ([`number_lock`], [`reconcile_lease`]): the embedded store, a file only one process opens,
+/// drops them all at open (their holder is dead).
+pub const PROCESS_LOCKS: &str = LOCK;
+
 /// `lock:number:<e164>`: the worker's per-number mutual exclusion.
 pub fn number_lock(phone: &PhoneNumber) -> String {
     format!("{LOCK}number:{}", phone.e164())

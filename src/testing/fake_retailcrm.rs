@@ -81,7 +81,9 @@
 //! the account being broken. [`Fault::Hang`] parks the request until
 //! [`FakeRetailCrm::clear_faults`] or [`FakeRetailCrm::set_fault`] is called, the fake is
 //! dropped, or [`FakeCrmConfig::max_hang`] passes; then the request proceeds normally (auth,
-//! rate limit, routing). A client that gives up earlier simply drops the connection.
+//! rate limit, routing). A client that gives up earlier simply drops the connection, and the
+//! request is never processed. [`Fault::AnswerLost`] processes the request first and then
+//! holds its answer the same way (the write is applied, the client never learns it).
 //!
 //! # Locks
 //! State sits behind one `std::sync::Mutex`, never held across an `.await`. A poisoned lock
@@ -261,6 +263,9 @@ pub enum Fault {
     Hang,
     /// Wait, then process the request normally.
     Delay(Duration),
+    /// Process the request (its effect is applied) but hold the answer like [`Fault::Hang`]:
+    /// an answer lost on its way back, a write the client cannot know was applied.
+    AnswerLost,
     /// 500 `{"success":false,"errorMsg":"Internal Server Error"}`.
     Status500,
     /// 503 `{"success":false,"errorMsg":"Rate limit exceeded"}`, like the real limiter.
@@ -901,8 +906,8 @@ fn fault_response(fault: &Fault) -> Response {
         .into_response()
     };
     match fault {
-        // Hang and Delay are handled before the request proceeds.
-        Fault::Hang | Fault::Delay(_) => StatusCode::OK.into_response(),
+        // Hang, Delay and AnswerLost are handled around the request's processing.
+        Fault::Hang | Fault::Delay(_) | Fault::AnswerLost => StatusCode::OK.into_response(),
         Fault::Status500 => json_err(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal Server Error",
@@ -995,6 +1000,11 @@ async fn serve_request(AxumState(shared): AxumState<Arc<Shared>>, req: Request) 
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
             process(&shared, method, path, query, form, &parts.headers)
+        }
+        Some(Fault::AnswerLost) => {
+            let response = process(&shared, method, path, query, form, &parts.headers);
+            hang(&shared, generation, max_hang).await;
+            response
         }
         Some(other) => fault_response(&other),
         None => process(&shared, method, path, query, form, &parts.headers),

@@ -576,11 +576,13 @@ impl Worker {
     }
 
     /// Takes `lock:number:<e164>` with a fresh owner token, waiting up to
-    /// [`NUMBER_LOCK_WAIT`]. The lock lives one lease and is renewed by the task's heartbeat.
+    /// [`NUMBER_LOCK_WAIT`] (at most half the task's deadline). The lock lives one lease and is renewed by the task's heartbeat.
     async fn lock_number(&self, phone: &PhoneNumber) -> Result<NumberLock, ProcessError> {
         let key = keys::number_lock(phone);
         let token = format!("{:016x}", rand::random::<u64>());
-        let deadline = tokio::time::Instant::now() + NUMBER_LOCK_WAIT;
+        // Within half the task's deadline, so waiting for a number is never taken for a task
+        // over its deadline (it is postponed, not counted as a failed attempt).
+        let deadline = tokio::time::Instant::now() + NUMBER_LOCK_WAIT.min(self.task_deadline() / 2);
         loop {
             if self
                 .store

@@ -5,6 +5,7 @@ mod calls;
 mod crm_callbacks;
 mod dashboard;
 mod facts;
+mod guarantees;
 mod hardening;
 mod helpers;
 mod lookup;
@@ -16,6 +17,7 @@ mod reconcile;
 mod rules;
 mod server;
 mod shared_redis;
+mod worker_leases;
 
 #[path = "../support/redis.rs"]
 mod redis_support;

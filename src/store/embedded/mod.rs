@@ -39,7 +39,8 @@
 //!
 //! **What survives a crash.** Everything acknowledged: KV records (with their expiry), counters,
 //! owners, manager states, call log and last talked, queued tasks (with attempt, delay, last
-//! error), dead letters, quarantine. Leases do not: after a restart every unfinished task is
+//! error), dead letters, quarantine. Leases do not, nor do the key/value space's locks
+//! (`lock:…`, [`keys::PROCESS_LOCKS`]): after a restart every unfinished task is
 //! claimable again, so a task may be delivered twice (at-least-once; CRM actions carry dedupe
 //! keys, SPEC §6). A request whose caller was not yet answered may or may not have committed.
 //!
@@ -75,7 +76,7 @@ use self::{
 };
 use super::{
     CallLog, DeadLetter, EnqueueOutcome, KeyValue, Lease, ManagerStates, OwnerEntry, OwnerIndex,
-    QuarantineEntry, Queue, QueuedTask, StoreError, now_ms,
+    QuarantineEntry, Queue, QueuedTask, StoreError, keys, now_ms,
 };
 use crate::domain::{
     call_log::{CallLogEntry, CallLogFilter, CallLogPosition, LoggedCall},
@@ -227,9 +228,26 @@ impl EmbeddedStore {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_SIZE_BYTES)
             .create(path)?;
-        // Create every table, so read transactions never meet a missing one.
+        // Create every table, so read transactions never meet a missing one. Locks and leases
+        // of the key/value space found at open belong to a dead process (only one process
+        // opens the file): dropped, like the queue's leases, so a restart after a kill -9 does
+        // not wait for them to expire (SPEC §10 "Recovery").
         let txn = db.begin_write()?;
-        Tables::open(&txn)?;
+        {
+            let mut tables = Tables::open(&txn)?;
+            let mut stale = Vec::new();
+            for row in tables.kv.range::<&str>(keys::PROCESS_LOCKS..)? {
+                let (k, _) = row?;
+                let key = k.value();
+                if !key.starts_with(keys::PROCESS_LOCKS) {
+                    break;
+                }
+                stale.push(key.to_owned());
+            }
+            for key in &stale {
+                tables.kv.remove(key.as_str())?;
+            }
+        }
         txn.commit()?;
 
         let now = now_ms();
