@@ -4,19 +4,18 @@
 //!
 //! Each test acknowledges [`EVENTS`] after-call webhooks of missed calls from new numbers
 //! (S5: one open call-back task on the senior manager per caller, S12: one call record per
-//! call), lets the worker apply some of them, then freezes the CRM's customer searches (the
-//! first CRM read of every task) so that each worker loop holds a leased task (and its number
-//! lock) in the middle of its work, and kills the process with SIGKILL. A new process on the
+//! call), lets the worker apply some of them, then freezes the CRM's customer searches and
+//! task creations (the first CRM request of every task: a search while the owner mirror is
+//! not synced, `tasks/create` once it is) so that each worker loop holds a leased task (and
+//! its number lock) in the middle of its work, and kills the process with SIGKILL. A new process on the
 //! same store must bring every acknowledged event's effect into the CRM within
 //! [`RECOVERY_BOUND`] of its start — the `eventually` bound is the assertion — and exactly
 //! once: one task per caller, one call record per call id, nothing dead-lettered. The
 //! measured recovery time is printed (`cargo test --test recovery -- --nocapture`) and
 //! recorded in load-tests/RESULTS.md ("Fault figures").
 //!
-//! The kill is placed while the workers wait on a CRM *read*, not inside a `tasks/create`:
-//! retailCRM tasks have no `externalId`, and a kill between a task's creation and its record
-//! may still repeat that task (issue 14 item 10, not built; see README "Guarantees").
-//! Everything else a kill can interrupt here — leases, number locks, a gathered batch of call
+//! A frozen `tasks/create` is never applied (`Fault::Hang` holds the request unprocessed);
+//! a create the CRM applied but never answered is tests/api/guarantees.rs's case. Everything else a kill can interrupt here — leases, number locks, a gathered batch of call
 //! records, an upload in flight — is covered.
 
 #[path = "support/redis.rs"]
@@ -178,15 +177,15 @@ fn all_applied(crm: &FakeRetailCrm) -> bool {
     (0..EVENTS).all(|i| tasks.contains_key(&i) && calls.contains_key(&call_id(i)))
 }
 
-/// In-flight customer searches (`GET customers?filter[name]=…`) received since `since`.
-fn hung_searches(crm: &FakeRetailCrm, since: Instant) -> usize {
+/// In-flight customer searches (`GET customers?filter[name]=…`) and task creations received
+/// since `since`.
+fn hung_requests(crm: &FakeRetailCrm, since: Instant) -> usize {
     crm.requests()
         .iter()
         .filter(|r| {
-            r.path == "/api/v5/customers"
-                && r.at >= since
-                && r.status.is_none()
-                && r.query.iter().any(|(k, _)| k == "filter[name]")
+            let search =
+                r.path == "/api/v5/customers" && r.query.iter().any(|(k, _)| k == "filter[name]");
+            r.at >= since && r.status.is_none() && (search || r.path == "/api/v5/tasks/create")
         })
         .count()
 }
@@ -248,10 +247,11 @@ async fn kill_9_mid_way_then_recover(label: &str, store: &str) -> Duration {
     .await;
     let frozen_at = Instant::now();
     crm.add_fault_rule(FaultRule::new(Fault::Hang).on_path("/api/v5/customers"));
+    crm.add_fault_rule(FaultRule::new(Fault::Hang).on_path("/api/v5/tasks/create"));
     eventually(
         Duration::from_secs(10),
-        "every worker loop waits on a customer search of its leased task",
-        || std::future::ready((hung_searches(&crm, frozen_at) >= CONCURRENCY).then_some(())),
+        "every worker loop waits on a CRM request of its leased task",
+        || std::future::ready((hung_requests(&crm, frozen_at) >= CONCURRENCY).then_some(())),
     )
     .await;
     let applied = crm.tasks().len();
