@@ -11,11 +11,11 @@ use async_trait::async_trait;
 use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
     CustomerSnapshot, CustomersPage, HistoryCursor, HistoryPage, NewCustomer, NewOrder, NewTask,
-    OrderId, ResponsibleManager, StatusGroups, TaskId, TaskUpdate, UploadOutcome,
+    OrderId, ResponsibleManager, StatusGroups, TaskId, TaskMark, TaskUpdate, UploadOutcome,
     budget::{Class, Gate},
 };
 use crate::{
-    domain::phone_number::PhoneNumber,
+    domain::{manager::ManagerId, phone_number::PhoneNumber},
     metrics::{CrmLabels, MethodLabel, Metrics},
 };
 
@@ -140,6 +140,18 @@ impl Crm for LimitedCrm {
             "orders/create",
             Class::General,
             self.inner.create_order(site, order),
+        )
+        .await
+    }
+    async fn task_by_mark(
+        &self,
+        performer: ManagerId,
+        mark: &TaskMark,
+    ) -> Result<Option<TaskId>, CrmError> {
+        self.call(
+            "tasks",
+            Class::General,
+            self.inner.task_by_mark(performer, mark),
         )
         .await
     }

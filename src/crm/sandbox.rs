@@ -22,7 +22,7 @@ use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
     CustomerSnapshot, CustomersPage, HistoryChange, HistoryCursor, HistoryPage, HistoryRecord,
     NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId, TaskLink,
-    TaskUpdate, UploadOutcome, UtmSource,
+    TaskMark, TaskUpdate, UploadOutcome, UtmSource,
 };
 use crate::{
     domain::{
@@ -559,6 +559,22 @@ impl Crm for SandboxCrm {
         };
         self.insert_order(&record).await?;
         Ok(id)
+    }
+
+    async fn task_by_mark(
+        &self,
+        performer: ManagerId,
+        mark: &TaskMark,
+    ) -> Result<Option<TaskId>, CrmError> {
+        Ok(self
+            .tasks()
+            .await?
+            .into_iter()
+            .find(|t| {
+                t.performer_id == performer
+                    && t.commentary.as_deref().is_some_and(|c| mark.is_in(c))
+            })
+            .map(|t| t.id))
     }
 
     async fn create_task(&self, site: Option<&str>, task: &NewTask) -> Result<TaskId, CrmError> {
