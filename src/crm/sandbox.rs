@@ -722,3 +722,53 @@ impl SandboxCrm {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::{domain::manager::Manager, store::embedded::EmbeddedStore};
+
+    #[tokio::test]
+    async fn task_by_mark_finds_the_performers_marked_task_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("sandbox.redb")).unwrap());
+        let manager = |id| Manager {
+            id: ManagerId(id),
+            ringostat_staff_id: None,
+            sip: Vec::new(),
+            code: None,
+            phone: None,
+        };
+        let directory = ManagerDirectory::new(vec![manager(1), manager(2)]).unwrap();
+        let crm = SandboxCrm::new(store, Arc::new(directory));
+        let mark = TaskMark::new("ev:call-1", "task:notify-owner");
+        let task = |performer, commentary: Option<String>| NewTask {
+            text: "Call back".into(),
+            commentary,
+            datetime: NaiveDate::from_ymd_opt(2024, 5, 1)
+                .unwrap()
+                .and_hms_opt(14, 30, 0)
+                .unwrap(),
+            performer_id: ManagerId(performer),
+            complete: false,
+            link: TaskLink::None,
+            phone: None,
+        };
+        crm.create_task(None, &task(1, None)).await.unwrap();
+        crm.create_task(None, &task(2, Some(mark.append_to(None))))
+            .await
+            .unwrap();
+        assert_eq!(crm.task_by_mark(ManagerId(1), &mark).await.unwrap(), None);
+        let id = crm
+            .create_task(None, &task(1, Some(mark.append_to(Some("Missed call")))))
+            .await
+            .unwrap();
+        assert_eq!(
+            crm.task_by_mark(ManagerId(1), &mark).await.unwrap(),
+            Some(id)
+        );
+    }
+}
