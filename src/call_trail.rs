@@ -1,17 +1,31 @@
-//! A call's decision trail (issue 16): what the planner planned for each of its events, each
-//! CRM action with the ids the CRM gave, each retry and dead letter, in order.
+//! A call's decision trail (issue 16): the lookup decision that routed it, what the planner
+//! planned for each of its events, each CRM action with the ids the CRM gave, each retry and
+//! dead letter, in order.
 //!
-//! Stored in the store's key/value space, one key per step (`trail:<len>:<call id>:<seq>`,
-//! the sequence from `next_id`), so appending never reads nor rewrites what is there and
-//! every backend keeps the steps in order with no backend code of its own. The length
-//! prefix keeps one call's prefix from matching another's (`1` vs `1:2`). Steps expire with
-//! [`TRAIL_TTL`]. Recording is best effort: a store failure is logged and the call's work
-//! goes on.
+//! Stored as one ordered list per call ([`KeyValue::append_list`], key `trail:<call id>`):
+//! appending never reads nor rewrites what is there, and reading a call's trail reads that
+//! list alone (no scan of the key space on any backend). Steps expire with [`TRAIL_TTL`].
+//! Recording is best effort: a store failure is logged and the call's work goes on.
+//!
+//! The lookup's decision is recorded off its hot path: the lookup hands a
+//! [`LookupRecord`] to a bounded channel ([`LookupTrail::offer`], never waits; a full channel
+//! drops the record and counts it in `callgate_lookup_trail_dropped`) and a background task
+//! stores it ([`crate::lookup::LookupService::record_decisions`]). A lookup request that
+//! carries Ringostat's `call_id` goes straight into that call's trail. One without it is kept
+//! under the caller's number for [`CALLER_LOOKUP_TTL`] ([`keys::caller_lookup`]) and joined
+//! to the call by the worker when the call's first incoming event arrives
+//! ([`join_caller_lookup`]).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
 
 use crate::{
-    domain::call_log::{TrailKind, TrailStep},
+    domain::{
+        call_log::{TrailKind, TrailStep},
+        phone_number::PhoneNumber,
+    },
+    metrics::Metrics,
     store::{KeyValueExt, Store, StoreError, keys, now_ms},
 };
 
@@ -19,33 +33,164 @@ use crate::{
 pub const TRAIL_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most steps read for one call.
 pub const MAX_STEPS: usize = 1000;
-/// Sequence (`next_id`) of trail steps.
-const SEQUENCE: &str = "call_trail";
+/// How long a lookup decision without a call id waits for its call's events.
+pub const CALLER_LOOKUP_TTL: Duration = Duration::from_secs(10 * 60);
+/// Lookup decisions waiting to be stored; beyond it a decision is dropped (and counted).
+pub const LOOKUP_TRAIL_CAPACITY: usize = 4096;
+/// A `call_id` longer than this is not one Ringostat made: the decision is keyed by the
+/// caller instead (outside data never sizes a store key without a bound).
+pub const MAX_CALL_ID_BYTES: usize = 128;
 
 /// Appends a step to `call_id`'s trail; logs and forgets a store failure.
 pub async fn record(store: &dyn Store, call_id: &str, kind: TrailKind) {
-    if let Err(e) = try_record(store, call_id, kind).await {
+    append(
+        store,
+        call_id,
+        &TrailStep {
+            at_ms: now_ms(),
+            kind,
+        },
+    )
+    .await;
+}
+
+/// Appends a step made earlier (it keeps its time); logs and forgets a store failure.
+async fn append(store: &dyn Store, call_id: &str, step: &TrailStep) {
+    if let Err(e) = store
+        .append_list_json(&keys::call_trail(call_id), step, TRAIL_TTL)
+        .await
+    {
         tracing::warn!(error = %e, "Recording a decision trail step failed.");
     }
 }
 
-async fn try_record(store: &dyn Store, call_id: &str, kind: TrailKind) -> Result<(), StoreError> {
-    let seq = store.next_id(SEQUENCE).await?;
-    let step = TrailStep {
-        at_ms: now_ms(),
-        kind,
-    };
+/// `call_id`'s trail, oldest step first.
+pub async fn read(store: &dyn Store, call_id: &str) -> Result<Vec<TrailStep>, StoreError> {
     store
-        .set_json(&keys::call_trail_step(call_id, seq), &step, Some(TRAIL_TTL))
+        .read_list_json(&keys::call_trail(call_id), MAX_STEPS)
         .await
 }
 
-/// `call_id`'s trail, oldest step first.
-pub async fn read(store: &dyn Store, call_id: &str) -> Result<Vec<TrailStep>, StoreError> {
-    Ok(store
-        .scan_json(&keys::call_trail(call_id), MAX_STEPS)
-        .await?
-        .into_iter()
-        .map(|(_, step)| step)
-        .collect())
+/// Which call a lookup decision belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupKey {
+    /// The request's `call_id`.
+    Call(String),
+    /// No call id: the caller, until the call's first event names the call.
+    Caller(PhoneNumber),
+}
+
+impl LookupKey {
+    /// The request's call id when it has a usable one, else the caller when it is a number;
+    /// `None` when the decision cannot be tied to any call.
+    pub fn of(call_id: Option<&str>, caller: Option<&PhoneNumber>) -> Option<LookupKey> {
+        match call_id.map(str::trim) {
+            Some(id) if !id.is_empty() && id.len() <= MAX_CALL_ID_BYTES => {
+                Some(LookupKey::Call(id.to_owned()))
+            }
+            _ => caller.cloned().map(LookupKey::Caller),
+        }
+    }
+}
+
+/// A lookup decision on its way to the store.
+#[derive(Debug, Clone)]
+pub struct LookupRecord {
+    pub key: LookupKey,
+    /// A [`TrailKind::Lookup`] step, timed when the lookup answered.
+    pub step: TrailStep,
+}
+
+/// The lookup's end of the channel: never waits.
+#[derive(Debug, Clone)]
+pub struct LookupTrail {
+    tx: mpsc::Sender<LookupRecord>,
+    metrics: Arc<Metrics>,
+}
+
+impl LookupTrail {
+    /// The sender, and the receiver [`crate::lookup::LookupService::record_decisions`] drains.
+    pub fn channel(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (LookupTrail, mpsc::Receiver<LookupRecord>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (LookupTrail { tx, metrics }, rx)
+    }
+
+    /// Hands a record to the background task; drops it (counted) when the channel is full or
+    /// nobody drains it any more.
+    pub fn offer(&self, record: LookupRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.metrics.lookup_trail_dropped.inc();
+        }
+    }
+}
+
+/// Stores one lookup record: into its call's trail, or under its caller.
+pub async fn store_lookup(store: &dyn Store, record: &LookupRecord) {
+    match &record.key {
+        LookupKey::Call(call_id) => append(store, call_id, &record.step).await,
+        LookupKey::Caller(caller) => {
+            if let Err(e) = store
+                .set_json(
+                    &keys::caller_lookup(caller),
+                    &record.step,
+                    Some(CALLER_LOOKUP_TTL),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "Keeping a lookup decision for its call failed.");
+            }
+        }
+    }
+}
+
+/// Moves the lookup decision kept under `caller` (a lookup without a call id) into
+/// `call_id`'s trail, once: the record is deleted as it is joined. Best effort, like
+/// [`record`]: a store failure is logged.
+pub async fn join_caller_lookup(store: &dyn Store, call_id: &str, caller: &PhoneNumber) {
+    if let Err(e) = try_join_caller_lookup(store, call_id, caller).await {
+        tracing::warn!(error = %e, "Joining a lookup decision to its call failed.");
+    }
+}
+
+async fn try_join_caller_lookup(
+    store: &dyn Store,
+    call_id: &str,
+    caller: &PhoneNumber,
+) -> Result<(), StoreError> {
+    let key = keys::caller_lookup(caller);
+    let Some(raw) = store.get_raw(&key).await? else {
+        return Ok(());
+    };
+    let step: TrailStep = serde_json::from_slice(&raw).map_err(|e| StoreError::corrupt(&key, e))?;
+    // Whoever deletes the record joins it: two events never both join one decision.
+    if store.delete_if_equals(&key, &raw).await? {
+        append(store, call_id, &step).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_is_keyed_by_a_usable_call_id_else_by_a_number_caller() {
+        let caller = PhoneNumber::from_e164("+380981234567").expect("e164");
+        assert_eq!(
+            LookupKey::of(Some(" c1 "), Some(&caller)),
+            Some(LookupKey::Call("c1".to_owned()))
+        );
+        let too_long = "x".repeat(MAX_CALL_ID_BYTES + 1);
+        for unusable in [Some(""), Some("  "), Some(too_long.as_str()), None] {
+            assert_eq!(
+                LookupKey::of(unusable, Some(&caller)),
+                Some(LookupKey::Caller(caller.clone())),
+                "{unusable:?}"
+            );
+            assert_eq!(LookupKey::of(unusable, None), None, "{unusable:?}");
+        }
+    }
 }

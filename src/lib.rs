@@ -11,7 +11,8 @@
 //! - [`crm`]: the `Crm` port and its adapters (retailCRM over HTTP, the embedded sandbox);
 //!   it re-exports the domain's CRM vocabulary.
 //! - [`store`]: the `Store` port and its backends (embedded redb file; Redis).
-//! - [`call_trail`]: each call's decision trail (plans, CRM actions, retries, dead letters).
+//! - [`call_trail`]: each call's decision trail (the lookup's decision, plans, CRM actions,
+//!   retries, dead letters).
 //! - [`lookup`]: the pre-call lookup service (owner mirror, owner index, single flight,
 //!   deadline).
 //! - [`sync`]: flow F — the owner mirror's first import, `customers/history` and `users`
@@ -24,7 +25,8 @@
 //!   dedupe key), gathering CRM facts, [`domain::plan::decide`], idempotent execution,
 //!   retries.
 //! - [`rules`]: loading and reloading `routing-rules/` (the live rule set).
-//! - [`config`], [`telemetry`], [`metrics`]: operations.
+//! - [`config`], [`telemetry`], [`metrics`]: operations; [`latency_ring`]: the lookup's
+//!   per-minute latency over the last hour, for the operator page's chart.
 //! - [`startup`]: the one place that wires adapters together (`Application`).
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,7 @@ pub mod config;
 pub mod crm;
 pub mod domain;
 pub mod http;
+pub mod latency_ring;
 pub mod lookup;
 pub mod metrics;
 pub mod reconcile;

@@ -1,8 +1,8 @@
 //! The pre-call lookup service (SPEC §3, flow A): caller → owner → destination, always within
 //! `lookup.deadline_ms`.
 //!
-//! Hot path: parse the caller, read the owner mirror (flow F, in this process's memory on
-//! every store), then the manager's state, decide. Once the mirror's first import is done a
+//! Hot path: parse the caller, read the owner mirror (flow F) and the manager's state
+//! ([`ManagerBoard`]), both in this process's memory on every store, decide. Once the mirror's first import is done a
 //! number it does not have is nobody (`lookup.on_miss = "nobody"`), without asking anyone.
 //! Before that (or with `"ask_crm"`, or without `[sync]`) a miss reads the owner index
 //! (in memory for the embedded store) and then asks the CRM once per number however
@@ -17,11 +17,14 @@ use std::{
 };
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
+    call_trail::{self, LookupKey, LookupRecord, LookupTrail},
     crm::Crm,
     domain::{
+        call_log::{TrailKind, TrailStep},
         lookup::{CallerFacts, LookupDecision, LookupPolicy, LookupReason, OnMiss, decide},
         manager::{ManagerDirectory, ManagerId, ManagerState},
         phone_number::{PhoneNormalizer, PhoneNumber},
@@ -31,12 +34,15 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{OwnerEntry, Store},
-    sync::mirror::SharedMirror,
+    sync::{managers::ManagerBoard, mirror::SharedMirror},
 };
 
 /// A pre-call question: who should take a call from `caller`?
 #[derive(Debug, Clone, Default)]
 pub struct LookupRequest {
+    /// Ringostat's `call_id`, when the request carries one: the decision joins that call's
+    /// trail.
+    pub call_id: Option<String>,
     /// Caller number as received (any format).
     pub caller: String,
     /// Tracking number dialled, as received.
@@ -84,6 +90,25 @@ pub struct LookupExplanation {
     pub destination: Option<String>,
 }
 
+impl LookupExplanation {
+    /// The explanation as a step of the call's trail (the caller's number left out: trails
+    /// hold no client numbers).
+    pub fn into_trail(self) -> TrailKind {
+        TrailKind::Lookup {
+            rule: self.rule,
+            policy: self.policy.map(str::to_owned),
+            owner_source: self.owner_source.map(str::to_owned),
+            customer_id: self.customer_id,
+            owner: self.owner,
+            owner_state: self.owner_state,
+            last_talked: self.last_talked,
+            reason: self.reason.to_owned(),
+            manager_id: self.manager_id,
+            destination: self.destination,
+        }
+    }
+}
+
 /// The lookup gives up this much before `lookup.deadline_ms`: tokio's timer has 1 ms
 /// granularity and a wake-up on a busy runtime lands a few ms late, and the answer must still
 /// leave within the deadline (load-tests/RESULTS.md: 306 ms for 300 without a margin, 305.4 ms with 3 ms).
@@ -117,6 +142,8 @@ pub struct LookupService {
     crm: Arc<dyn Crm>,
     /// The owner mirror, when `[sync]` is on.
     mirror: Option<Arc<SharedMirror>>,
+    /// The managers' states, in memory.
+    managers: Arc<ManagerBoard>,
     directory: Arc<ManagerDirectory>,
     normalizer: PhoneNormalizer,
     config: LookupConfig,
@@ -127,6 +154,8 @@ pub struct LookupService {
     inflight: Mutex<HashMap<PhoneNumber, watch::Receiver<Option<FetchResult>>>>,
     /// Normalized `dst` values seen by lookups (see [`LookupService::tracking_number`]).
     tracking_numbers: RwLock<HashMap<String, Option<PhoneNumber>>>,
+    /// Where each decision goes on its way to its call's trail.
+    trail: LookupTrail,
 }
 
 impl LookupService {
@@ -135,16 +164,19 @@ impl LookupService {
         store: Arc<dyn Store>,
         crm: Arc<dyn Crm>,
         mirror: Option<Arc<SharedMirror>>,
+        managers: Arc<ManagerBoard>,
         directory: Arc<ManagerDirectory>,
         normalizer: PhoneNormalizer,
         config: LookupConfig,
         metrics: Arc<Metrics>,
         rules: Arc<RuleBook>,
+        trail: LookupTrail,
     ) -> Arc<Self> {
         Arc::new(LookupService {
             store,
             crm,
             mirror,
+            managers,
             directory,
             normalizer,
             config,
@@ -152,6 +184,7 @@ impl LookupService {
             rules,
             inflight: Mutex::new(HashMap::new()),
             tracking_numbers: RwLock::new(HashMap::new()),
+            trail,
         })
     }
 
@@ -165,25 +198,97 @@ impl LookupService {
     /// it is polled once before any timer is armed: a timer per lookup is a measurable share
     /// of the hot path's cost (load-tests/RESULTS.md). Only a lookup that has to wait (a CRM
     /// fetch, a remote store) gets the deadline timer, armed from the lookup's start.
+    ///
+    /// The decision and the facts it used go to the call's trail through
+    /// [`LookupTrail::offer`] (a bounded channel; nothing awaited here).
     pub async fn lookup(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
         let started = Instant::now();
-        let mut resolve = std::pin::pin!(self.resolve(request));
-        let decision = match futures::poll!(resolve.as_mut()) {
-            std::task::Poll::Ready(decision) => decision,
-            std::task::Poll::Pending => {
-                let budget = self.config.deadline.saturating_sub(DEADLINE_MARGIN);
-                let deadline = tokio::time::Instant::from_std(started) + budget;
-                match tokio::time::timeout_at(deadline, resolve).await {
-                    Ok(decision) => decision,
-                    Err(_) => LookupDecision::nobody(LookupReason::Timeout),
+        let mut trace = LookupExplanation::default();
+        let decision = {
+            let mut resolve = std::pin::pin!(self.resolve_traced(request, Some(&mut trace)));
+            match futures::poll!(resolve.as_mut()) {
+                std::task::Poll::Ready(decision) => decision,
+                std::task::Poll::Pending => {
+                    let budget = self.config.deadline.saturating_sub(DEADLINE_MARGIN);
+                    let deadline = tokio::time::Instant::from_std(started) + budget;
+                    match tokio::time::timeout_at(deadline, resolve).await {
+                        Ok(decision) => decision,
+                        Err(_) => LookupDecision::nobody(LookupReason::Timeout),
+                    }
                 }
             }
         };
-        self.metrics
-            .lookup_latency
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.observe_lookup(started.elapsed());
         self.metrics.lookup_outcome(decision.reason).inc();
+        self.offer_to_trail(request, &decision, trace);
         decision
+    }
+
+    /// Hands the decision to the trail recorder, keyed by the request's call id or else the
+    /// caller; a decision that names neither is not recorded.
+    fn offer_to_trail(
+        &self,
+        request: &LookupRequest,
+        decision: &LookupDecision,
+        mut trace: LookupExplanation,
+    ) {
+        let caller = match request.call_id {
+            Some(_) => None,
+            None => trace
+                .caller
+                .as_deref()
+                .and_then(|e164| PhoneNumber::from_e164(e164).ok()),
+        };
+        let Some(key) = LookupKey::of(request.call_id.as_deref(), caller.as_ref()) else {
+            return;
+        };
+        trace.reason = decision.reason.as_str();
+        trace.manager_id = decision.manager_id;
+        trace.destination = decision.destination.clone();
+        self.trail.offer(LookupRecord {
+            key,
+            step: TrailStep {
+                at_ms: crate::store::now_ms(),
+                kind: trace.into_trail(),
+            },
+        });
+    }
+
+    /// Stores the decisions [`LookupService::lookup`] offered, until `token` is cancelled
+    /// (then what is already queued is stored too). The owner's status, when the decision
+    /// did not need it (policies other than `owner_if_available`), is read here, off the
+    /// lookup's path.
+    pub async fn record_decisions(
+        self: Arc<Self>,
+        mut records: mpsc::Receiver<LookupRecord>,
+        token: CancellationToken,
+    ) {
+        loop {
+            let record = tokio::select! {
+                record = records.recv() => record,
+                () = token.cancelled() => {
+                    records.close();
+                    records.recv().await
+                }
+            };
+            let Some(mut record) = record else { return };
+            if let TrailKind::Lookup {
+                owner: Some(owner),
+                owner_state: owner_state @ None,
+                ..
+            } = &mut record.step.kind
+            {
+                *owner_state = self.active_state(*owner);
+            }
+            call_trail::store_lookup(&*self.store, &record).await;
+        }
+    }
+
+    /// The state of a manager who may be a destination; `None` for one the CRM lists as
+    /// inactive.
+    fn active_state(&self, id: ManagerId) -> Option<ManagerState> {
+        let active = self.mirror.as_ref().is_none_or(|m| m.is_active(id));
+        active.then(|| self.managers.get(id))
     }
 
     /// What a lookup for `request` would answer now, and why. Like a lookup it may ask the
@@ -192,6 +297,9 @@ impl LookupService {
     pub async fn explain(self: &Arc<Self>, request: &LookupRequest) -> LookupExplanation {
         let mut trace = LookupExplanation::default();
         let decision = self.resolve_traced(request, Some(&mut trace)).await;
+        if let (Some(owner), None) = (trace.owner, trace.owner_state) {
+            trace.owner_state = self.active_state(owner);
+        }
         trace.reason = decision.reason.as_str();
         trace.manager_id = decision.manager_id;
         trace.destination = decision.destination;
@@ -275,10 +383,6 @@ impl LookupService {
         parsed
     }
 
-    async fn resolve(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
-        self.resolve_traced(request, None).await
-    }
-
     /// The lookup's decision; with `trace`, also the facts it used (the hot path passes
     /// `None` and pays only for the checks).
     async fn resolve_traced(
@@ -350,7 +454,7 @@ impl LookupService {
             last_talked: last_talked.filter(active),
         };
         let state = match facts.owner {
-            Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.state_of(id).await,
+            Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.managers.get(id),
             _ => ManagerState::default(),
         };
         if let Some(trace) = trace {
@@ -360,7 +464,7 @@ impl LookupService {
             trace.last_talked = last_talked;
             trace.owner_state = match facts.owner {
                 Some(_) if policy == LookupPolicy::OwnerIfAvailable => Some(state),
-                Some(id) => Some(self.state_of(id).await),
+                Some(id) => Some(self.managers.get(id)),
                 None => None,
             };
         }
@@ -383,19 +487,6 @@ impl LookupService {
             Err(e) => {
                 tracing::warn!(error = %e, "Owner index read failed; answering nobody.");
                 None
-            }
-        }
-    }
-
-    async fn state_of(&self, id: ManagerId) -> ManagerState {
-        match self.store.get_manager_state(id).await {
-            Ok(state) => state.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(error = %e, manager = %id, "Manager state read failed; assuming away.");
-                ManagerState {
-                    status: crate::domain::manager::ManagerStatus::Busy,
-                    online: None,
-                }
             }
         }
     }

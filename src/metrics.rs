@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use crate::domain::lookup::LookupReason;
+use crate::{domain::lookup::LookupReason, latency_ring::LatencyRing};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -56,6 +56,11 @@ pub struct Metrics {
     pub lookup_outcomes: Family<ReasonLabel, Counter>,
     /// CRM requests made by the lookup (misses of the owner index).
     pub lookup_crm_fetches: Counter,
+    /// The last hour's lookup latency per minute (the operator page's p50/p99 chart).
+    pub lookup_minutes: LatencyRing,
+    /// Lookup decisions not recorded in a call's trail because the recording channel was
+    /// full (`crate::call_trail::LookupTrail`).
+    pub lookup_trail_dropped: Counter,
     /// `lookup_outcomes` counters resolved once per reason: no label lookup per request.
     lookup_outcome_counters: Vec<(LookupReason, Counter)>,
     /// Webhook acknowledgement latency (durable store included), seconds.
@@ -124,6 +129,12 @@ impl Metrics {
             "lookup_crm_fetches",
             "CRM requests made by lookups that missed the owner index",
             lookup_crm_fetches.clone(),
+        );
+        let lookup_trail_dropped = Counter::default();
+        registry.register(
+            "lookup_trail_dropped",
+            "Lookup decisions left out of call trails because the recording channel was full",
+            lookup_trail_dropped.clone(),
         );
         let webhook_ack_latency = Histogram::new(latency_buckets());
         registry.register(
@@ -197,6 +208,9 @@ impl Metrics {
             "Failed owner mirror sync steps by kind",
             sync_errors.clone(),
         );
+        for kind in crate::sync::SyncError::KINDS {
+            let _ = sync_errors.get_or_create(&KindLabel { kind });
+        }
         let reconcile_recovered = Counter::default();
         registry.register(
             "reconcile_recovered_calls",
@@ -238,6 +252,8 @@ impl Metrics {
             lookup_latency,
             lookup_outcomes,
             lookup_crm_fetches,
+            lookup_trail_dropped,
+            lookup_minutes: LatencyRing::default(),
             webhook_ack_latency,
             webhooks,
             queue_depth,
@@ -255,6 +271,13 @@ impl Metrics {
             reconcile_failures,
             reconcile_lag_seconds,
         }
+    }
+
+    /// Records one lookup's latency (the Prometheus histogram and the last hour's ring).
+    pub fn observe_lookup(&self, elapsed: std::time::Duration) {
+        self.lookup_latency.observe(elapsed.as_secs_f64());
+        self.lookup_minutes
+            .observe(elapsed, crate::latency_ring::minute_now());
     }
 
     /// Counts a failed sync step.

@@ -9,6 +9,7 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    call_trail::{LOOKUP_TRAIL_CAPACITY, LookupRecord, LookupTrail},
     config::{Config, CrmBackend, StoreOptions},
     crm::{
         Crm,
@@ -24,7 +25,10 @@ use crate::{
     ringostat::{RingostatClient, RingostatConfig},
     rules::RuleBook,
     store::{Store, embedded::EmbeddedStore, redis::RedisStore},
-    sync::{SyncConfig, Syncer, mirror::SharedMirror, redis::RedisSyncBus},
+    sync::{
+        SyncConfig, Syncer, follow::Follower, managers::ManagerBoard, mirror::SharedMirror,
+        redis::RedisSyncBus,
+    },
     worker::{Worker, WorkerConfig, WorkerDeps},
 };
 
@@ -33,9 +37,13 @@ pub struct Application {
     listener: TcpListener,
     worker: Arc<Worker>,
     reconciler: Option<Arc<Reconciler>>,
+    /// Applies the other instances' changes (Redis store).
+    follower: Option<Arc<Follower>>,
     state: AppState,
     sandbox: Option<Arc<SandboxCrm>>,
     shutdown: CancellationToken,
+    /// Lookup decisions on their way to the call trails (drained while running).
+    lookup_decisions: tokio::sync::mpsc::Receiver<LookupRecord>,
 }
 
 impl Application {
@@ -118,18 +126,40 @@ impl Application {
                 )
             }
         };
+        // Several instances on one Redis hear each other on the sync bus: the owner mirror's
+        // changes and the managers' states. Its position is taken before anything is loaded
+        // (sync::follow).
+        let bus = match &config.store {
+            StoreOptions::Embedded { .. } => None,
+            StoreOptions::Redis { url, key_prefix } => Some(Arc::new(
+                RedisSyncBus::connect(url, key_prefix)
+                    .await
+                    .context("Failed to connect the sync bus (Redis).")?,
+            )),
+        };
+        let position = match &bus {
+            Some(bus) => Some(
+                Follower::position_before_loading(bus)
+                    .await
+                    .context("Failed to read the sync bus's position.")?,
+            ),
+            None => None,
+        };
+        // The managers' states, served from memory (the lookup's `owner_if_available`).
+        let managers = Arc::new(
+            ManagerBoard::load(
+                store.clone(),
+                bus.clone(),
+                metrics.clone(),
+                &directory.all().iter().map(|m| m.id).collect::<Vec<_>>(),
+            )
+            .await
+            .context("Failed to load the managers' states from the store.")?,
+        );
         // The owner mirror (flow F): loaded from the store before the port is bound, so the
         // first lookup already answers from it. Its paged reads share the worker's budget.
         let syncer = match &config.sync {
             Some(sync) => {
-                let bus = match &config.store {
-                    StoreOptions::Embedded { .. } => None,
-                    StoreOptions::Redis { url, key_prefix } => Some(Arc::new(
-                        RedisSyncBus::connect(url, key_prefix)
-                            .await
-                            .context("Failed to connect the owner mirror's Redis bus.")?,
-                    )),
-                };
                 let syncer = Syncer::new(
                     crm.clone(),
                     store.clone(),
@@ -141,7 +171,8 @@ impl Application {
                         lease: sync.lease,
                     },
                     metrics.clone(),
-                    bus,
+                    bus.clone(),
+                    managers.clone(),
                 );
                 syncer
                     .load()
@@ -151,11 +182,23 @@ impl Application {
             }
             None => None,
         };
+        let follower = bus.zip(position).map(|(bus, position)| {
+            Arc::new(Follower::new(
+                bus,
+                position,
+                managers.clone(),
+                syncer.clone(),
+                metrics.clone(),
+            ))
+        });
         let mirror = syncer.as_ref().map(|s| s.mirror().clone());
+        let (lookup_trail, lookup_decisions) =
+            LookupTrail::channel(LOOKUP_TRAIL_CAPACITY, metrics.clone());
         let lookup = LookupService::new(
             store.clone(),
             lookup_crm,
             mirror.clone(),
+            managers.clone(),
             directory.clone(),
             config.normalizer.clone(),
             LookupConfig {
@@ -169,6 +212,7 @@ impl Application {
             },
             metrics.clone(),
             rules.clone(),
+            lookup_trail,
         );
         let address = SocketAddr::new(config.server.host, config.server.port);
         let listener = TcpListener::bind(address)
@@ -234,6 +278,7 @@ impl Application {
             store,
             crm,
             directory,
+            managers,
             lookup,
             metrics,
             sandbox: sandbox.clone(),
@@ -245,8 +290,10 @@ impl Application {
         });
         Ok(Application {
             listener,
+            lookup_decisions,
             worker,
             reconciler,
+            follower,
             state,
             sandbox,
             shutdown: CancellationToken::new(),
@@ -303,6 +350,16 @@ impl Application {
             .reconciler
             .clone()
             .map(|r| tokio::spawn(r.run_until_stopped(token.clone())));
+        let follower = self
+            .follower
+            .clone()
+            .map(|f| tokio::spawn(f.run_until_stopped(token.clone())));
+        let decisions = tokio::spawn(
+            self.state
+                .lookup
+                .clone()
+                .record_decisions(self.lookup_decisions, token.clone()),
+        );
         let server = server::serve(self.listener, self.state.clone(), token.clone());
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -320,10 +377,16 @@ impl Application {
         {
             tracing::warn!("The owner mirror sync did not stop within the grace period.");
         }
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
         if let Some(reconciler) = reconciler
             && tokio::time::timeout(grace, reconciler).await.is_err()
         {
             tracing::warn!("Reconciliation did not stop within the grace period.");
+        }
+        if tokio::time::timeout(grace, decisions).await.is_err() {
+            tracing::warn!("Lookup decisions were still being stored at the grace period's end.");
         }
         if let Some(worker) = worker
             && tokio::time::timeout(grace, worker).await.is_err()

@@ -1,8 +1,9 @@
 //! The operator page in a real browser: Debian's `chromium` in headless mode, driven over the
 //! DevTools protocol, against a callgate seeded with calls, a dead letter and a quarantined
-//! payload. It signs in, filters by tracking number, opens a call's decision trail, replays
-//! a dead letter,
-//! and saves a screenshot of each page under `target/screenshots/` for review.
+//! payload, with the owner mirror on and a few lookups made. It signs in, sees both charts,
+//! filters by tracking number, opens a call's decision trail (the lookup's decision first),
+//! replays a dead letter, opens the owner mirror's state, and saves a screenshot of each page
+//! under `target/screenshots/` for review.
 //!
 //! Without `chromium` on PATH this test fails (it never skips): `.ci/run` installs it
 //! (`apt-get install -y chromium`).
@@ -25,7 +26,7 @@ use std::{
 
 use base64::Engine;
 use callgate::{call_trail, domain::call_log::TrailKind};
-use helpers::{ADMIN_TOKEN, eventually, manual_worker, spawn_app};
+use helpers::{ADMIN_TOKEN, eventually, manual_worker, mirror_on, spawn_app};
 use operator_seed::{seed_calls, seed_dead_letter};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -250,9 +251,26 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_signs_in_filters_opens_a_call_and_replays_a_dead_letter() {
-    let app = spawn_app(manual_worker).await;
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        mirror_on(s);
+    })
+    .await;
     let store = app.state.store.clone();
     seed_calls(&*store).await;
+    // Lookups for the latency chart; the one naming c5 starts c5's trail.
+    for query in [
+        "caller=0981234567",
+        "caller=0671234567",
+        "call_id=c5&caller=0501112233",
+    ] {
+        assert_eq!(app.get_route(query).await.status(), 200);
+    }
+    eventually(PATIENCE, "c5's lookup decision is stored", || {
+        let store = store.clone();
+        async move { (!call_trail::read(&*store, "c5").await.ok()?.is_empty()).then_some(()) }
+    })
+    .await;
     let dead = seed_dead_letter(&*store, "call-c5", "400 Errors in the entity format").await;
     store
         .quarantine(
@@ -291,6 +309,16 @@ async fn an_operator_signs_in_filters_opens_a_call_and_replays_a_dead_letter() {
         !b.text().contains("+380981234567"),
         "numbers masked in the list"
     );
+    // Both charts, each with its caption drawn (an SVG element left open would swallow it).
+    assert_eq!(
+        b.eval(
+            "Array.from(document.querySelectorAll('.chart svg'))\
+             .map(svg => svg.querySelectorAll(':scope > text').length)"
+        ),
+        json!([1, 2]),
+        "calls per hour: its caption; lookup latency: its scale's top and its caption"
+    );
+    assert!(b.text().contains("3 lookups · slowest p99"), "{}", b.text());
     b.screenshot("02-calls");
 
     // Filter by tracking number, typed the way a human would.
@@ -314,8 +342,14 @@ async fn an_operator_signs_in_filters_opens_a_call_and_replays_a_dead_letter() {
     assert!(text.contains("+380501112233"), "{text}");
     assert!(text.contains("Decision trail"), "{text}");
     assert_eq!(
-        b.eval("document.querySelectorAll('ol.trail li').length"),
-        json!(2),
+        b.eval("document.querySelectorAll('ol.trail > li').length"),
+        json!(3),
+        "{text}"
+    );
+    assert!(
+        b.eval("document.querySelector('ol.trail > li').textContent")
+            .as_str()
+            .is_some_and(|first| first.contains("Lookup answered")),
         "{text}"
     );
     assert!(text.contains("A lookup for this caller now"), "{text}");
@@ -352,6 +386,16 @@ async fn an_operator_signs_in_filters_opens_a_call_and_replays_a_dead_letter() {
     assert!(text.contains("not a call event: no uniqueid"), "{text}");
     assert!(!text.contains("380981234567"), "{text}");
     b.screenshot("07-quarantine");
+
+    // The owner mirror's state.
+    let url = b.click_and_wait("nav a[href='/admin/ui/mirror']").await;
+    assert_eq!(url, app.url("/admin/ui/mirror"));
+    let text = b.text();
+    assert!(
+        text.contains("Phase") && text.contains("Last error"),
+        "{text}"
+    );
+    b.screenshot("08-owner-mirror");
 
     // Sign out: the page wants a session again.
     let url = b.click_and_wait("header form button").await;

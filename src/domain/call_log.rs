@@ -4,7 +4,10 @@
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-use super::{manager::ManagerId, phone_number::PhoneNumber};
+use super::{
+    manager::{ManagerId, ManagerState},
+    phone_number::PhoneNumber,
+};
 
 /// One finished call as callgate saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +135,26 @@ pub struct TrailStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum TrailKind {
+    /// The pre-call lookup's answer that routed the call (SPEC §3), with the facts it used.
+    Lookup {
+        /// The first matching routing rule, `name (file:line)`.
+        rule: Option<String>,
+        /// The policy in force (`lookup.policy`, or the rule's).
+        policy: Option<String>,
+        /// Where the owner came from (`mirror`, `index`, `crm`).
+        owner_source: Option<String>,
+        /// The caller's customer and its responsible manager.
+        customer_id: Option<u64>,
+        owner: Option<ManagerId>,
+        /// The owner's status and presence at that moment.
+        owner_state: Option<ManagerState>,
+        /// The manager who last talked to the caller (policy `last_talked`).
+        last_talked: Option<ManagerId>,
+        /// The answer: reason (`owner`, `owner_unavailable`, …), manager and destination.
+        reason: String,
+        manager_id: Option<ManagerId>,
+        destination: Option<String>,
+    },
     /// The planner's plan for one event of the call.
     Plan {
         /// The event (`start`, `answer`, `end`, …) as the planner saw it.

@@ -21,27 +21,29 @@ use super::{
     phone_number::{PhoneNormalizer, PhoneNumber},
 };
 
-/// An E.164 number packed into a `u64`: digit count in the top byte, the digits' value below
-/// (≤ 15 digits < 2^50). Injective, also for leading zeros; 8 bytes instead of a `String`.
+/// An E.164 number packed into a `u64`: digit count in the top byte, the digits' value
+/// ([`PhoneNumber::as_u64`], ≤ 15 digits < 2^50) below. Injective; 8 bytes instead of a
+/// `String`. The one packing of numbers into keys: the owner mirror's map and the embedded
+/// store's owner and last-talked tables (persisted there, so the layout is fixed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PhoneKey(u64);
 
 impl PhoneKey {
-    pub fn of(phone: &PhoneNumber) -> Option<PhoneKey> {
-        let digits = phone
-            .e164()
-            .strip_prefix('+')
-            .filter(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))?;
-        let value = digits
-            .bytes()
-            .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
-        Some(PhoneKey(((digits.len() as u64) << 56) | value))
+    const VALUE_BITS: u64 = (1 << 56) - 1;
+
+    pub fn of(phone: &PhoneNumber) -> PhoneKey {
+        PhoneKey(((phone.digits().len() as u64) << 56) | phone.as_u64())
+    }
+
+    /// The packed value.
+    pub fn get(self) -> u64 {
+        self.0
     }
 
     /// Back to E.164 text (for persistence).
     pub fn e164(self) -> String {
         let len = (self.0 >> 56) as usize;
-        let value = self.0 & ((1 << 56) - 1);
+        let value = self.0 & Self::VALUE_BITS;
         format!("+{value:0len$}")
     }
 }
@@ -89,9 +91,8 @@ impl<'de> Deserialize<'de> for MirrorCustomer {
             .iter()
             .map(|p| {
                 PhoneNumber::from_e164(p)
-                    .ok()
-                    .and_then(|n| PhoneKey::of(&n))
-                    .ok_or_else(|| serde::de::Error::custom("a stored phone is not E.164"))
+                    .map(|n| PhoneKey::of(&n))
+                    .map_err(|_| serde::de::Error::custom("a stored phone is not E.164"))
             })
             .collect::<Result<_, _>>()?;
         Ok(MirrorCustomer {
@@ -195,10 +196,7 @@ pub fn activity_of(datetime: Option<&str>) -> i64 {
 }
 
 fn key_of(raw: &str, normalizer: &PhoneNormalizer) -> Option<PhoneKey> {
-    normalizer
-        .parse(raw)
-        .ok()
-        .and_then(|p| PhoneKey::of(&p.number))
+    normalizer.parse(raw).ok().map(|p| PhoneKey::of(&p.number))
 }
 
 impl CustomerSnapshot {
@@ -244,7 +242,7 @@ impl OwnerMirror {
     /// The owner of `phone`: the most recently active of its customers and that customer's
     /// manager (`None` when the customer has none).
     pub fn owner(&self, phone: &PhoneNumber) -> Option<(CustomerId, Option<ManagerId>)> {
-        let key = PhoneKey::of(phone)?;
+        let key = PhoneKey::of(phone);
         let id = match self.by_phone.get(&key)? {
             Owners::One(id) => *id,
             Owners::Many(ids) => *ids.iter().max_by_key(|id| {
@@ -455,7 +453,7 @@ mod tests {
     #[test]
     fn phone_keys_round_trip_and_are_injective() {
         for e in ["+380981234567", "+12025550123", "+4930123456"] {
-            assert_eq!(PhoneKey::of(&phone(e)).unwrap().e164(), e);
+            assert_eq!(PhoneKey::of(&phone(e)).e164(), e);
         }
         assert_ne!(
             PhoneKey::of(&phone("+3809812345")),

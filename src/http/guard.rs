@@ -143,6 +143,32 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
+/// Whether the request reached the proxy in front of callgate over HTTPS: only a trusted
+/// proxy's word counts (`Forwarded: proto=https`, its last element, which the nearest proxy
+/// wrote; else the last `X-Forwarded-Proto` value).
+pub fn forwarded_https(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return false;
+    }
+    let last_value = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .map(str::trim)
+    };
+    if let Some(element) = last_value("forwarded") {
+        return element
+            .split(';')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("proto"))
+            .is_some_and(|(_, v)| v.trim().trim_matches('"').eq_ignore_ascii_case("https"));
+    }
+    last_value("x-forwarded-proto").is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
 /// The addresses a request was forwarded for, left (the origin) to right (the last proxy's
 /// peer); `None` for a value that is not an address. `Forwarded` wins over `X-Forwarded-For`.
 fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
@@ -206,6 +232,39 @@ mod tests {
 
     fn trusted() -> Vec<IpNet> {
         vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_says_the_request_came_over_https() {
+        let https = [
+            headers(&[("x-forwarded-proto", "https")]),
+            headers(&[("forwarded", "for=203.0.113.9;proto=https")]),
+            headers(&[(
+                "forwarded",
+                "for=203.0.113.9;proto=http, for=10.0.0.1;Proto=\"HTTPS\"",
+            )]),
+            headers(&[("x-forwarded-proto", "http, https")]),
+        ];
+        for h in &https {
+            assert!(forwarded_https(ip("10.0.0.2"), h, &trusted()), "{h:?}");
+            assert!(!forwarded_https(ip("203.0.113.9"), h, &trusted()), "{h:?}");
+        }
+        let plain = [
+            HeaderMap::new(),
+            headers(&[("x-forwarded-proto", "http")]),
+            headers(&[(
+                "forwarded",
+                "for=203.0.113.9;proto=https, for=10.0.0.1;proto=http",
+            )]),
+            // `Forwarded` wins over `X-Forwarded-Proto`.
+            headers(&[
+                ("forwarded", "for=203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+            ]),
+        ];
+        for h in &plain {
+            assert!(!forwarded_https(ip("10.0.0.2"), h, &trusted()), "{h:?}");
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::{
     ringostat::RingostatClient,
     rules::RuleBook,
     store::Store,
-    sync::Syncer,
+    sync::{Syncer, managers::ManagerBoard},
 };
 
 /// Everything a handler may need: one `Arc`, so the per-request clone axum makes is a single
@@ -66,6 +66,9 @@ pub struct AppContext {
     pub store: Arc<dyn Store>,
     pub crm: Arc<dyn Crm>,
     pub directory: Arc<ManagerDirectory>,
+    /// The managers' states, in memory; written through to the store (and, on Redis, to the
+    /// other instances).
+    pub managers: Arc<ManagerBoard>,
     pub lookup: Arc<LookupService>,
     pub metrics: Arc<Metrics>,
     pub normalizer: PhoneNormalizer,

@@ -174,6 +174,54 @@ pub async fn kv_scan_prefix_in_key_order_with_limit(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn lists_keep_append_order_per_key(store: Arc<dyn Store>) {
+    for (key, value) in [("l:1", "a"), ("l:1:2", "x"), ("l:1", "b"), ("l:1", "c")] {
+        store
+            .append_list(key, value.as_bytes(), LONG)
+            .await
+            .expect("append");
+    }
+    let read = |key: &'static str, limit: usize| {
+        let store = store.clone();
+        async move { store.read_list(key, limit).await.expect("read") }
+    };
+    assert_eq!(
+        read("l:1", 10).await,
+        [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+    assert_eq!(
+        read("l:1", 2).await,
+        [b"a".to_vec(), b"b".to_vec()],
+        "the first `limit` values"
+    );
+    assert!(read("l:1", 0).await.is_empty());
+    assert_eq!(
+        read("l:1:2", 10).await,
+        [b"x".to_vec()],
+        "a key that extends another is its own list"
+    );
+    assert!(read("l:", 10).await.is_empty(), "no prefix matching");
+    assert!(read("l:none", 10).await.is_empty());
+    assert_eq!(
+        store.get_raw("l:1").await.expect("get"),
+        None,
+        "lists are not key/value records"
+    );
+    assert!(
+        store.scan_prefix("l:", 10).await.expect("scan").is_empty(),
+        "nor scanned as such"
+    );
+    store
+        .append_list("l:short", b"gone", SHORT)
+        .await
+        .expect("append");
+    eventually("a list appended with a 50 ms TTL expires", || async {
+        read("l:short", 10).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(read("l:1", 10).await.len(), 3, "other lists stay");
+}
+
 pub async fn set_if_absent_race_has_one_winner(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -895,6 +943,7 @@ macro_rules! store_contract_tests {
             kv_set_get_delete,
             kv_ttl_expires,
             kv_scan_prefix_in_key_order_with_limit,
+            lists_keep_append_order_per_key,
             set_if_absent_race_has_one_winner,
             next_id_counts_from_one_per_sequence,
             owner_entries_positive_negative_and_ttl,

@@ -10,7 +10,8 @@
 //! | `callback:<e164>` | the open call-back task of a caller within its window (S14) |
 //! | `legs:<call id>` | what the legs of one call did so far (answered, who talked) |
 //! | `tracking-check:<e164>` | the event whose S8 task asked to check this tracking number |
-//! | `trail:<call id length>:<call id>:<seq>` | one step of a call's decision trail (`crate::call_trail`) |
+//! | `trail:<call id>` | a call's decision trail, a list (`crate::call_trail`) |
+//! | `lookup:<e164>` | a lookup decision not yet joined to its call (no call id in the request) |
 //! | `admin-session:<id>` | a signed-in operator's session of the web page (its CSRF token) |
 //! | `sandbox:<kind><rest>` | records of the sandbox CRM |
 //! | `reconcile:<project>` | the last reconciled point of a Ringostat project (flow E) |
@@ -33,8 +34,10 @@ const CALL_LEGS: &str = "legs:";
 const CALL_RECORD_MISSED: &str = "callrec-missed:";
 /// Namespace of [`tracking_check`].
 const TRACKING_CHECK: &str = "tracking-check:";
-/// Namespace of [`call_trail`] and [`call_trail_step`].
+/// Namespace of [`call_trail`].
 const CALL_TRAIL: &str = "trail:";
+/// Namespace of [`caller_lookup`].
+const CALLER_LOOKUP: &str = "lookup:";
 /// Namespace of [`admin_session`].
 const ADMIN_SESSION: &str = "admin-session:";
 /// Namespace of the owner mirror ([`mirror_customer`], [`mirror_state`], [`mirror_inactive`]).
@@ -91,16 +94,16 @@ pub fn tracking_check(tracking: &PhoneNumber) -> String {
     format!("{TRACKING_CHECK}{}", tracking.e164())
 }
 
-/// `trail:<call id length>:<call id>:`: the prefix of every step of one call's decision
-/// trail (the length keeps call `1`'s prefix from matching call `1:2`'s).
+/// `trail:<call id>`: the list ([`super::KeyValue::append_list`]) of one call's decision
+/// trail steps.
 pub fn call_trail(call_id: &str) -> String {
-    format!("{CALL_TRAIL}{}:{call_id}:", call_id.len())
+    format!("{CALL_TRAIL}{call_id}")
 }
 
-/// `trail:<call id length>:<call id>:<seq, 20 digits>`: one step of a call's decision trail
-/// (zero-padded, so key order is append order).
-pub fn call_trail_step(call_id: &str, seq: u64) -> String {
-    format!("{}{seq:020}", call_trail(call_id))
+/// `lookup:<e164>`: the last lookup decision for a caller whose lookup request carried no
+/// call id, until the call's first event joins it to the call's trail.
+pub fn caller_lookup(caller: &PhoneNumber) -> String {
+    format!("{CALLER_LOOKUP}{}", caller.e164())
 }
 
 /// `admin-session:<id>`: a signed-in operator's session of the web page (its CSRF token).
@@ -163,8 +166,8 @@ mod tests {
         assert_eq!(call_legs("c1"), "legs:c1");
         assert_eq!(tracking_check(&phone), "tracking-check:+380501234567");
         assert_eq!(sandbox("order:", 7), "sandbox:order:7");
-        assert_eq!(call_trail("1:2"), "trail:3:1:2:");
-        assert_eq!(call_trail_step("c1", 7), "trail:2:c1:00000000000000000007");
+        assert_eq!(call_trail("1:2"), "trail:1:2");
+        assert_eq!(caller_lookup(&phone), "lookup:+380501234567");
         assert_eq!(admin_session("abc"), "admin-session:abc");
     }
 }

@@ -1,13 +1,15 @@
 //! The storage port, split by concern (svix style): [`Queue`] (the durable event queue with
 //! its dead letters and the quarantine), [`OwnerIndex`], [`CallLog`], [`ManagerStates`] and
-//! [`KeyValue`] (raw records with TTLs: idempotency keys, locks, the sandbox CRM). [`Store`]
+//! [`KeyValue`] (raw records with TTLs: idempotency keys, locks, the sandbox CRM, and ordered
+//! lists read by key alone: a call's decision trail). [`Store`]
 //! is every part at once and is implemented for anything implementing them all, so the app
 //! holds one `Arc<dyn Store>`; a caller holding a concrete backend imports the part traits
 //! it calls.
 //!
 //! Keys of the raw key/value space are built by the functions of [`keys`], never by hand;
 //! typed JSON records go through [`KeyValueExt`] (`get_json`, `set_json`,
-//! `set_json_if_absent`, `scan_json`), written once for every backend. Errors keep their cause
+//! `set_json_if_absent`, `scan_json`, `append_list_json`, `read_list_json`), written once for
+//! every backend. Errors keep their cause
 //! ([`StoreError`]'s backend variants carry the redb, Redis, serde or I/O error as `source`).
 //!
 //! Backends: [`embedded::EmbeddedStore`] (one redb file, fsync'd group commits, durable across
@@ -212,6 +214,13 @@ pub trait KeyValue: Send + Sync {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Next value of a named counter, starting at 1.
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError>;
+    /// Appends `value` to the ordered list `key` (made by the first append). Each value is
+    /// kept at least `ttl` after it was appended. Lists are their own space: `get_raw` and
+    /// `scan_prefix` never see them. Reading one list never scans other keys.
+    async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// The first `limit` live values of the list `key`, in append order (empty when there is
+    /// no such list).
+    async fn read_list(&self, key: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Deletes `key` only while it holds `value` (an owner token); `true` when deleted.
     async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
     /// Gives `key` a new TTL only while it holds `value` (renews an owned lock); `true` when
@@ -258,6 +267,30 @@ pub trait KeyValueExt: KeyValue {
         self.set_raw_if_absent(key, &bytes, ttl).await
     }
 
+    /// [`KeyValue::append_list`] of a JSON value.
+    async fn append_list_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::encode(key, e))?;
+        self.append_list(key, &bytes, ttl).await
+    }
+
+    /// [`KeyValue::read_list`], each value decoded.
+    async fn read_list_json<T: DeserializeOwned + Send>(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read_list(key, limit)
+            .await?
+            .into_iter()
+            .map(|v| serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(key, e)))
+            .collect()
+    }
+
     /// [`KeyValue::scan_prefix`], each value decoded.
     async fn scan_json<T: DeserializeOwned + Send>(
         &self,
@@ -289,7 +322,8 @@ pub trait OwnerIndex: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// Managers' statuses as retailCRM last reported them (the lookup's hot path).
+/// Managers' statuses as retailCRM last reported them: the durable copy, read at start into
+/// [`crate::sync::managers::ManagerBoard`] (what the lookup reads, in memory).
 #[async_trait]
 pub trait ManagerStates: Send + Sync {
     async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError>;

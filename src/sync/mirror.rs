@@ -36,11 +36,24 @@ pub enum SyncPhase {
     Synced { synced_at: Option<Instant> },
 }
 
+/// The last failed sync step, for the operator page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncFailure {
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// The `callgate_sync_errors` label (`crm`, `crm_unreachable`, `store`, …).
+    pub kind: &'static str,
+    /// The step (`import`, `history`, `users`, …).
+    pub step: String,
+    pub error: String,
+}
+
 #[derive(Debug)]
 pub struct SharedMirror {
     inner: RwLock<OwnerMirror>,
     imported: AtomicBool,
     phase: Mutex<SyncPhase>,
+    last_failure: Mutex<Option<SyncFailure>>,
 }
 
 impl Default for SharedMirror {
@@ -55,6 +68,7 @@ impl SharedMirror {
             inner: RwLock::new(OwnerMirror::new()),
             imported: AtomicBool::new(false),
             phase: Mutex::new(SyncPhase::Starting),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -69,6 +83,11 @@ impl SharedMirror {
     /// The owner of `phone` (see [`OwnerMirror::owner`]).
     pub fn owner(&self, phone: &PhoneNumber) -> Option<(CustomerId, Option<ManagerId>)> {
         self.read().owner(phone)
+    }
+
+    /// Whether the mirror has this customer.
+    pub fn contains(&self, id: CustomerId) -> bool {
+        self.read().customer(id).is_some()
     }
 
     pub fn is_active(&self, manager: ManagerId) -> bool {
@@ -128,6 +147,22 @@ impl SharedMirror {
 
     pub fn set_phase(&self, phase: SyncPhase) {
         *self.phase.lock().expect("sync phase lock poisoned") = phase;
+    }
+
+    /// Remembers a failed sync step (the newest replaces the one before).
+    pub fn record_failure(&self, failure: SyncFailure) {
+        *self
+            .last_failure
+            .lock()
+            .expect("sync failure lock poisoned") = Some(failure);
+    }
+
+    /// The last failed sync step, if any step failed since the start.
+    pub fn last_failure(&self) -> Option<SyncFailure> {
+        self.last_failure
+            .lock()
+            .expect("sync failure lock poisoned")
+            .clone()
     }
 
     /// The history lag: time since the last poll that reached the newest record.

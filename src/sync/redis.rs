@@ -21,7 +21,10 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{manager::ManagerId, mirror::MirrorChange};
+use crate::domain::{
+    manager::{ManagerId, ManagerState},
+    mirror::MirrorChange,
+};
 
 /// `sync:lease` STRING: the token of the instance that polls the CRM.
 pub const LEASE: &str = "sync:lease";
@@ -68,6 +71,8 @@ pub enum SyncEvent {
     Imported,
     /// A poll reached the newest history record (for the lag of instances that do not poll).
     Synced,
+    /// Managers' states set by one instance (`/retailcrm/user-status`, `users`).
+    Managers(Vec<(ManagerId, ManagerState)>),
 }
 
 pub struct RedisSyncBus {

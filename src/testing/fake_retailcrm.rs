@@ -338,6 +338,9 @@ struct CrmState {
     faults: Vec<FaultRule>,
     windows: HashMap<RateClass, VecDeque<Instant>>,
     stats: RateStats,
+    /// `(page, customer id)`: once that page of the unfiltered `customers` list has been
+    /// answered, the customer is deleted by hand ([`FakeRetailCrm::delete_customer_after_page`]).
+    deletions_after_page: Vec<(usize, u64)>,
 }
 
 fn default_status_groups() -> Vec<(String, Vec<String>)> {
@@ -411,6 +414,7 @@ impl CrmState {
             faults: Vec::new(),
             windows: HashMap::new(),
             stats: RateStats::default(),
+            deletions_after_page: Vec::new(),
         }
     }
 
@@ -643,6 +647,29 @@ impl FakeRetailCrm {
             None,
             handlers::Actor::User(handlers::HAND_USER_ID),
         )
+    }
+
+    /// Moves every history record recorded so far `by` into the past: customers seeded now
+    /// look created long ago (before an import's history window), as in a real account.
+    pub fn backdate_history(&self, by: std::time::Duration) {
+        const FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+        let by = chrono::Duration::from_std(by).unwrap_or_default();
+        for record in &mut self.lock().history {
+            let earlier = record["createdAt"]
+                .as_str()
+                .and_then(|c| chrono::NaiveDateTime::parse_from_str(c, FORMAT).ok())
+                .map(|c| (c - by).format(FORMAT).to_string());
+            if let Some(earlier) = earlier {
+                record["createdAt"] = json!(earlier);
+            }
+        }
+    }
+
+    /// Deletes customer `id` by hand right after the unfiltered `customers` list's page `page`
+    /// has been answered: a deletion in the middle of a paged read, which shifts the later
+    /// pages by one (offset paging, as the real CRM's `page`).
+    pub fn delete_customer_after_page(&self, page: usize, id: u64) {
+        self.lock().deletions_after_page.push((page, id));
     }
 
     /// Merges customer `from` into `into` by hand: `into` gains the numbers of `from`, and

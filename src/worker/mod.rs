@@ -598,6 +598,12 @@ impl Worker {
         if let Some(rule) = decision.matched_rule {
             tracing::debug!(call_id = %event.call_id, rule = %rule.name, "Routing rule matched.");
         }
+        // The lookup that routed this call, when its request named no call id.
+        if event.is_incoming()
+            && let Ok(caller) = &event.client
+        {
+            call_trail::join_caller_lookup(&*self.store, &event.call_id, caller).await;
+        }
         call_trail::record(
             &*self.store,
             &event.call_id,
@@ -850,7 +856,7 @@ impl Worker {
                     mirror.apply(&[MirrorChange::Upsert(MirrorCustomer {
                         id,
                         manager,
-                        phones: new.phones.iter().filter_map(PhoneKey::of).collect(),
+                        phones: new.phones.iter().map(PhoneKey::of).collect(),
                         last_activity: local_now().and_utc().timestamp(),
                     })]);
                 }

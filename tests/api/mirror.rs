@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        TestApp, add_alinas_customer, eventually, mirror_on, redis_store, respawn_app_with_crm,
-        spawn_app, spawn_app_with_crm, start_fake_crm,
+        TestApp, add_alinas_customer, crm_settings, eventually, mirror_on, redis_store,
+        respawn_app_with_crm, spawn_app, spawn_app_with_crm, start_fake_crm,
     },
     lookup::SIX_FORMATS,
     redis_support::RedisKeys,
@@ -253,6 +253,41 @@ async fn an_import_cut_short_resumes_without_reading_its_finished_pages_again() 
     assert_eq!(crm.request_count(CUSTOMERS), before);
 }
 
+#[tokio::test]
+async fn a_customer_deleted_mid_import_shifts_the_pages_but_no_other_customer_is_skipped() {
+    // Arrange: 250 customers created a month ago (pages of 100); one on page 1 is deleted
+    // right after page 1 was answered, so page 2 starts one customer later (offset paging) and the customer
+    // that was first on page 2 is now last on page 1, already read.
+    let crm = start_fake_crm().await;
+    let ids: Vec<u64> = (0..250u64)
+        .map(|i| crm.add_customer(&[&format!("050{:07}", 1_000_000 + i)], Some(27)))
+        .collect();
+    crm.backdate_history(Duration::from_secs(30 * 86_400));
+    crm.delete_customer_after_page(1, ids[5]);
+
+    // Act
+    let app = spawn_app_with_crm(&crm, sync).await;
+    wait_synced(&app).await;
+
+    // Assert: the slipped customer routes, the deleted one does not, nobody else is missing.
+    assert_eq!(
+        route(&app, "380501000100").await["destination"],
+        "shop_alina",
+        "the customer shifted onto page 1 was imported"
+    );
+    assert_eq!(
+        route(&app, "380501000005").await["destination"],
+        Value::Null
+    );
+    let mirror = app.state.sync.as_ref().unwrap().mirror();
+    assert_eq!(mirror.size(), (249, 249));
+    assert!(
+        ids.iter()
+            .enumerate()
+            .all(|(i, id)| (i == 5) != mirror.contains(callgate::crm::CustomerId(*id)))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_one_redis_poll_the_crm_once_and_both_answer_a_change() {
     // Arrange
@@ -291,6 +326,120 @@ async fn two_instances_on_one_redis_poll_the_crm_once_and_both_answer_a_change()
         "4 history reads in {:?}: more than one instance polls",
         started.elapsed()
     );
+}
+
+/// A callgate on a tokio runtime of its own, so a test can kill it as a crash would:
+/// [`Crashable::crash`] stops the runtime, and with it every task of the instance at its
+/// next await; nothing runs its shutdown path (the poll lease is not given up).
+struct Crashable {
+    runtime: tokio::runtime::Runtime,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Crashable {
+    async fn start(settings: Settings, dir: tempfile::TempDir) -> Crashable {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+        runtime.spawn(async move {
+            let config = callgate::config::Config::try_from(settings).expect("valid settings");
+            let app = callgate::startup::Application::build(config)
+                .await
+                .expect("app builds");
+            let _ = port_tx.send(app.port());
+            app.run_until_stopped().await
+        });
+        let port = port_rx.await.expect("the app started");
+        Crashable {
+            runtime,
+            address: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    async fn readyz(&self) -> String {
+        reqwest::get(format!("{}/readyz", self.address))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    fn crash(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+async fn lease_holder(redis: &RedisKeys) -> Option<String> {
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::AsyncCommands::get(&mut conn, format!("{}sync:lease", redis.prefix))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_polling_instance_dies_the_other_takes_the_lease_and_follows_the_crm() {
+    // Arrange: A imports and holds the lease (3 s); B starts after it and only listens.
+    let redis = RedisKeys::new();
+    let crm = start_fake_crm().await;
+    let id = crm.add_customer(&["0981234567"], Some(27));
+    let on_redis = |s: &mut Settings| {
+        sync(s);
+        redis_store(s, &redis.url, &redis.prefix);
+    };
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut settings = crm_settings(&crm, &dir);
+    on_redis(&mut settings);
+    let a = Crashable::start(settings, dir).await;
+    eventually(Duration::from_secs(20), "A imported", || async {
+        a.readyz().await.contains("mirror synced").then_some(())
+    })
+    .await;
+    let holder_a = lease_holder(&redis).await.expect("A holds the lease");
+    let b = spawn_app_with_crm(&crm, on_redis).await;
+    wait_synced(&b).await;
+    assert_eq!(crm.request_count(CUSTOMERS), 1, "one instance imported");
+    assert_eq!(lease_holder(&redis).await.as_ref(), Some(&holder_a));
+
+    // Act: A dies without giving the lease up.
+    a.crash();
+    let crashed = Instant::now();
+
+    // Assert: B holds the lease within its term (3 s) and one tick (1 s) ...
+    let lease = Duration::from_secs(3);
+    eventually(lease + INTERVAL * 2, "B takes the lease over", || async {
+        lease_holder(&redis)
+            .await
+            .filter(|h| *h != holder_a)
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        crashed.elapsed() <= lease + INTERVAL + Duration::from_millis(500),
+        "took {:?}",
+        crashed.elapsed()
+    );
+    // ... and polls: a change made in the CRM now routes within one interval + 1 s.
+    let reads = crm.request_count(HISTORY);
+    eventually(INTERVAL * 3, "B reads the history", || async {
+        (crm.request_count(HISTORY) > reads).then_some(())
+    })
+    .await;
+    assert!(crm.set_customer_manager_by_hand(id, Some(28)));
+    routes_within(
+        &b,
+        "380981234567",
+        Some("shop_tatiana"),
+        INTERVAL + Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(crm.request_count(CUSTOMERS), 1, "B did not import again");
 }
 
 #[tokio::test]

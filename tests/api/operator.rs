@@ -1,17 +1,24 @@
 //! The operator's surface: the call log's filters and cursor over the JSON API, and the web
 //! page's sign-in, session, CSRF and same-origin checks, dead letter replay and discard.
 
-use callgate::testing::fake_retailcrm::{Fault, FaultRule};
+use std::time::Duration;
+
+use callgate::{
+    domain::phone_number::PhoneNumber,
+    store::keys,
+    testing::fake_retailcrm::{Fault, FaultRule},
+};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::{
     calls::{after_call, tracking},
     helpers::{
-        ADMIN_TOKEN, TestApp, add_alinas_customer, manual_worker, spawn_app, spawn_app_with_crm,
-        start_fake_crm,
+        ADMIN_TOKEN, TestApp, add_alinas_customer, eventually, manual_worker, mirror_on,
+        redis_store, spawn_app, spawn_app_with_crm, start_fake_crm,
     },
     operator_seed::{seed_calls, seed_dead_letter},
+    redis_support::RedisKeys,
 };
 
 /// A client that shows redirects instead of following them, and keeps no cookies.
@@ -226,6 +233,10 @@ async fn every_page_wants_a_session_and_sign_in_hands_out_a_strict_cookie() {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
     assert!(!set_cookie.contains(ADMIN_TOKEN), "never the token itself");
+    assert!(
+        !set_cookie.contains("Secure"),
+        "served over plain HTTP: {set_cookie}"
+    );
     let cookie = set_cookie.split(';').next().expect("name=value");
     for path in ["/admin/", "/admin/ui/dead-letters", "/admin/ui/quarantine"] {
         let r = page(&app, Some(cookie), path).await;
@@ -513,4 +524,306 @@ async fn explain_says_which_rule_policy_owner_and_status_made_the_answer() {
     let (status, x) = admin_get(&app, "/admin/lookup/explain?caller=").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{x}");
     assert_eq!(x["field"], "caller");
+}
+
+/// The trail's steps of `call_id` once it has at least `at_least` (the lookup's decision
+/// reaches the store from a background task).
+async fn trail_of(app: &TestApp, call_id: &str, at_least: usize) -> Value {
+    eventually(
+        Duration::from_secs(5),
+        "the call's trail is recorded",
+        || async {
+            let (status, body) = admin_get(app, &format!("/admin/calls/{call_id}")).await;
+            (status == StatusCode::OK && body["trail"].as_array()?.len() >= at_least)
+                .then_some(body)
+        },
+    )
+    .await
+}
+
+/// A lookup with Ringostat's `call_id` (a JSON body with `uuid` and `step_forward`, as its
+/// docs show) lands in that call's trail before the plan; one without lands in the trail of
+/// the next call from that caller, once.
+async fn the_lookup_that_routed_a_call_is_in_its_trail(app: TestApp) {
+    add_alinas_customer(&app).await;
+    let r = app
+        .client
+        .post(app.url("/ringostat/route"))
+        .json(&json!({
+            "call_id": "lt-1", "uuid": "0f3c-11", "step_forward": "webhookNumber%3A120",
+            "caller": "0981234567", "dst": "380441112233",
+        }))
+        .send()
+        .await
+        .expect("route");
+    assert_eq!(r.text().await.expect("body"), "shop_alina");
+
+    let body = trail_of(&app, "lt-1", 1).await;
+    let lookup = &body["trail"][0];
+    assert_eq!(lookup["step"], "lookup", "{body:#}");
+    assert_eq!(lookup["reason"], "owner");
+    assert_eq!(lookup["destination"], "shop_alina");
+    assert_eq!(lookup["manager_id"], 27);
+    assert_eq!(lookup["owner"], 27);
+    assert_eq!(lookup["owner_state"]["status"], "free", "{lookup}");
+    assert_eq!(lookup["policy"], "owner_if_available");
+    assert_eq!(lookup["rule"], Value::Null);
+    assert!(
+        !body["trail"].to_string().contains("981234567"),
+        "no client number in a trail: {body}"
+    );
+    app.post_webhook(&after_call("lt-1", "0981234567", "ANSWERED", 1028))
+        .await;
+    app.run_worker_until_idle().await;
+    let body = trail_of(&app, "lt-1", 2).await;
+    assert_eq!(steps(&body)[..2], ["lookup", "plan"], "{body:#}");
+
+    // No call id: kept under the caller until the call's event names the call.
+    assert_eq!(app.set_user_status(27, "dinner").await.status(), 200);
+    let r = app.get_route("caller=%2B380981234567&format=json").await;
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["reason"], "owner_unavailable");
+    let store = app.state.store.clone();
+    let pending = keys::caller_lookup(&PhoneNumber::from_e164("+380981234567").expect("e164"));
+    eventually(
+        Duration::from_secs(5),
+        "the decision is kept for its call",
+        || async { store.get_raw(&pending).await.expect("get").map(|_| ()) },
+    )
+    .await;
+    app.post_webhook(&after_call("lt-2", "0981234567", "NO ANSWER", -1))
+        .await;
+    app.run_worker_until_idle().await;
+    let body = trail_of(&app, "lt-2", 2).await;
+    assert_eq!(steps(&body)[..2], ["lookup", "plan"], "{body:#}");
+    let lookup = &body["trail"][0];
+    assert_eq!(lookup["reason"], "owner_unavailable", "{lookup}");
+    assert_eq!(lookup["owner_state"]["status"], "dinner", "{lookup}");
+    assert_eq!(lookup["destination"], Value::Null);
+    assert_eq!(
+        store.get_raw(&pending).await.expect("get"),
+        None,
+        "joined once"
+    );
+
+    app.post_webhook(&after_call("lt-3", "0981234567", "NO ANSWER", -1))
+        .await;
+    app.run_worker_until_idle().await;
+    let body = trail_of(&app, "lt-3", 1).await;
+    assert!(!steps(&body).contains(&"lookup"), "{body:#}");
+
+    // The call's page shows it.
+    let cookie = sign_in(&app).await;
+    let html = page(&app, Some(&cookie), "/admin/ui/calls/lt-2")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("Lookup"), "{html}");
+    assert!(html.contains("owner_unavailable") && html.contains("dinner at that moment"));
+}
+
+#[tokio::test]
+async fn the_lookup_that_routed_a_call_is_in_its_trail_on_the_embedded_store() {
+    the_lookup_that_routed_a_call_is_in_its_trail(spawn_app(manual_worker).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_that_routed_a_call_is_in_its_trail_on_redis() {
+    let redis = RedisKeys::new();
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        redis_store(s, &redis.url, &redis.prefix);
+    })
+    .await;
+    the_lookup_that_routed_a_call_is_in_its_trail(app).await;
+}
+
+#[tokio::test]
+async fn a_lookup_decision_with_no_call_and_no_number_is_not_kept() {
+    let app = spawn_app(manual_worker).await;
+    let r = app.get_route("caller=anonymous").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // A later lookup that is kept proves the recorder ran past the first one.
+    app.get_route("caller=0981234567&call_id=after").await;
+    trail_of(&app, "after", 1).await;
+    assert!(
+        app.state
+            .store
+            .scan_prefix("lookup:", 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_call_log_page_charts_the_last_hours_lookup_latency() {
+    let app = spawn_app(manual_worker).await;
+    let cookie = sign_in(&app).await;
+    let html = page(&app, Some(&cookie), "/admin/")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("No lookups in this hour."), "{html}");
+
+    for _ in 0..3 {
+        assert_eq!(app.get_route("caller=0981234567").await.status(), 200);
+    }
+    let html = page(&app, Some(&cookie), "/admin/")
+        .await
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("Lookup latency, last hour"), "{html}");
+    assert!(html.contains("3 lookups · slowest p99"), "{html}");
+    // p50 and p99 of each minute with lookups (two minutes if the clock turned meanwhile).
+    let points = html.matches("<circle").count();
+    assert!(points == 2 || points == 4, "{points} points: {html}");
+}
+
+/// Posts the sign-in form with `token` from this site with extra `headers`; returns the
+/// status, the `Set-Cookie` and the body.
+async fn sign_in_with(
+    app: &TestApp,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
+    let mut request = plain_client()
+        .post(app.url("/admin/signin"))
+        .header(header::ORIGIN, &app.address)
+        .form(&[("token", token)]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.expect("sign in");
+    let cookie = r
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let retry_after = r.headers().get(header::RETRY_AFTER).cloned();
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let seconds: u64 = retry_after
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .expect("a 429 says when to come back");
+        assert!(seconds > 0 && seconds <= 15 * 60, "{seconds}");
+    }
+    (status, cookie, body)
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_page_is_served_over_https() {
+    let forwarded_https: [&[(&str, &str)]; 2] = [
+        &[("x-forwarded-proto", "https")],
+        &[("forwarded", "for=203.0.113.9;proto=https")],
+    ];
+    // Behind a trusted proxy that says the request came over HTTPS.
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    for headers in forwarded_https {
+        let (status, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, headers).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let cookie = cookie.expect("cookie");
+        assert!(cookie.ends_with("; Secure"), "{headers:?}: {cookie}");
+    }
+    let (_, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, &[("x-forwarded-proto", "http")]).await;
+    assert!(!cookie.expect("cookie").contains("Secure"));
+
+    // From a peer that is not a trusted proxy the header means nothing.
+    let app = spawn_app(manual_worker).await;
+    let (_, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, forwarded_https[0]).await;
+    assert!(!cookie.expect("cookie").contains("Secure"));
+
+    // `server.public_url` on HTTPS: always.
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        s.server.public_url = "https://callgate.shop.example".to_owned();
+    })
+    .await;
+    let (_, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, &[]).await;
+    assert!(cookie.expect("cookie").ends_with("; Secure"));
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_source() {
+    let app = spawn_app(|s| {
+        manual_worker(s);
+        s.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    let guesser = [("x-forwarded-for", "203.0.113.9")];
+    for attempt in 0..5 {
+        let (status, _, _) = sign_in_with(&app, "guess", &guesser).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    let (status, _, body) = sign_in_with(&app, "guess", &guesser).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains("Too many failed sign-ins"), "{body}");
+    // Once limited, even the right token is not checked: guessing on tells nothing.
+    let (status, cookie, _) = sign_in_with(&app, ADMIN_TOKEN, &guesser).await;
+    assert_eq!((status, cookie), (StatusCode::TOO_MANY_REQUESTS, None));
+    // Another source is not limited by this one's failures.
+    let (status, cookie, _) =
+        sign_in_with(&app, ADMIN_TOKEN, &[("x-forwarded-for", "198.51.100.7")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(cookie.is_some());
+}
+
+/// The page at `path`, once `ready` holds for its HTML (bounded).
+async fn page_once(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    eventually(Duration::from_secs(10), path, || async {
+        let html = page(app, Some(cookie), path).await.text().await.ok()?;
+        ready(&html).then_some(html)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_mirror_page_shows_the_sync_state_and_the_last_error() {
+    // Off: the page says so.
+    let app = spawn_app(manual_worker).await;
+    let cookie = sign_in(&app).await;
+    let html = page_once(&app, &cookie, "/admin/ui/mirror", |_| true).await;
+    assert!(html.contains("The owner mirror is off"), "{html}");
+    assert!(
+        html.contains(r#"href="/admin/ui/mirror""#),
+        "linked from the layout"
+    );
+
+    // On, with a CRM whose customer list fails until it does not.
+    let crm = start_fake_crm().await;
+    crm.add_fault_rule(
+        FaultRule::new(Fault::Status500)
+            .on_path("/api/v5/customers")
+            .times(1),
+    );
+    let app = spawn_app_with_crm(&crm, |s| {
+        manual_worker(s);
+        mirror_on(s);
+    })
+    .await;
+    let cookie = sign_in(&app).await;
+    let html = page_once(&app, &cookie, "/admin/ui/mirror", |html| {
+        html.contains("following the CRM")
+    })
+    .await;
+    assert!(html.contains("Last error"), "{html}");
+    assert!(html.contains("step <code>import</code>"), "{html}");
+    assert!(html.contains("0 customers · 0 numbers"), "{html}");
+    assert!(
+        html.contains("<dt>First import</dt><dd>done</dd>"),
+        "{html}"
+    );
 }

@@ -100,3 +100,64 @@ async fn two_instances_on_one_redis_reconciling_at_once_queue_each_lost_call_onc
     ids.dedup();
     assert_eq!((ids.len(), crm.calls().len()), (12, 12));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_status_set_through_one_instance_routes_the_other_instances_next_lookups() {
+    // Arrange: two callgates on one Redis (default policy `owner_if_available`), both
+    // routing Alina's customer; the lookups read manager states from memory.
+    let redis = RedisKeys::new();
+    let crm = start_fake_crm().await;
+    crm.add_customer(&["0981234567"], Some(27));
+    let configure = |s: &mut callgate::config::Settings| {
+        redis_store(s, &redis.url, &redis.prefix);
+    };
+    let a = spawn_app_with_crm(&crm, configure).await;
+    let b = spawn_app_with_crm(&crm, configure).await;
+    assert_eq!(destination(&b).await.0, "shop_alina");
+
+    // Act: retailCRM tells instance A that Alina went to dinner.
+    assert_eq!(a.set_user_status(27, "dinner").await.status(), 200);
+
+    // Assert: A at once; B within about a second (the sync bus), without a restart.
+    assert_eq!(
+        destination(&a).await,
+        (serde_json::Value::Null, "owner_unavailable".into())
+    );
+    eventually(Duration::from_secs(1), "B sees Alina at dinner", || async {
+        (destination(&b).await.1 == "owner_unavailable").then_some(())
+    })
+    .await;
+    // And back: set through B this time, seen by A.
+    assert_eq!(b.set_user_status(27, "free").await.status(), 200);
+    eventually(Duration::from_secs(1), "A sees Alina free", || async {
+        (destination(&a).await.0 == "shop_alina").then_some(())
+    })
+    .await;
+    // A third instance started now loads the stored state.
+    assert_eq!(a.set_user_status(27, "break").await.status(), 200);
+    let c = spawn_app_with_crm(&crm, configure).await;
+    assert_eq!(destination(&c).await.1, "owner_unavailable");
+    // The lookups read the states from memory, not from Redis: a state written into Redis
+    // behind the instances' backs is not seen (no round trip on the hot path).
+    a.state
+        .store
+        .set_manager_state(
+            callgate::domain::manager::ManagerId(27),
+            callgate::domain::manager::ManagerState::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(destination(&a).await.1, "owner_unavailable");
+    assert_eq!(destination(&c).await.1, "owner_unavailable");
+}
+
+/// The destination and reason a lookup of Alina's customer answers.
+async fn destination(app: &crate::helpers::TestApp) -> (serde_json::Value, serde_json::Value) {
+    let body: serde_json::Value = app
+        .get_route("caller=380981234567&format=json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    (body["destination"].clone(), body["reason"].clone())
+}

@@ -119,6 +119,12 @@ impl KeyValue for Flaky {
     async fn next_id(&self, sequence: &str) -> Result<u64, StoreError> {
         self.inner.next_id(sequence).await
     }
+    async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.inner.append_list(key, value, ttl).await
+    }
+    async fn read_list(&self, key: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.read_list(key, limit).await
+    }
     async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
         self.inner.delete_if_equals(key, value).await
     }

@@ -41,7 +41,12 @@ hours = "22:00-08:00"
 ignore = true
 "#;
 
+/// Beside the chosen parameters Ringostat's JSON body carries `call_id`, `uuid` and
+/// `step_forward` (PROTOCOLS §1.5); `call_id` keys the decision's trail record.
 const OTHER_FIELDS: &[&str] = &[
+    "call_id",
+    "uuid",
+    "step_forward",
     "dst",
     "site",
     "format",

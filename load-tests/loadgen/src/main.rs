@@ -3,6 +3,7 @@
 //! ```text
 //! loadgen suite [reps=5] [secs=5] [quick] [only=NAME]   the scenarios; prints a markdown report
 //! loadgen owners-rss load|open DIR [COUNT]  one RSS probe (a fresh process per probe)
+//! loadgen import-probe URL KEY COUNT DIR    one first import from the fake CRM at URL (a fresh process)
 //! ```
 //!
 //! Layout of one run: the servers under test (callgate in-process, the hello baseline, the
@@ -13,6 +14,7 @@
 
 mod budget;
 mod generator;
+mod mirror;
 mod scenarios;
 mod servers;
 
@@ -43,9 +45,18 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or(1_000_000);
             scenarios::owners_rss(mode, &dir, count)
         }
+        Some("import-probe") => {
+            let [url, key, count, dir] = [2, 3, 4, 5].map(|i| args.get(i - 1).cloned());
+            match (url, key, count, dir) {
+                (Some(url), Some(key), Some(count), Some(dir)) => {
+                    mirror::import_probe(&url, &key, count.parse()?, &PathBuf::from(dir))
+                }
+                _ => anyhow::bail!("usage: loadgen import-probe URL KEY COUNT DIR"),
+            }
+        }
         _ => {
             eprintln!(
-                "usage: loadgen suite [reps=N] [secs=N] [quick] | owners-rss load|open DIR [COUNT]"
+                "usage: loadgen suite [reps=N] [secs=N] [quick] | owners-rss load|open DIR [COUNT] | import-probe URL KEY COUNT DIR"
             );
             std::process::exit(64);
         }

@@ -17,7 +17,7 @@ use callgate::{
         manager::ManagerId,
         phone_number::{PhoneNormalizer, PhoneNumber, RegionCode},
     },
-    store::{OwnerEntry, embedded::EmbeddedStore},
+    store::{OwnerEntry, Store, embedded::EmbeddedStore},
     testing::fake_retailcrm::{FakeCrmConfig, FakeRetailCrm, FakeUser, Fault},
 };
 use serde_json::json;
@@ -38,7 +38,7 @@ pub struct Options {
     /// Smaller counts, for a quick check of the harness itself.
     pub quick: bool,
     /// Run only the scenarios whose name starts with this (lookup, hung, ingest, backlog,
-    /// budget, normalization, rss), e.g. under a profiler.
+    /// budget, normalization, rss, import, freshness, lookup-redis), e.g. under a profiler.
     pub only: Option<String>,
 }
 
@@ -92,18 +92,18 @@ pub(crate) fn row(figure: &str, target: &str, measured: String, verdict: Verdict
     }
 }
 
-const WARMUP: Duration = Duration::from_secs(1);
-const CONNECTIONS: usize = 64;
-const OPEN_RATE: f64 = 10_000.0;
-const WARM_OWNERS: u64 = 100_000;
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WARMUP: Duration = Duration::from_secs(1);
+pub(crate) const CONNECTIONS: usize = 64;
+pub(crate) const OPEN_RATE: f64 = 10_000.0;
+pub(crate) const WARM_OWNERS: u64 = 100_000;
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prints a progress line to stderr (the report goes to stdout).
 macro_rules! note {
     ($($t:tt)*) => { eprintln!("[loadgen] {}", format!($($t)*)) };
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return f64::NAN;
@@ -116,7 +116,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn owner_number(i: u64) -> PhoneNumber {
+pub(crate) fn owner_number(i: u64) -> PhoneNumber {
     PhoneNumber::from_e164(&format!("+38050{i:07}")).expect("valid owner number")
 }
 
@@ -127,7 +127,7 @@ fn owner_entry(i: u64) -> OwnerEntry {
     }
 }
 
-fn route_factory(count: u64, prefix: &str) -> RequestFactory {
+pub(crate) fn route_factory(count: u64, prefix: &str) -> RequestFactory {
     // Spread over the numbers with a stride coprime to the count, so consecutive requests
     // hit unrelated keys; the paths are built up front so the generator does no formatting.
     let paths: Vec<String> = (0..count)
@@ -215,6 +215,15 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     if on("rss") {
         rows.extend(owners_rss_rows(opts, &mut notes)?);
     }
+    if on("import") {
+        rows.extend(crate::mirror::import(opts, &mut notes)?);
+    }
+    if on("freshness") {
+        rows.extend(crate::mirror::freshness(opts, &gen_rt, &mut notes)?);
+    }
+    if on("lookup-redis") {
+        rows.extend(crate::mirror::lookup_redis(opts, &gen_rt, &mut notes)?);
+    }
     println!("| figure | target | measured | verdict |");
     println!("| --- | --- | --- | --- |");
     for r in &rows {
@@ -286,25 +295,12 @@ fn warm_callgate_configured(
     dir: &Path,
     configure: impl FnOnce(&mut callgate::config::Settings),
 ) -> anyhow::Result<Callgate> {
-    // Fill the owner index through the embedded store's bulk insert, then close it and let
-    // callgate open the same file (as after a restart).
+    // What a finished first import leaves (the owner mirror, which lookups answer from),
+    // written into the embedded store; then callgate opens the same file (as after a restart).
     {
         let rt = servers::runtime("warm-up");
-        let store = EmbeddedStore::open(&dir.join("callgate.redb"))?;
-        let ttl = Duration::from_secs(7 * 86_400);
-        rt.block_on(async {
-            for chunk in (0..WARM_OWNERS).collect::<Vec<_>>().chunks(50_000) {
-                store
-                    .put_owners(
-                        chunk
-                            .iter()
-                            .map(|&i| (owner_number(i), owner_entry(i), ttl)),
-                    )
-                    .await?;
-            }
-            anyhow::Ok(())
-        })?;
-        drop(store);
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("callgate.redb"))?);
+        rt.block_on(crate::mirror::seed_mirror(store, WARM_OWNERS))?;
     }
     // The shop's tracking number is a site's, so a lookup with rules on `site` derives its
     // site from `dst` (the requests name none).
@@ -314,9 +310,28 @@ fn warm_callgate_configured(
     Callgate::start(settings)
 }
 
+/// One open-loop lookup run: {OPEN_RATE} req/s over {CONNECTIONS} connections, warm-up
+/// then `opts.secs` measured.
+pub(crate) fn open_lookup_run(
+    gen_rt: &Runtime,
+    opts: &Options,
+    addr: SocketAddr,
+    f: &RequestFactory,
+) -> RunStats {
+    gen_rt.block_on(generator::open_loop(
+        addr,
+        CONNECTIONS,
+        OPEN_RATE,
+        WARMUP,
+        opts.secs,
+        LOOKUP_TIMEOUT,
+        f.clone(),
+    ))
+}
+
 /// Runs `a` and `b` once each, `a` first in even repetitions and `b` first in odd ones, so
 /// drift on a shared machine hits both alike. Returns `(a's, b's)`.
-fn alternate<T>(rep: usize, a: impl FnOnce() -> T, b: impl FnOnce() -> T) -> (T, T) {
+pub(crate) fn alternate<T>(rep: usize, a: impl FnOnce() -> T, b: impl FnOnce() -> T) -> (T, T) {
     if rep.is_multiple_of(2) {
         let a = a();
         (a, b())
@@ -416,6 +431,7 @@ fn lookup_warm(
         Arc::new(|_| generator::get("/ringostat/route?caller=380500000123&format=json")),
     ));
     anyhow::ensure!(sanity.ok_total == 1, "the sanity lookup failed");
+    crate::mirror::ensure_routes(gen_rt, callgate.addr)?;
     let lookups = route_factory(WARM_OWNERS, "38050");
     let hello_req: RequestFactory = Arc::new(|_| generator::get("/"));
     let closed = |addr: SocketAddr, f: &RequestFactory| {
@@ -429,17 +445,7 @@ fn lookup_warm(
             f.clone(),
         ))
     };
-    let open = |addr: SocketAddr, f: &RequestFactory| {
-        gen_rt.block_on(generator::open_loop(
-            addr,
-            CONNECTIONS,
-            OPEN_RATE,
-            WARMUP,
-            opts.secs,
-            LOOKUP_TIMEOUT,
-            f.clone(),
-        ))
-    };
+    let open = |addr: SocketAddr, f: &RequestFactory| open_lookup_run(gen_rt, opts, addr, f);
     let (mut c_closed, mut h_closed, mut c_open, mut h_open) = (vec![], vec![], vec![], vec![]);
     for rep in 0..opts.reps {
         let (c, h) = alternate(
@@ -502,7 +508,7 @@ fn lookup_warm(
     let closed_fail = fails(&c_closed);
     let open_fail = fails(&c_open);
     notes.push(format!(
-        "Lookup: {WARM_OWNERS} owners bulk-loaded into the embedded store (managers 1..={MANAGERS}, sandbox CRM, policy owner_if_available, worker off); \
+        "Lookup: {WARM_OWNERS} customers in the owner mirror (written into the embedded store as a finished first import leaves them) (managers 1..={MANAGERS}, sandbox CRM, policy owner_if_available, worker off); \
          `GET /ringostat/route?caller=38050XXXXXXX` spread over all of them (text answer `mgr_N`). Hello: bare hyper http1 `200 hello`. \
          {} repetitions alternating callgate/hello, {WARMUP:?} warm-up + {:?} measured each; medians. Generator: in-repo `loadgen` (hyper client connections, one per task, keep-alive) on its own runtime; \
          open loop at {OPEN_RATE} req/s over {CONNECTIONS} connections, paced by a high-resolution timer thread (tokio's timer ticks in whole milliseconds), latency from the intended send time (coordinated omission corrected).",
@@ -1062,17 +1068,7 @@ fn lookup_deadlines_cost(
             lookups.clone(),
         ))
     };
-    let open = |addr: SocketAddr| {
-        gen_rt.block_on(generator::open_loop(
-            addr,
-            CONNECTIONS,
-            OPEN_RATE,
-            WARMUP,
-            opts.secs,
-            LOOKUP_TIMEOUT,
-            lookups.clone(),
-        ))
-    };
+    let open = |addr: SocketAddr| open_lookup_run(gen_rt, opts, addr, &lookups);
     let (mut on_rps, mut off_rps, mut on_p99, mut off_p99, mut failed) =
         (vec![], vec![], vec![], vec![], 0);
     for rep in 0..opts.reps {
@@ -1182,17 +1178,7 @@ fn lookup_under_slow_clients(
     let hello = Hello::start();
     let lookups = route_factory(WARM_OWNERS, "38050");
     let hello_req: RequestFactory = Arc::new(|_| generator::get("/"));
-    let open = |addr: SocketAddr, f: &RequestFactory| {
-        gen_rt.block_on(generator::open_loop(
-            addr,
-            CONNECTIONS,
-            OPEN_RATE,
-            WARMUP,
-            opts.secs,
-            LOOKUP_TIMEOUT,
-            f.clone(),
-        ))
-    };
+    let open = |addr: SocketAddr, f: &RequestFactory| open_lookup_run(gen_rt, opts, addr, f);
     let stop = tokio_util::sync::CancellationToken::new();
     let (open_now, cut_off) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let clients: Vec<_> = (0..SLOW_CLIENTS)

@@ -18,12 +18,14 @@ use crate::{
     domain::{
         call::CallOutcome,
         call_log::{CallLogEntry, CallLogFilter, TrailKind, TrailStep},
+        manager::ManagerState,
     },
     http::{
         AppState,
         error::ApiError,
         routes::admin::{CallLogQuery, call_log_page, call_record},
     },
+    latency_ring::minute_now,
     lookup::LookupRequest,
 };
 
@@ -135,18 +137,22 @@ fn calls_table(state: &AppState, calls: &[&CallLogEntry]) -> Markup {
     }
 }
 
-/// Most calls the chart reads.
-const CHART_CALLS: usize = 20_000;
-
-/// Calls per hour by result over the day up to the newest logged call.
+/// The charts: calls per hour by result over the day up to the newest logged call, and the
+/// lookup's p50/p99 per minute over the last hour.
 async fn calls_chart(state: &AppState) -> Result<Markup, PageError> {
     let newest = state
         .store
         .query_call_log(&CallLogFilter::default(), None, 1)
         .await
         .map_err(unexpected)?;
+    let latency = html! {
+        div.chart {
+            h2 { "Lookup latency, last hour" }
+            (charts::lookup_latency(&state.metrics.lookup_minutes.last_hour(minute_now())))
+        }
+    };
     let Some(end) = newest.first().map(|c| c.entry.date) else {
-        return Ok(html! {});
+        return Ok(html! { div.charts { (latency) } });
     };
     let window = CallLogFilter {
         from: Some(end - chrono::Duration::hours(charts::HOURS as i64)),
@@ -154,7 +160,7 @@ async fn calls_chart(state: &AppState) -> Result<Markup, PageError> {
     };
     let calls: Vec<CallLogEntry> = state
         .store
-        .query_call_log(&window, None, CHART_CALLS)
+        .query_call_log(&window, None, charts::CHART_CALLS)
         .await
         .map_err(unexpected)?
         .into_iter()
@@ -165,8 +171,9 @@ async fn calls_chart(state: &AppState) -> Result<Markup, PageError> {
         div.charts {
             div.chart {
                 h2 { "Calls per hour by result" }
-                (charts::calls_per_hour(&rows, end))
+                (charts::calls_per_hour(&rows, end, calls.len()))
             }
+            (latency)
         }
     })
 }
@@ -231,13 +238,37 @@ pub async fn list(
     Ok((status, page).into_response())
 }
 
-fn trail_step(step: &TrailStep) -> Markup {
+/// A manager's status and presence as a page shows it.
+fn state_label(state: &ManagerState) -> String {
+    match state.online {
+        Some(false) => format!("{} (offline)", state.status.as_str()),
+        _ => state.status.as_str().to_owned(),
+    }
+}
+
+fn trail_step(state: &AppState, step: &TrailStep) -> Markup {
     let at = layout::format_ms(step.at_ms);
     let id = |label: &str, v: Option<u64>| v.map(|v| format!("{label} {v}"));
     html! {
         li {
             span.muted { (at) } " "
             @match &step.kind {
+                TrailKind::Lookup { rule, policy, owner_source, customer_id, owner, owner_state, last_talked, reason, manager_id, destination } => {
+                    strong { "Lookup" } " answered " code { (reason) }
+                    @if let Some(dest) = destination { " → " strong { (dest) } }
+                    @if manager_id.is_some() { " (" (manager_label(state, *manager_id)) ")" }
+                    ul.facts {
+                        li { "Routing rule: " (rule.as_deref().unwrap_or("none matched")) }
+                        li { "Policy: " (policy.as_deref().unwrap_or("—")) }
+                        li {
+                            "Owner: " (manager_label(state, *owner))
+                            @if let Some(st) = owner_state { ", " (state_label(st)) " at that moment" }
+                            @if let Some(c) = customer_id { span.muted { " · customer " (c) } }
+                            @if let Some(src) = owner_source { span.muted { " · from the " (src) } }
+                        }
+                        @if last_talked.is_some() { li { "Last talked: " (manager_label(state, *last_talked)) } }
+                    }
+                }
                 TrailKind::Plan { event, scenarios, actions, rule } => {
                     strong { "Plan" } " for the " code { (event) } " event: "
                     @if actions.is_empty() { "no CRM action" } @else { (actions.join(", ")) }
@@ -317,7 +348,7 @@ pub async fn detail(
             @if trail.is_empty() {
                 p.muted { "No steps recorded for this call." }
             } @else {
-                ol.trail { @for step in &trail { (trail_step(step)) } }
+                ol.trail { @for step in &trail { (trail_step(&state, step)) } }
             }
             @if let Some(x) = &explanation {
                 h2 { "A lookup for this caller now" }
@@ -335,10 +366,7 @@ pub async fn detail(
                     }
                     dt { "Owner's status" } dd {
                         @match &x.owner_state {
-                            Some(st) => {
-                                (st.status.as_str())
-                                @if st.online == Some(false) { " (offline)" }
-                            }
+                            Some(st) => { (state_label(st)) }
                             None => { "—" }
                         }
                     }

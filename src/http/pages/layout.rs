@@ -13,6 +13,7 @@ pub enum Section {
     Calls,
     DeadLetters,
     Quarantine,
+    Mirror,
 }
 
 /// A whole page for a signed-in operator.
@@ -31,6 +32,7 @@ pub fn page(title: &str, section: Section, session: &Session, body: Markup) -> M
                         (link("/admin/", "Calls", Section::Calls))
                         (link("/admin/ui/dead-letters", "Dead letters", Section::DeadLetters))
                         (link("/admin/ui/quarantine", "Quarantine", Section::Quarantine))
+                        (link("/admin/ui/mirror", "Owner mirror", Section::Mirror))
                     }
                     form method="post" action="/admin/signout" {
                         (csrf_field(session))

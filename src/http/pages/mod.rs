@@ -1,5 +1,6 @@
 //! The operator's web page under `/admin/`: the call log with the filters of the CRM's own
-//! call report, a call's details, dead letters with replay and discard, and the quarantine.
+//! call report and two charts, a call's details, dead letters with replay and discard, the
+//! quarantine, and the owner mirror's sync state.
 //!
 //! Server-rendered with `maud`; the style sheet is compiled into the binary (no CDN, no
 //! build step, no JavaScript). Every page but the sign-in form needs a session
@@ -14,12 +15,23 @@ mod calls;
 mod charts;
 mod dead_letters;
 mod layout;
+mod mirror;
 pub mod session;
+pub mod sign_in_limit;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use axum::{
-    Router,
-    extract::{Form, Request, State},
-    http::{HeaderMap, StatusCode, header::LOCATION},
+    Extension, Router,
+    extract::{ConnectInfo, Form, Request, State},
+    http::{
+        HeaderMap, HeaderValue, StatusCode,
+        header::{LOCATION, RETRY_AFTER},
+    },
     middleware::{self, Next},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -29,8 +41,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::http::{AppState, error::ApiError};
+use crate::http::{AppState, error::ApiError, guard};
 use session::{Checked, Session};
+use sign_in_limit::SignInLimiter;
 
 /// Where a request without a session is sent.
 pub const SIGNIN_PATH: &str = "/admin/signin";
@@ -52,10 +65,15 @@ pub fn router(state: AppState) -> Router<AppState> {
             post(dead_letters::discard),
         )
         .route("/admin/ui/quarantine", get(dead_letters::quarantine))
+        .route("/admin/ui/mirror", get(mirror::state))
         .route("/admin/signout", post(sign_out))
         .route_layer(middleware::from_fn_with_state(state, require_session));
+    let limiter = Arc::new(SignInLimiter::default());
     Router::new()
-        .route(SIGNIN_PATH, get(sign_in_form).post(sign_in))
+        .route(
+            SIGNIN_PATH,
+            get(sign_in_form).post(sign_in).layer(Extension(limiter)),
+        )
         .merge(signed_in)
 }
 
@@ -162,9 +180,19 @@ struct SignIn {
     token: String,
 }
 
-/// Checks the token in constant time; on success stores a session and hands out its cookie.
+/// The connection's peer (the server puts it into every request).
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn peer_ip(peer: &Peer) -> Option<IpAddr> {
+    peer.as_ref().map(|Extension(ConnectInfo(addr))| addr.ip())
+}
+
+/// Checks the token in constant time, unless the source has used up its failed sign-ins
+/// ([`sign_in_limit`]: 429); on success stores a session and hands out its cookie.
 async fn sign_in(
     State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<SignInLimiter>>,
+    peer: Peer,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Result<Response, PageError> {
@@ -174,7 +202,26 @@ async fn sign_in(
             "the request did not come from this site",
         ));
     }
+    let peer = peer_ip(&peer);
+    // Without a peer (a router driven in-process) every request is one source.
+    let source = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
+        guard::client_ip(peer, &headers, &state.config.server.trusted_proxies)
+    });
+    let now = Instant::now();
+    if let Some(wait) = limiter.blocked(source, now) {
+        tracing::warn!("Web page sign-in refused: too many failed sign-ins from its source.");
+        let minutes = wait.as_secs().div_ceil(60);
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)))],
+            sign_in_page(Some(&format!(
+                "Too many failed sign-ins from your address: try again in {minutes} min."
+            ))),
+        )
+            .into_response());
+    }
     if !bool::from(form.token.as_bytes().ct_eq(expected.as_bytes())) {
+        limiter.failed(source, now);
         tracing::warn!("Web page sign-in with a wrong token.");
         return Ok((
             StatusCode::UNAUTHORIZED,
@@ -182,12 +229,14 @@ async fn sign_in(
         )
             .into_response());
     }
+    limiter.succeeded(source);
     let session = Session::create(&*state.store).await.map_err(unexpected)?;
+    let secure = session::served_over_https(&state, peer, &headers);
     Ok((
         StatusCode::SEE_OTHER,
         [
-            (LOCATION, "/admin/".parse().expect("static header")),
-            (axum::http::header::SET_COOKIE, session.cookie()),
+            (LOCATION, HeaderValue::from_static("/admin/")),
+            session.cookie(secure),
         ],
     )
         .into_response())
@@ -195,14 +244,17 @@ async fn sign_in(
 
 async fn sign_out(
     State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
     Checked(session): Checked,
 ) -> Result<Response, PageError> {
     session.delete(&*state.store).await.map_err(unexpected)?;
+    let secure = session::served_over_https(&state, peer_ip(&peer), &headers);
     Ok((
         StatusCode::SEE_OTHER,
         [
-            (LOCATION, SIGNIN_PATH.parse().expect("static header")),
-            Session::clear_cookie(),
+            (LOCATION, HeaderValue::from_static(SIGNIN_PATH)),
+            Session::clear_cookie(secure),
         ],
     )
         .into_response())

@@ -2,15 +2,16 @@
 //!
 //! Signing in with `admin.token` creates a session: a random 256-bit id kept in the store
 //! (`admin-session:<id>`, [`SESSION_TTL`]) with its own random CSRF token. The browser holds
-//! only the id, in an `HttpOnly; SameSite=Strict; Path=/admin` cookie; the admin token never
-//! leaves the sign-in form. Sessions live in the store, so every instance behind a load
+//! only the id, in an `HttpOnly; SameSite=Strict; Path=/admin` cookie (also `Secure` when the
+//! page is served over HTTPS: [`served_over_https`]); the admin token never leaves the
+//! sign-in form. Failed sign-ins are limited per source ([`super::sign_in_limit`]). Sessions live in the store, so every instance behind a load
 //! balancer knows them, and signing out deletes them.
 //!
 //! A state-changing request (every POST of the page) must carry the session's CSRF token in
 //! its form (synchronizer token) and come from this site: its `Origin` (or, without one, its
 //! `Referer`) must name the host the request was sent to. GET never changes state.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use axum::{
     extract::{Form, FromRequest, Request},
@@ -26,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::PageError;
 use crate::{
-    http::AppState,
+    http::{AppState, guard},
     store::{Store, StoreError, keys},
 };
 
@@ -93,25 +94,39 @@ impl Session {
         store.delete(&keys::admin_session(&self.id)).await
     }
 
-    /// `Set-Cookie` that hands this session to the browser.
-    pub fn cookie(&self) -> HeaderValue {
-        HeaderValue::from_str(&format!(
-            "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/admin; Max-Age={}",
-            self.id,
-            SESSION_TTL.as_secs()
-        ))
-        .expect("hex id is a valid header value")
+    /// `Set-Cookie` that hands this session to the browser; `Secure` when the page is
+    /// served over HTTPS ([`served_over_https`]).
+    pub fn cookie(&self, secure: bool) -> (axum::http::HeaderName, HeaderValue) {
+        set_cookie(&self.id, SESSION_TTL.as_secs(), secure)
     }
 
     /// `Set-Cookie` that removes the session cookie.
-    pub fn clear_cookie() -> (axum::http::HeaderName, HeaderValue) {
-        (
-            SET_COOKIE,
-            HeaderValue::from_static(
-                "callgate_session=; HttpOnly; SameSite=Strict; Path=/admin; Max-Age=0",
-            ),
-        )
+    pub fn clear_cookie(secure: bool) -> (axum::http::HeaderName, HeaderValue) {
+        set_cookie("", 0, secure)
     }
+}
+
+fn set_cookie(value: &str, max_age: u64, secure: bool) -> (axum::http::HeaderName, HeaderValue) {
+    let secure = if secure { "; Secure" } else { "" };
+    (
+        SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{COOKIE_NAME}={value}; HttpOnly; SameSite=Strict; Path=/admin; Max-Age={max_age}{secure}"
+        ))
+        .expect("a hex id is a valid header value"),
+    )
+}
+
+/// Whether the page is served over HTTPS: `server.public_url` is an `https://` address, or
+/// the request came through a trusted proxy that says it arrived over HTTPS
+/// ([`guard::forwarded_https`]). callgate itself speaks plain HTTP.
+pub fn served_over_https(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> bool {
+    let server = &state.config.server;
+    server
+        .public_url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        || peer.is_some_and(|peer| guard::forwarded_https(peer, headers, &server.trusted_proxies))
 }
 
 /// The value of the session cookie among the request's cookies.

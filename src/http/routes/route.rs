@@ -74,6 +74,7 @@ async fn lookup(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
     let format = requested_format(&payload, state.config.lookup.format);
     // No caller (or `null`, an array, an object) is no number: the lookup says so.
     let request = LookupRequest {
+        call_id: payload.text("call_id"),
         caller: payload.first_text(CALLER_FIELDS).unwrap_or_default(),
         dst: payload.text("dst"),
         site: payload.text("site"),

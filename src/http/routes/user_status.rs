@@ -1,7 +1,8 @@
 //! `GET|POST /retailcrm/user-status`: retailCRM's `changeUserStatusUrl` callback
 //! (`clientId`, `userId`, `code`, `status`). The caller must present `crm.client_id`
 //! ([`CrmCallback`]; 401/503 and nothing changed otherwise). The new status of a manager of
-//! the directory is stored before the answer, so the next lookup already sees it; a user
+//! the directory is stored before the answer and applied in memory (on Redis, also on the
+//! other instances: [`crate::sync::managers`]), so the next lookup already sees it; a user
 //! outside the directory is answered 200 `"ignored": "unknown_user"` and nothing is stored
 //! (retailCRM reports every user's status changes, callgate routes only to its managers).
 
@@ -41,21 +42,16 @@ pub async fn user_status(
         tracing::debug!(user = %id, "Status change of a user outside the manager directory ignored.");
         return Ok(Json(json!({"success": true, "ignored": "unknown_user"})));
     }
-    let previous = state
-        .store
-        .get_manager_state(id)
-        .await
-        .map_err(|e| ApiError::Unexpected(e.into()))?
-        .unwrap_or_default();
+    let previous = state.managers.get(id);
     state
-        .store
-        .set_manager_state(
+        .managers
+        .set(&[(
             id,
             ManagerState {
                 status,
                 online: previous.online,
             },
-        )
+        )])
         .await
         .map_err(|e| ApiError::Unexpected(e.into()))?;
     tracing::info!(manager = %id, status = status.as_str(), "Manager status changed.");

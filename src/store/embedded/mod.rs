@@ -14,11 +14,10 @@
 //! request (say `reschedule` of an unknown task) answers that request only; a storage failure
 //! aborts the transaction and fails the whole batch, nothing of it committed.
 //!
-//! **Mirrors.** The hot-path reads (`get_owner`, `get_manager_state`) never touch redb: the
-//! owner index and the manager states are mirrored in memory, loaded at open and updated by
-//! the writer right after each commit, before the callers are answered (so a caller reads its
-//! own write). The owner mirror is compact: the E.164 digits packed into a `u64` (length in
-//! the top byte, so the packing is injective) map to a 20-byte value (customer, interned
+//! **Mirrors.** The owner index read (`get_owner`) never touches redb: the owner index is
+//! mirrored in memory, loaded at open and updated by the writer right after each commit, before the callers are answered (so a caller reads its
+//! own write). The owner mirror is compact: the E.164 digits packed into a `u64`
+//! ([`crate::domain::mirror::PhoneKey`]: length in the top byte, injective) map to a 20-byte value (customer, interned
 //! manager, expiry in ms), 28 bytes per entry with no padding, hashed by a seeded
 //! multiply-fold hasher. TTLs are honoured on read (an expired entry reads as absent) and
 //! expired rows are purged every [`PURGE_INTERVAL`] in a transaction of their own.
@@ -53,7 +52,6 @@ mod queue_index;
 mod writer;
 
 use std::{
-    collections::HashMap,
     path::Path,
     sync::{
         Arc, Mutex, RwLock,
@@ -92,6 +90,11 @@ const KV: TableDefinition<&str, (&[u8], u64)> = TableDefinition::new("kv");
 /// Expiry index of [`KV`]: (expiry ms, key) → (). Lets the purge find expired keys without a
 /// full scan. May hold stale entries (key overwritten or deleted); the purge checks.
 const KV_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("kv_expiry");
+/// Ordered lists ([`KeyValue::append_list`]): (list key, append sequence) → (value, expiry
+/// ms). A list is the key range `(key, 0)..=(key, u64::MAX)`, read without touching others.
+const LISTS: TableDefinition<(&str, u64), (&[u8], u64)> = TableDefinition::new("lists");
+/// Expiry index of [`LISTS`]: (expiry ms, list key, sequence) → (), for the purge.
+const LIST_EXPIRY: TableDefinition<(u64, &str, u64), ()> = TableDefinition::new("list_expiry");
 /// Named counters of [`Store::next_id`]: name → last value handed out.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// The store's own sequences (task, quarantine and call log ids), kept apart from
@@ -138,6 +141,8 @@ const SEQ_TASK: &str = "task";
 const SEQ_QUARANTINE: &str = "quarantine";
 /// [`SEQUENCES`] entry for the call log's append order.
 const SEQ_CALL_LOG: &str = "call_log";
+/// [`SEQUENCES`] entry for the lists' append order (one sequence for every list).
+const SEQ_LIST: &str = "list";
 
 // --- limits ------------------------------------------------------------------------------
 
@@ -252,7 +257,6 @@ impl EmbeddedStore {
 
         let now = now_ms();
         let mut owners = OwnerMirror::new();
-        let mut managers = HashMap::new();
         let mut queue = QueueIndex::default();
         {
             let txn = db.begin_read()?;
@@ -267,12 +271,6 @@ impl EmbeddedStore {
                     owners.put(k.value(), customer, manager, expires_ms);
                 }
             }
-            for row in txn.open_table(MANAGER_STATES)?.iter()? {
-                let (k, v) = row?;
-                let state: ManagerState = serde_json::from_slice(v.value())
-                    .map_err(|e| StoreError::corrupt(format!("manager_states/{}", k.value()), e))?;
-                managers.insert(ManagerId(k.value()), state);
-            }
             for row in txn.open_table(TASKS)?.iter()? {
                 let (k, v) = row?;
                 let (group, _, _, _, not_before_ms, _) = v.value();
@@ -283,7 +281,6 @@ impl EmbeddedStore {
         let shared = Arc::new(Shared {
             db,
             owners: RwLock::new(owners),
-            managers: RwLock::new(managers),
             queue: Mutex::new(queue),
         });
         let (tx, rx) = mpsc::channel();
@@ -342,8 +339,8 @@ impl EmbeddedStore {
         let now = now_ms();
         let entries = entries
             .into_iter()
-            .map(|(phone, entry, ttl)| Ok((phone_key(&phone)?, entry, expiry_ms(now, Some(ttl)))))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .map(|(phone, entry, ttl)| (phone_key(&phone), entry, expiry_ms(now, Some(ttl))))
+            .collect();
         self.write(Op::PutOwners(entries)).await.map(|_| ())
     }
 
@@ -459,6 +456,37 @@ impl KeyValue for EmbeddedStore {
         .await
     }
 
+    async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.write(Op::AppendList {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_ms: expiry_ms(now_ms(), Some(ttl)),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn read_list(&self, key: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        let now = now_ms();
+        self.read_blocking(move |txn| {
+            let table = txn.open_table(LISTS)?;
+            let mut out = Vec::new();
+            for row in table.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, v) = row?;
+                let (value, expires_ms) = v.value();
+                if is_live(expires_ms, now) {
+                    out.push(value.to_vec());
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
         expect_bool(
             self.write(Op::DeleteIfEquals {
@@ -498,7 +526,7 @@ impl KeyValue for EmbeddedStore {
 #[async_trait]
 impl OwnerIndex for EmbeddedStore {
     async fn get_owner(&self, phone: &PhoneNumber) -> Result<Option<OwnerEntry>, StoreError> {
-        let key = phone_key(phone)?;
+        let key = phone_key(phone);
         Ok(self
             .shared
             .owners
@@ -513,7 +541,7 @@ impl OwnerIndex for EmbeddedStore {
         entry: OwnerEntry,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let key = phone_key(phone)?;
+        let key = phone_key(phone);
         self.write(Op::PutOwners(vec![(
             key,
             entry,
@@ -527,13 +555,16 @@ impl OwnerIndex for EmbeddedStore {
 #[async_trait]
 impl ManagerStates for EmbeddedStore {
     async fn get_manager_state(&self, id: ManagerId) -> Result<Option<ManagerState>, StoreError> {
-        Ok(self
-            .shared
-            .managers
-            .read()
-            .expect("manager mirror poisoned")
-            .get(&id)
-            .copied())
+        // Read at start only (the lookup reads `sync::managers::ManagerBoard`, in memory).
+        self.read(|txn| {
+            txn.open_table(MANAGER_STATES)?
+                .get(id.0)?
+                .map(|v| {
+                    serde_json::from_slice(v.value())
+                        .map_err(|e| StoreError::corrupt(format!("manager_states/{}", id.0), e))
+                })
+                .transpose()
+        })
     }
 
     async fn set_manager_state(
@@ -543,7 +574,7 @@ impl ManagerStates for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let json =
             serde_json::to_vec(&state).map_err(|e| StoreError::encode("manager state", e))?;
-        self.write(Op::SetManagerState { id, state, json })
+        self.write(Op::SetManagerState { id, json })
             .await
             .map(|_| ())
     }
@@ -554,7 +585,7 @@ impl CallLog for EmbeddedStore {
     async fn append_call_log(&self, entry: &CallLogEntry) -> Result<(), StoreError> {
         let json =
             serde_json::to_vec(entry).map_err(|e| StoreError::encode("call log entry", e))?;
-        let phone = entry.client_phone.as_ref().map(phone_key).transpose()?;
+        let phone = entry.client_phone.as_ref().map(phone_key);
         self.write(Op::AppendCallLog {
             date_ms: entry.date.and_utc().timestamp_millis(),
             phone,
@@ -566,7 +597,7 @@ impl CallLog for EmbeddedStore {
     }
 
     async fn last_talked(&self, phone: &PhoneNumber) -> Result<Option<ManagerId>, StoreError> {
-        let key = phone_key(phone)?;
+        let key = phone_key(phone);
         self.read(|txn| {
             let table = txn.open_table(LAST_TALKED)?;
             Ok(table.get(key)?.map(|v| ManagerId(v.value().1)))
@@ -835,6 +866,14 @@ mod tests {
             .expect("set");
         store.set_raw("k:renewed", b"4", None).await.expect("set");
         store
+            .append_list("l:1", b"gone", short)
+            .await
+            .expect("append");
+        store
+            .append_list("l:1", b"kept", long)
+            .await
+            .expect("append");
+        store
             .put_owner(&gone, OwnerEntry::NEGATIVE, short)
             .await
             .expect("put");
@@ -855,20 +894,19 @@ mod tests {
         assert!(kv.get("k:kept").expect("get").is_some());
         assert!(kv.get("k:renewed").expect("get").is_some());
         let owners = txn.open_table(OWNERS).expect("owners");
-        assert!(
-            owners
-                .get(phone_key(&gone).expect("key"))
-                .expect("get")
-                .is_none()
-        );
-        assert!(
-            owners
-                .get(phone_key(&kept).expect("key"))
-                .expect("get")
-                .is_some()
-        );
+        assert!(owners.get(phone_key(&gone)).expect("get").is_none());
+        assert!(owners.get(phone_key(&kept)).expect("get").is_some());
         assert_eq!(store.owner_mirror_len(), 1);
         let expiry = txn.open_table(KV_EXPIRY).expect("expiry");
         assert_eq!(expiry.len().expect("len"), 1, "only k:kept's entry is left");
+        let lists = txn.open_table(LISTS).expect("lists");
+        let values: Vec<Vec<u8>> = lists
+            .iter()
+            .expect("iter")
+            .map(|row| row.expect("row").1.value().0.to_vec())
+            .collect();
+        assert_eq!(values, [b"kept".to_vec()], "the expired value is deleted");
+        let list_expiry = txn.open_table(LIST_EXPIRY).expect("list expiry");
+        assert_eq!(list_expiry.len().expect("len"), 1, "and its expiry entry");
     }
 }

@@ -10,24 +10,16 @@ use std::{
 use super::{NEVER, is_live};
 use crate::{
     crm::CustomerId,
-    domain::{manager::ManagerId, phone_number::PhoneNumber},
-    store::{OwnerEntry, StoreError},
+    domain::{manager::ManagerId, mirror::PhoneKey, phone_number::PhoneNumber},
+    store::OwnerEntry,
 };
 
 // --- phone keys and the owner mirror -----------------------------------------------------
 
-/// Packs an E.164 number into a `u64`: digit count in the top byte, the digits' value below
-/// (≤ 15 digits < 2^50). Injective, also for leading zeros.
-pub fn phone_key(phone: &PhoneNumber) -> Result<u64, StoreError> {
-    let e164 = phone.e164();
-    let digits = e164
-        .strip_prefix('+')
-        .filter(|d| (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| StoreError::corrupt("phone", "not an E.164 number"))?;
-    let value = digits
-        .bytes()
-        .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
-    Ok(((digits.len() as u64) << 56) | value)
+/// The key of a number in the owner and last-talked tables and the owner mirror
+/// ([`PhoneKey`], the domain's one packing).
+pub fn phone_key(phone: &PhoneNumber) -> u64 {
+    PhoneKey::of(phone).get()
 }
 
 /// A `u64` split into two `u32`s, so mirror entries align to 4 bytes and carry no padding.
@@ -220,13 +212,12 @@ mod tests {
 
     #[test]
     fn phone_keys_are_injective_for_leading_zeros_and_lengths() {
-        let a = phone_key(&PhoneNumber::from_e164("+380981234567").expect("valid")).expect("key");
+        let a = phone_key(&PhoneNumber::from_e164("+380981234567").expect("valid"));
         // E.164 has no leading zero, so `+0…` never reaches the store; different lengths with
         // the same digits must still not collide.
         assert!(PhoneNumber::from_e164("+0380981234567").is_err());
-        let b = phone_key(&PhoneNumber::from_e164("+38098123456").expect("valid")).expect("key");
-        let c =
-            phone_key(&PhoneNumber::from_e164("+999999999999999").expect("valid")).expect("key");
+        let b = phone_key(&PhoneNumber::from_e164("+38098123456").expect("valid"));
+        let c = phone_key(&PhoneNumber::from_e164("+999999999999999").expect("valid"));
         assert_ne!(a, b);
         assert_eq!(c & ((1 << 56) - 1), 999_999_999_999_999);
     }

@@ -3,7 +3,6 @@
 //! purges expired rows.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
         mpsc::{Receiver, RecvTimeoutError},
@@ -19,14 +18,14 @@ use tokio::sync::oneshot;
 const COMMIT_GRACE: Duration = Duration::from_secs(30);
 
 use super::{
-    CALL_LOG, COUNTERS, DEAD_LETTERS, DeadRow, KV, KV_EXPIRY, LAST_TALKED, MANAGER_STATES,
-    MAX_BATCH, NEVER, OWNERS, PURGE_INTERVAL, PURGE_LIMIT, QUARANTINE, SEQ_CALL_LOG,
-    SEQ_QUARANTINE, SEQ_TASK, SEQUENCES, TASKS, TaskRow, is_live,
+    CALL_LOG, COUNTERS, DEAD_LETTERS, DeadRow, KV, KV_EXPIRY, LAST_TALKED, LIST_EXPIRY, LISTS,
+    MANAGER_STATES, MAX_BATCH, NEVER, OWNERS, PURGE_INTERVAL, PURGE_LIMIT, QUARANTINE,
+    SEQ_CALL_LOG, SEQ_LIST, SEQ_QUARANTINE, SEQ_TASK, SEQUENCES, TASKS, TaskRow, is_live,
     owners::{OwnerMirror, U64Halves},
     queue_index::QueueIndex,
 };
 use crate::{
-    domain::manager::{ManagerId, ManagerState},
+    domain::manager::ManagerId,
     store::{
         DeadLetter, EnqueueOutcome, OwnerEntry, QuarantineEntry, QueuedTask, StoreError, now_ms,
     },
@@ -48,10 +47,14 @@ pub(super) enum Op {
     NextId {
         sequence: String,
     },
+    AppendList {
+        key: String,
+        value: Vec<u8>,
+        expires_ms: u64,
+    },
     PutOwners(Vec<(u64, OwnerEntry, u64)>),
     SetManagerState {
         id: ManagerId,
-        state: ManagerState,
         json: Vec<u8>,
     },
     AppendCallLog {
@@ -127,7 +130,6 @@ pub(super) enum Effect {
         expires_ms: u64,
     },
     OwnersPurged(Vec<u64>),
-    Manager(ManagerId, ManagerState),
     TaskInserted {
         id: u64,
         group: String,
@@ -144,7 +146,6 @@ pub(super) enum Effect {
 pub(super) struct Shared {
     pub(super) db: Database,
     pub(super) owners: RwLock<OwnerMirror>,
-    pub(super) managers: RwLock<HashMap<ManagerId, ManagerState>>,
     pub(super) queue: Mutex<QueueIndex>,
 }
 
@@ -177,12 +178,6 @@ impl Shared {
                         }
                     }
                 }
-                Effect::Manager(id, state) => {
-                    self.managers
-                        .write()
-                        .expect("manager mirror poisoned")
-                        .insert(id, state);
-                }
                 Effect::TaskInserted {
                     id,
                     group,
@@ -213,6 +208,8 @@ impl Shared {
 pub(super) struct Tables<'txn> {
     pub(super) kv: Table<'txn, &'static str, (&'static [u8], u64)>,
     pub(super) kv_expiry: Table<'txn, (u64, &'static str), ()>,
+    pub(super) lists: Table<'txn, (&'static str, u64), (&'static [u8], u64)>,
+    pub(super) list_expiry: Table<'txn, (u64, &'static str, u64), ()>,
     pub(super) counters: Table<'txn, &'static str, u64>,
     pub(super) sequences: Table<'txn, &'static str, u64>,
     pub(super) owners: Table<'txn, u64, (Option<u64>, Option<u64>, u64)>,
@@ -229,6 +226,8 @@ impl<'txn> Tables<'txn> {
         Ok(Tables {
             kv: txn.open_table(KV)?,
             kv_expiry: txn.open_table(KV_EXPIRY)?,
+            lists: txn.open_table(LISTS)?,
+            list_expiry: txn.open_table(LIST_EXPIRY)?,
             counters: txn.open_table(COUNTERS)?,
             sequences: txn.open_table(SEQUENCES)?,
             owners: txn.open_table(OWNERS)?,
@@ -330,6 +329,20 @@ impl<'txn> Tables<'txn> {
                 self.counters.insert(sequence.as_str(), next)?;
                 Reply::U64(next)
             }
+            Op::AppendList {
+                key,
+                value,
+                expires_ms,
+            } => {
+                let seq = self.next_sequence(SEQ_LIST)?;
+                self.lists
+                    .insert((key.as_str(), seq), (value.as_slice(), expires_ms))?;
+                if expires_ms != NEVER {
+                    self.list_expiry
+                        .insert((expires_ms, key.as_str(), seq), ())?;
+                }
+                Reply::Unit
+            }
             Op::PutOwners(entries) => {
                 for (key, entry, expires_ms) in entries {
                     self.owners.insert(
@@ -348,9 +361,8 @@ impl<'txn> Tables<'txn> {
                 }
                 Reply::Unit
             }
-            Op::SetManagerState { id, state, json } => {
+            Op::SetManagerState { id, json } => {
                 self.manager_states.insert(id.0, json.as_slice())?;
-                effects.push(Effect::Manager(id, state));
                 Reply::Unit
             }
             Op::AppendCallLog {
@@ -683,7 +695,7 @@ pub(super) fn run_batch(shared: &Shared, batch: Vec<Request>) {
     }
 }
 
-/// Deletes expired KV records and owner entries, in a transaction of its own so the owner
+/// Deletes expired KV records, list values and owner entries, in a transaction of its own so the owner
 /// mirror it consults is current (every earlier batch's effects are applied).
 pub(super) fn run_purge(shared: &Shared) -> Result<(), StoreError> {
     let now = now_ms();
@@ -704,7 +716,7 @@ pub(super) fn run_purge(shared: &Shared) -> Result<(), StoreError> {
     result
 }
 
-/// Deletes due KV rows and `expired_owners` in one durable transaction; writes nothing (no
+/// Deletes due KV rows, due list values and `expired_owners` in one durable transaction; writes nothing (no
 /// fsync) when there is nothing to delete, the common case.
 pub(super) fn purge_rows(
     shared: &Shared,
@@ -712,6 +724,7 @@ pub(super) fn purge_rows(
     expired_owners: &[u64],
 ) -> Result<(), StoreError> {
     let mut due = Vec::new();
+    let mut due_list_values = Vec::new();
     {
         let txn = shared.db.begin_read()?;
         let kv_expiry = txn.open_table(KV_EXPIRY)?;
@@ -723,8 +736,17 @@ pub(super) fn purge_rows(
                 break;
             }
         }
+        let list_expiry = txn.open_table(LIST_EXPIRY)?;
+        for row in list_expiry.range::<(u64, &str, u64)>(..(now + 1, "", 0))? {
+            let (k, _) = row?;
+            let (at, key, seq) = k.value();
+            due_list_values.push((at, key.to_owned(), seq));
+            if due_list_values.len() >= PURGE_LIMIT {
+                break;
+            }
+        }
     }
-    if due.is_empty() && expired_owners.is_empty() {
+    if due.is_empty() && due_list_values.is_empty() && expired_owners.is_empty() {
         return Ok(());
     }
     let mut txn = shared.db.begin_write()?;
@@ -739,6 +761,13 @@ pub(super) fn purge_rows(
             if current == Some(*at) {
                 kv.remove(key.as_str())?;
             }
+        }
+        // A list value is appended once and never rewritten: its expiry entry is never stale.
+        let mut lists = txn.open_table(LISTS)?;
+        let mut list_expiry = txn.open_table(LIST_EXPIRY)?;
+        for (at, key, seq) in &due_list_values {
+            list_expiry.remove((*at, key.as_str(), *seq))?;
+            lists.remove((key.as_str(), *seq))?;
         }
         let mut owners = txn.open_table(OWNERS)?;
         for &key in expired_owners {

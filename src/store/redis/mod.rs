@@ -150,6 +150,9 @@ mod scripts;
 /// `kv:<key>` STRING: the trait's raw key/value space (`SET PX`, `SET NX PX`); enqueue's
 /// dedupe keys too, holding the task id (8 bytes, big endian, as the embedded store does).
 pub const KV: &str = "kv:";
+/// `list:<key>` LIST: an ordered list of [`KeyValue::append_list`] (`RPUSH` + `PEXPIRE` in
+/// one `MULTI`: the list lives `ttl` after its last append), read with `LRANGE`.
+pub const LIST: &str = "list:";
 /// `seq:<name>` STRING: a counter of [`Store::next_id`].
 pub const SEQ: &str = "seq:";
 /// `owner:<e164>` STRING: an owner entry, `"<customer id>:<manager id>"`, either side empty
@@ -485,6 +488,37 @@ impl KeyValue for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let k = format!("{}{LIST}{key}", self.prefix);
+        // A zero TTL: the value is expired at once, i.e. never stored.
+        let Some(ms) = ttl_ms(ttl) else {
+            return Ok(());
+        };
+        redis::pipe()
+            .atomic()
+            .rpush(&k, value)
+            .ignore()
+            .pexpire(&k, i64::try_from(ms).unwrap_or(i64::MAX))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(StoreError::Redis)
+    }
+
+    async fn read_list(&self, key: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let Some(last) = limit.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        self.conn()
+            .lrange(
+                format!("{}{LIST}{key}", self.prefix),
+                0,
+                isize::try_from(last).unwrap_or(isize::MAX),
+            )
+            .await
+            .map_err(StoreError::Redis)
     }
 
     async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
