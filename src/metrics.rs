@@ -81,6 +81,8 @@ pub struct Metrics {
     pub mirror_customers: Gauge,
     /// Distinct numbers in the owner mirror.
     pub mirror_phones: Gauge,
+    /// Open orders in the orders mirror.
+    pub mirror_orders: Gauge,
     /// The first import's progress, 0 to 1.
     pub mirror_import_progress: Gauge<f64, AtomicU64>,
     /// Seconds since the last history poll that reached the newest record.
@@ -190,6 +192,12 @@ impl Metrics {
             "Distinct phone numbers in the owner mirror",
             mirror_phones.clone(),
         );
+        let mirror_orders = Gauge::default();
+        registry.register(
+            "mirror_orders",
+            "Open orders in the orders mirror",
+            mirror_orders.clone(),
+        );
         let mirror_import_progress = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "mirror_import_progress",
@@ -263,6 +271,7 @@ impl Metrics {
             limiter_wait,
             mirror_customers,
             mirror_phones,
+            mirror_orders,
             mirror_import_progress,
             mirror_history_lag,
             sync_errors,

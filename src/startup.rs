@@ -1,7 +1,7 @@
 //! The one place that wires adapters together: the validated config → store, CRM, services, router,
 //! worker → [`Application`].
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -167,6 +167,7 @@ impl Application {
                     config.normalizer.clone(),
                     SyncConfig {
                         history_interval: sync.history_interval,
+                        closed_status_groups: config.crm.closed_status_groups.clone(),
                         users_interval: sync.users_interval,
                         lease: sync.lease,
                     },
@@ -258,7 +259,7 @@ impl Application {
                 metrics: metrics.clone(),
                 wakeup: wakeup.clone(),
                 rules: rules.clone(),
-                mirror,
+                sync: syncer.clone(),
             },
             WorkerConfig {
                 normalizer: config.normalizer.clone(),
@@ -270,6 +271,10 @@ impl Application {
                 owner_ttl: config.lookup.owner_ttl,
                 calls_upload_batch: config.crm.calls_upload_batch,
                 calls_upload_flush: config.crm.calls_upload_flush,
+                // Three missed history polls and the facts are asked of the CRM again.
+                mirror_max_lag: config.sync.as_ref().map_or(Duration::ZERO, |s| {
+                    s.history_interval * 3 + Duration::from_secs(5)
+                }),
             },
         ));
         let state = AppState::new(AppContext {

@@ -675,3 +675,74 @@ async fn customers_history_records_api_and_by_hand_changes_in_the_documented_sha
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(bad["errors"].get("children[startDate]").is_some(), "{bad}");
 }
+
+#[tokio::test]
+async fn orders_history_records_api_and_by_hand_changes_and_walks_like_the_customers_one() {
+    // Arrange: an order created through the API, edited through the API and by hand.
+    let api = Api::default().await;
+    api.crm.add_user(FakeUser::manager(8, "Ivan", None));
+    let customer = api.crm.add_customer(&["0981234567"], Some(7));
+    let created = api
+        .post(
+            "orders/create",
+            &[
+                ("site", "shop1".to_owned()),
+                (
+                    "order",
+                    json!({"customer": {"id": customer}, "status": "new", "managerId": 7})
+                        .to_string(),
+                ),
+            ],
+        )
+        .await;
+    let (status, created) = body(created).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let a = created["id"].as_u64().expect("id");
+    let edited = api
+        .post(
+            &format!("orders/{a}/edit"),
+            &[
+                ("by", "id".to_owned()),
+                ("order", json!({"managerId": 8}).to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status(), StatusCode::OK);
+    assert!(api.crm.set_order_status_by_hand(a, "complete"));
+    let b = api.crm.add_order(customer, "assembling", None);
+    assert!(api.crm.delete_order_by_hand(b));
+
+    // Act
+    let (status, all) = body(api.get("orders/history?filter[sinceId]=0&limit=100").await).await;
+    let (_, after_two) = body(api.get("orders/history?filter[sinceId]=2&limit=20").await).await;
+    let with_page = api.get("orders/history?filter[sinceId]=0&page=1").await;
+    let (_, customers) = body(api.get("customers/history?filter[sinceId]=0").await).await;
+
+    // Assert
+    assert_eq!(status, StatusCode::OK);
+    assert!(all["generatedAt"].is_string());
+    let h = all["history"].as_array().expect("history");
+    let fields: Vec<&str> = h.iter().map(|r| r["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["id", "manager", "status", "id", "id"], "{all:#}");
+    assert_eq!(h[0]["created"], true);
+    assert_eq!(h[0]["source"], "api");
+    assert_eq!(h[0]["order"]["customer"]["id"], customer);
+    assert_eq!(h[0]["order"]["status"], "new");
+    assert_eq!(
+        (h[1]["oldValue"].clone(), h[1]["newValue"].clone()),
+        (json!({"id": 7}), json!({"id": 8}))
+    );
+    assert_eq!(h[1]["order"]["id"], a);
+    assert_eq!(h[2]["source"], "user");
+    assert_eq!(
+        (h[2]["oldValue"].clone(), h[2]["newValue"].clone()),
+        (json!({"code": "new"}), json!({"code": "complete"}))
+    );
+    assert_eq!(h[3]["created"], true);
+    assert_eq!(h[4]["deleted"], true);
+    assert_eq!(h[4]["order"]["id"], b);
+    // Its own ids, its own log: the customers history holds only the customer.
+    assert_eq!(after_two["history"][0]["id"], 3);
+    assert_eq!(customers["history"].as_array().map(Vec::len), Some(1));
+    assert_eq!(with_page.status(), StatusCode::BAD_REQUEST);
+}

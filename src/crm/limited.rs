@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
     CustomerSnapshot, CustomersPage, HistoryCursor, HistoryPage, NewCustomer, NewOrder, NewTask,
-    OrderId, ResponsibleManager, StatusGroups, TaskId, TaskMark, TaskUpdate, UploadOutcome,
+    OrderHistoryRecord, OrderId, OrderSnapshot, OrdersPage, ResponsibleManager, StatusGroups,
+    TaskId, TaskMark, TaskUpdate, UploadOutcome,
     budget::{Class, Gate},
 };
 use crate::{
@@ -220,6 +221,30 @@ impl Crm for LimitedCrm {
             "customers/history",
             Class::General,
             self.inner.customers_history(cursor, limit),
+        )
+        .await
+    }
+    async fn orders_page(&self, page: u32, limit: u32) -> Result<OrdersPage, CrmError> {
+        self.call(
+            "orders",
+            Class::General,
+            self.inner.orders_page(page, limit),
+        )
+        .await
+    }
+    async fn order_by_id(&self, id: OrderId) -> Result<Option<OrderSnapshot>, CrmError> {
+        self.call("orders/get", Class::General, self.inner.order_by_id(id))
+            .await
+    }
+    async fn orders_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage<OrderHistoryRecord>, CrmError> {
+        self.call(
+            "orders/history",
+            Class::General,
+            self.inner.orders_history(cursor, limit),
         )
         .await
     }

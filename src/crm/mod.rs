@@ -27,6 +27,7 @@ pub use crate::domain::crm_model::{
 };
 
 pub use crate::domain::mirror::{CustomerSnapshot, HistoryChange, HistoryCursor, HistoryRecord};
+pub use crate::domain::orders_mirror::{OrderHistoryChange, OrderHistoryRecord, OrderSnapshot};
 use crate::domain::{
     manager::{ManagerId, ManagerStatus},
     phone_number::PhoneNumber,
@@ -76,17 +77,53 @@ pub struct CustomersPage {
     pub total_pages: Option<u32>,
 }
 
-/// One read of `GET customers/history`.
+/// One page of `GET orders` (every order, in the CRM's order).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HistoryPage {
-    /// Oldest first. Records that name no customer are left out (but count in `last_id`).
-    pub records: Vec<HistoryRecord>,
+pub struct OrdersPage {
+    pub orders: Vec<OrderSnapshot>,
+    /// `pagination.totalCount`.
+    pub total_count: Option<u64>,
+    /// `pagination.totalPageCount`.
+    pub total_pages: Option<u32>,
+}
+
+/// One read of `GET customers/history` (or, with `R = OrderHistoryRecord`, of
+/// `GET orders/history`: the same walk, PROTOCOLS §2.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage<R = HistoryRecord> {
+    /// Oldest first. Records that name no customer (order) are left out (but count in
+    /// `last_id`).
+    pub records: Vec<R>,
     /// The greatest record id of the answer, also of records left out.
     pub last_id: Option<u64>,
     /// Records the answer held (a full page means more may follow).
     pub received: usize,
     /// `generatedAt`: the CRM's clock when it answered (`Y-m-d H:i:s`).
     pub generated_at: Option<String>,
+}
+
+impl<R> HistoryPage<R> {
+    /// A whole answer of `records` (oldest first; `id` gives a record's id), answered at
+    /// the CRM's time `generated_at`.
+    pub fn of(records: Vec<R>, id: fn(&R) -> u64, generated_at: Option<String>) -> Self {
+        HistoryPage {
+            last_id: records.iter().map(id).max(),
+            received: records.len(),
+            records,
+            generated_at,
+        }
+    }
+}
+
+impl<R> Default for HistoryPage<R> {
+    fn default() -> Self {
+        HistoryPage {
+            records: Vec::new(),
+            last_id: None,
+            received: 0,
+            generated_at: None,
+        }
+    }
 }
 
 /// An order as read back from the CRM.
@@ -272,4 +309,17 @@ pub trait Crm: Send + Sync {
         cursor: &HistoryCursor,
         limit: u32,
     ) -> Result<HistoryPage, CrmError>;
+
+    /// `GET orders?limit=…&page=…`: one page of every order (the orders mirror's import).
+    async fn orders_page(&self, page: u32, limit: u32) -> Result<OrdersPage, CrmError>;
+
+    /// `GET orders/{id}?by=id`; `None` when the CRM has no such order (any more).
+    async fn order_by_id(&self, id: OrderId) -> Result<Option<OrderSnapshot>, CrmError>;
+
+    /// `GET orders/history` from `cursor`, as [`Crm::customers_history`].
+    async fn orders_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage<OrderHistoryRecord>, CrmError>;
 }

@@ -10,7 +10,9 @@
 //! It keeps a customer history too (`sandbox:history:`), so the owner mirror follows the
 //! sandbox exactly as it follows retailCRM (SPEC §3.1): every customer added by hand or
 //! created by the worker leaves a `created` record. Sandbox customers are never edited or
-//! deleted, so that is the only kind of record.
+//! deleted, so that is the only kind of record. Orders are never edited or deleted either:
+//! their history (`orders/history`, for the orders mirror) is one `created` record per
+//! order, whose record id is the order id (ids grow in creation order).
 
 use std::sync::Arc;
 
@@ -21,8 +23,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
     CustomerSnapshot, CustomersPage, HistoryChange, HistoryCursor, HistoryPage, HistoryRecord,
-    NewCustomer, NewOrder, NewTask, OrderId, ResponsibleManager, StatusGroups, TaskId, TaskLink,
-    TaskMark, TaskUpdate, UploadOutcome, UtmSource,
+    NewCustomer, NewOrder, NewTask, OrderHistoryChange, OrderHistoryRecord, OrderId, OrderSnapshot,
+    OrdersPage, ResponsibleManager, StatusGroups, TaskId, TaskLink, TaskMark, TaskUpdate,
+    UploadOutcome, UtmSource,
 };
 use crate::{
     domain::{
@@ -98,6 +101,19 @@ fn now_string() -> String {
         .naive_local()
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
+}
+
+/// Page `page` (from 1) of `all` at `limit` a page, with the total count and page count.
+fn page_of<T>(all: Vec<T>, page: u32, limit: u32) -> (Vec<T>, Option<u64>, Option<u32>) {
+    let total = all.len() as u64;
+    let limit = limit.max(1);
+    let skip = (page.max(1) as usize - 1).saturating_mul(limit as usize);
+    let items = all.into_iter().skip(skip).take(limit as usize).collect();
+    (
+        items,
+        Some(total),
+        Some(total.div_ceil(u64::from(limit)) as u32),
+    )
 }
 
 fn storage(e: StoreError) -> CrmError {
@@ -353,6 +369,16 @@ impl SandboxCrm {
             status: o.status,
             manager_id: o.manager_id,
             customer_id: Some(o.customer_id),
+            created_at: Some(o.created_at),
+        }
+    }
+
+    fn to_order_snapshot(o: SandboxOrder) -> OrderSnapshot {
+        OrderSnapshot {
+            id: o.id,
+            customer: Some(o.customer_id),
+            status: o.status,
+            manager: o.manager_id,
             created_at: Some(o.created_at),
         }
     }
@@ -650,19 +676,48 @@ impl Crm for SandboxCrm {
 
     async fn customers_page(&self, page: u32, limit: u32) -> Result<CustomersPage, CrmError> {
         let all = self.list_all::<SandboxCustomer>(CUSTOMER).await?;
-        let total = all.len() as u64;
-        let limit = limit.max(1);
-        let skip = (page.max(1) as usize - 1).saturating_mul(limit as usize);
+        let (customers, total_count, total_pages) = page_of(all, page, limit);
         Ok(CustomersPage {
-            customers: all
-                .into_iter()
-                .skip(skip)
-                .take(limit as usize)
-                .map(Self::to_snapshot)
-                .collect(),
-            total_count: Some(total),
-            total_pages: Some(total.div_ceil(u64::from(limit)) as u32),
+            customers: customers.into_iter().map(Self::to_snapshot).collect(),
+            total_count,
+            total_pages,
         })
+    }
+
+    async fn orders_page(&self, page: u32, limit: u32) -> Result<OrdersPage, CrmError> {
+        let all = self.list_all::<SandboxOrder>(ORDER).await?;
+        let (orders, total_count, total_pages) = page_of(all, page, limit);
+        Ok(OrdersPage {
+            orders: orders.into_iter().map(Self::to_order_snapshot).collect(),
+            total_count,
+            total_pages,
+        })
+    }
+
+    async fn order_by_id(&self, id: OrderId) -> Result<Option<OrderSnapshot>, CrmError> {
+        Ok(self
+            .get::<SandboxOrder>(&Self::key(ORDER, format!("{:020}", id.0)))
+            .await?
+            .map(Self::to_order_snapshot))
+    }
+
+    async fn orders_history(
+        &self,
+        cursor: &HistoryCursor,
+        limit: u32,
+    ) -> Result<HistoryPage<OrderHistoryRecord>, CrmError> {
+        let all = self.list_all::<SandboxOrder>(ORDER).await?;
+        let records: Vec<OrderHistoryRecord> = all
+            .into_iter()
+            .filter(|o| cursor.admits(o.id.0, &o.created_at))
+            .take(limit as usize)
+            .map(|o| OrderHistoryRecord {
+                id: o.id.0,
+                order: o.id,
+                change: OrderHistoryChange::Created(Self::to_order_snapshot(o)),
+            })
+            .collect();
+        Ok(HistoryPage::of(records, |r| r.id, Some(now_string())))
     }
 
     async fn customer_by_id(&self, id: CustomerId) -> Result<Option<CustomerSnapshot>, CrmError> {
@@ -680,10 +735,7 @@ impl Crm for SandboxCrm {
         let all = self.list_all::<SandboxHistoryRecord>(HISTORY).await?;
         let records: Vec<HistoryRecord> = all
             .into_iter()
-            .filter(|r| match cursor {
-                HistoryCursor::AfterId(after) => r.id > *after,
-                HistoryCursor::Since(at) => r.created_at.as_str() >= at.as_str(),
-            })
+            .filter(|r| cursor.admits(r.id, &r.created_at))
             .take(limit as usize)
             .map(|r| HistoryRecord {
                 id: r.id,
@@ -692,12 +744,7 @@ impl Crm for SandboxCrm {
                 change: HistoryChange::Created(Self::to_snapshot(r.customer)),
             })
             .collect();
-        Ok(HistoryPage {
-            last_id: records.iter().map(|r| r.id).max(),
-            received: records.len(),
-            records,
-            generated_at: Some(now_string()),
-        })
+        Ok(HistoryPage::of(records, |r| r.id, Some(now_string())))
     }
 }
 

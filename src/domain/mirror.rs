@@ -162,6 +162,17 @@ pub enum HistoryCursor {
     Since(String),
 }
 
+impl HistoryCursor {
+    /// Whether a record with this id and creation time (`Y-m-d H:i:s`) comes after the
+    /// cursor.
+    pub fn admits(&self, id: u64, created_at: &str) -> bool {
+        match self {
+            HistoryCursor::AfterId(after) => id > *after,
+            HistoryCursor::Since(at) => created_at >= at.as_str(),
+        }
+    }
+}
+
 /// What a page of history does: the changes, the customers to read again (a record about a
 /// customer the mirror does not have, or the survivor of a merge), and the new cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -252,6 +263,22 @@ impl OwnerMirror {
         };
         let customer = self.customers.get(&id)?;
         Some((id, customer.manager))
+    }
+
+    /// Every customer holding `phone`, in id order.
+    pub fn customers_of(&self, phone: &PhoneNumber) -> Vec<MirrorCustomer> {
+        let ids: Vec<CustomerId> = match self.by_phone.get(&PhoneKey::of(phone)) {
+            None => Vec::new(),
+            Some(Owners::One(id)) => vec![*id],
+            Some(Owners::Many(ids)) => {
+                let mut ids = ids.clone();
+                ids.sort();
+                ids
+            }
+        };
+        ids.iter()
+            .filter_map(|id| self.customers.get(id).cloned())
+            .collect()
     }
 
     /// Whether the CRM lists this user as active (unknown users count as active).

@@ -10,6 +10,7 @@ pub mod crm_model;
 pub mod lookup;
 pub mod manager;
 pub mod mirror;
+pub mod orders_mirror;
 pub mod phone_number;
 pub mod plan;
 pub mod reconcile;

@@ -17,6 +17,7 @@
 //! | `reconcile:<project>` | the last reconciled point of a Ringostat project (flow E) |
 //! | `lock:reconcile:<project>` | the lease of the instance reconciling a project |
 //! | `mirror:c:<customer id>`, `mirror:state`, `mirror:inactive` | the owner mirror and its sync state (`crate::sync`) |
+//! | `mirror:o:<order id>`, `mirror:orders-state` | the orders mirror (open orders) and its sync state (`crate::sync::orders`) |
 
 use crate::domain::phone_number::PhoneNumber;
 
@@ -136,6 +137,21 @@ pub fn mirror_state() -> String {
 /// `mirror:inactive`: the users the CRM lists as inactive.
 pub fn mirror_inactive() -> String {
     format!("{MIRROR}inactive")
+}
+
+/// `mirror:o:`: the prefix of every mirrored open order ([`mirror_order`]).
+pub fn mirror_orders() -> String {
+    format!("{MIRROR}o:")
+}
+
+/// `mirror:o:<order id, 20 digits>`: one mirrored open order.
+pub fn mirror_order(id: u64) -> String {
+    format!("{MIRROR}o:{id:020}")
+}
+
+/// `mirror:orders-state`: the orders import's progress and the orders history cursor.
+pub fn mirror_orders_state() -> String {
+    format!("{MIRROR}orders-state")
 }
 
 /// `reconcile:<project>`: the last reconciled point of a Ringostat project (flow E).

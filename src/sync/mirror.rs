@@ -19,7 +19,10 @@ use crate::{
     crm::CustomerId,
     domain::{
         manager::ManagerId,
-        mirror::{MirrorChange, OwnerMirror},
+        mirror::{MirrorChange, MirrorCustomer, OwnerMirror},
+        orders_mirror::{
+            MirrorOrder, OrderChange, OrderHistoryRecord, OrdersMirror, OrdersOutcome,
+        },
         phone_number::PhoneNumber,
     },
 };
@@ -54,6 +57,10 @@ pub struct SharedMirror {
     imported: AtomicBool,
     phase: Mutex<SyncPhase>,
     last_failure: Mutex<Option<SyncFailure>>,
+    /// The orders mirror (open orders by customer), fed the same way.
+    orders: RwLock<OrdersMirror>,
+    orders_imported: AtomicBool,
+    orders_phase: Mutex<SyncPhase>,
 }
 
 impl Default for SharedMirror {
@@ -69,6 +76,9 @@ impl SharedMirror {
             imported: AtomicBool::new(false),
             phase: Mutex::new(SyncPhase::Starting),
             last_failure: Mutex::new(None),
+            orders: RwLock::new(OrdersMirror::new()),
+            orders_imported: AtomicBool::new(false),
+            orders_phase: Mutex::new(SyncPhase::Starting),
         }
     }
 
@@ -78,6 +88,77 @@ impl SharedMirror {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, OwnerMirror> {
         self.inner.write().expect("owner mirror lock poisoned")
+    }
+
+    fn orders_read(&self) -> std::sync::RwLockReadGuard<'_, OrdersMirror> {
+        self.orders.read().expect("orders mirror lock poisoned")
+    }
+
+    /// Every mirrored customer with `phone` (the planner picks the most recently active).
+    pub fn customers_of(&self, phone: &PhoneNumber) -> Vec<MirrorCustomer> {
+        self.read().customers_of(phone)
+    }
+
+    /// The open orders of `customer`, newest first.
+    pub fn orders_of(&self, customer: CustomerId) -> Vec<MirrorOrder> {
+        self.orders_read().of_customer(customer)
+    }
+
+    /// Whether the orders mirror's first import has finished.
+    pub fn orders_imported(&self) -> bool {
+        self.orders_imported.load(Ordering::Acquire)
+    }
+
+    pub fn set_orders_imported(&self) {
+        self.orders_imported.store(true, Ordering::Release);
+        self.set_orders_phase(SyncPhase::Synced { synced_at: None });
+    }
+
+    pub fn apply_orders(&self, changes: &[OrderChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut orders = self.orders.write().expect("orders mirror lock poisoned");
+        for change in changes {
+            orders.apply(change);
+        }
+    }
+
+    pub fn plan_orders_history(
+        &self,
+        records: &[OrderHistoryRecord],
+        is_open: &dyn Fn(&str) -> bool,
+    ) -> OrdersOutcome {
+        self.orders_read().plan_history(records, is_open)
+    }
+
+    /// Mirrored open orders.
+    pub fn orders_size(&self) -> usize {
+        self.orders_read().len()
+    }
+
+    pub fn orders_phase(&self) -> SyncPhase {
+        *self.orders_phase.lock().expect("sync phase lock poisoned")
+    }
+
+    pub fn set_orders_phase(&self, phase: SyncPhase) {
+        *self.orders_phase.lock().expect("sync phase lock poisoned") = phase;
+    }
+
+    /// Whether the worker may take a call's facts from the mirrors: both first imports done
+    /// and the history read to its end within `max_lag` (a poller that keeps failing, or an
+    /// instance that has heard nothing for that long, may have a gap).
+    pub fn facts_fresh(&self, max_lag: Duration) -> bool {
+        let orders_lag = match self.orders_phase() {
+            SyncPhase::Synced {
+                synced_at: Some(at),
+            } => Some(at.elapsed()),
+            _ => None,
+        };
+        self.imported()
+            && self.orders_imported()
+            && self.lag().is_some_and(|lag| lag <= max_lag)
+            && orders_lag.is_some_and(|lag| lag <= max_lag)
     }
 
     /// The owner of `phone` (see [`OwnerMirror::owner`]).
@@ -192,17 +273,44 @@ impl SharedMirror {
     pub fn status_line(&self) -> String {
         match self.phase() {
             SyncPhase::Starting => "mirror starting".to_owned(),
-            SyncPhase::Importing { done, total } => match total {
-                Some(total) if total > 0 => format!(
-                    "mirror importing {}% ({done}/{total} customers)",
-                    (done.min(total) * 100) / total
-                ),
-                _ => format!("mirror importing ({done} customers)"),
-            },
+            SyncPhase::Importing { done, total } => {
+                importing_line("mirror", done, total, "customers")
+            }
             SyncPhase::Synced { synced_at: None } => "mirror synced".to_owned(),
             SyncPhase::Synced {
                 synced_at: Some(at),
             } => format!("mirror synced, lag {} s", at.elapsed().as_secs()),
         }
+    }
+
+    /// The orders mirror's part of `/readyz`: `orders importing 41% (410/1000 orders)`,
+    /// `orders synced, lag 3 s (120 open)`.
+    pub fn orders_status_line(&self) -> String {
+        match self.orders_phase() {
+            SyncPhase::Starting => "orders starting".to_owned(),
+            SyncPhase::Importing { done, total } => importing_line("orders", done, total, "orders"),
+            SyncPhase::Synced { synced_at: None } => {
+                format!("orders synced ({} open)", self.orders_size())
+            }
+            SyncPhase::Synced {
+                synced_at: Some(at),
+            } => format!(
+                "orders synced, lag {} s ({} open)",
+                at.elapsed().as_secs(),
+                self.orders_size()
+            ),
+        }
+    }
+}
+
+/// `<what> importing 41% (410/1000 <items>)`, or without a percentage when the total is not
+/// known.
+fn importing_line(what: &str, done: u64, total: Option<u64>, items: &str) -> String {
+    match total {
+        Some(total) if total > 0 => format!(
+            "{what} importing {}% ({done}/{total} {items})",
+            (done.min(total) * 100) / total
+        ),
+        _ => format!("{what} importing ({done} {items})"),
     }
 }

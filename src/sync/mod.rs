@@ -25,6 +25,7 @@
 pub mod follow;
 pub mod managers;
 pub mod mirror;
+pub mod orders;
 pub mod redis;
 
 use std::{
@@ -83,6 +84,9 @@ fn inactive_key() -> String {
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub history_interval: Duration,
+    /// Status groups whose orders are closed (`crm.closed_status_groups`): the orders
+    /// mirror keeps the others.
+    pub closed_status_groups: HashSet<String>,
     pub users_interval: Duration,
     /// How long the poll lease lasts without renewal (Redis store).
     pub lease: Duration,
@@ -153,6 +157,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A history cursor `overlap` before the CRM's clock (`generatedAt` of a probe; our own
+/// clock when the CRM gave none).
+fn cursor_before(generated_at: Option<&str>, overlap: Duration) -> HistoryCursor {
+    let now = generated_at
+        .and_then(|g| NaiveDateTime::parse_from_str(g, DATETIME).ok())
+        .unwrap_or_else(|| chrono::Local::now().naive_local());
+    let overlap = chrono::Duration::from_std(overlap).unwrap_or_default();
+    HistoryCursor::Since((now - overlap).format(DATETIME).to_string())
+}
+
 /// Runs flow F for one instance.
 pub struct Syncer {
     crm: Arc<dyn Crm>,
@@ -167,6 +181,8 @@ pub struct Syncer {
     /// One poll at a time (the loop and [`Syncer::poll_now`]).
     poll: Mutex<()>,
     wake: Notify,
+    /// The orders mirror's part ([`orders`]).
+    orders: orders::OrdersSync,
 }
 
 impl Syncer {
@@ -192,6 +208,7 @@ impl Syncer {
             managers,
             poll: Mutex::new(()),
             wake: Notify::new(),
+            orders: orders::OrdersSync::default(),
         })
     }
 
@@ -247,6 +264,7 @@ impl Syncer {
                 total: state.total_count,
             });
         }
+        self.load_orders().await?;
         self.update_size_metrics();
         tracing::info!(
             customers = changes.len(),
@@ -258,7 +276,12 @@ impl Syncer {
     }
 
     async fn load_state(&self) -> Result<SyncState, SyncError> {
-        match self.store.get_json(&state_key()).await? {
+        self.load_state_at(&state_key()).await
+    }
+
+    /// The sync state stored under `key` (customers' or orders').
+    async fn load_state_at(&self, key: &str) -> Result<SyncState, SyncError> {
+        match self.store.get_json(key).await? {
             Some(state) => Ok(state),
             None => Ok(SyncState {
                 next_page: 1,
@@ -268,7 +291,11 @@ impl Syncer {
     }
 
     async fn save_state(&self, state: &SyncState) -> Result<(), SyncError> {
-        self.store.set_json(&state_key(), state, None).await?;
+        self.save_state_at(&state_key(), state).await
+    }
+
+    async fn save_state_at(&self, key: &str, state: &SyncState) -> Result<(), SyncError> {
+        self.store.set_json(key, state, None).await?;
         Ok(())
     }
 
@@ -306,6 +333,13 @@ impl Syncer {
                         self.error(&e, "import");
                     }
                 } else if Instant::now() >= next_history {
+                    // The orders import (re)tried at each poll; failing, it never holds the
+                    // customers' history back.
+                    if !self.mirror.orders_imported()
+                        && let Err(e) = self.import_orders(&token).await
+                    {
+                        self.error(&e, "orders import");
+                    }
                     match self.poll_history().await {
                         Ok(_) => next_history = Instant::now() + self.config.history_interval,
                         Err(e) => self.error(&e, "history"),
@@ -551,14 +585,9 @@ impl Syncer {
             .crm
             .customers_history(&HistoryCursor::Since(CLOCK_PROBE.to_owned()), 20)
             .await?;
-        let now = probe
-            .generated_at
-            .as_deref()
-            .and_then(|g| NaiveDateTime::parse_from_str(g, DATETIME).ok())
-            .unwrap_or_else(|| chrono::Local::now().naive_local());
-        let overlap = chrono::Duration::from_std(HISTORY_OVERLAP).unwrap_or_default();
-        Ok(HistoryCursor::Since(
-            (now - overlap).format(DATETIME).to_string(),
+        Ok(cursor_before(
+            probe.generated_at.as_deref(),
+            HISTORY_OVERLAP,
         ))
     }
 
@@ -602,6 +631,12 @@ impl Syncer {
             if page.received < PAGE_LIMIT as usize {
                 break;
             }
+        }
+        // The orders history has its own lag (the worker checks both); its failure does not
+        // hold the customers' back.
+        match self.poll_orders_history().await {
+            Ok(n) => read += n,
+            Err(e) => self.error(&e, "orders history"),
         }
         // The import's own catch-up reads are not "synced" yet: it says so once repaired.
         if self.mirror.imported() {
@@ -656,6 +691,13 @@ impl Syncer {
                 self.mirror.set_inactive(list.into_iter().collect());
             }
             SyncEvent::Imported => self.mirror.set_imported(),
+            SyncEvent::Orders(changes) => self.mirror.apply_orders(&changes),
+            SyncEvent::OrdersImported => self.mirror.set_orders_imported(),
+            SyncEvent::OrdersSynced => {
+                self.mirror.set_orders_phase(SyncPhase::Synced {
+                    synced_at: Some(Instant::now()),
+                });
+            }
             SyncEvent::Synced => {
                 self.mirror.set_imported();
                 self.mirror.set_phase(SyncPhase::Synced {

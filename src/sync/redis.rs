@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     manager::{ManagerId, ManagerState},
     mirror::MirrorChange,
+    orders_mirror::OrderChange,
 };
 
 /// `sync:lease` STRING: the token of the instance that polls the CRM.
@@ -69,6 +70,12 @@ pub enum SyncEvent {
     Inactive(Vec<ManagerId>),
     /// The first import finished.
     Imported,
+    /// Changes to the orders mirror.
+    Orders(Vec<OrderChange>),
+    /// The orders mirror's first import finished.
+    OrdersImported,
+    /// An orders history poll reached the newest record.
+    OrdersSynced,
     /// A poll reached the newest history record (for the lag of instances that do not poll).
     Synced,
     /// Managers' states set by one instance (`/retailcrm/user-status`, `users`).

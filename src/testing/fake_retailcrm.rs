@@ -56,6 +56,11 @@
 //!   made through the API and by hand ([`FakeRetailCrm::edit_customer_by_hand`],
 //!   [`FakeRetailCrm::delete_customer_by_hand`], [`FakeRetailCrm::merge_customers_by_hand`],
 //!   seeding with [`FakeRetailCrm::add_customer`]) all leave records.
+//! - `orders/history`: the same walk and rules; orders created or edited through the API and
+//!   by hand ([`FakeRetailCrm::add_order`], [`FakeRetailCrm::set_order_status_by_hand`],
+//!   [`FakeRetailCrm::set_order_manager_by_hand`], [`FakeRetailCrm::delete_order_by_hand`])
+//!   leave records; shapes in `handlers/history.rs`.
+//! - `orders` lists in id order, as `customers` does.
 //! - `orders/create` without `customer` creates a customer from the order's
 //!   `firstName`/`lastName`/`phone`/`email`; `status` defaults to `new`.
 //! - calls/upload: a batch with any invalid call is refused as a whole (400);
@@ -322,6 +327,9 @@ struct CrmState {
     /// `customers/history` records, oldest first.
     history: Vec<Value>,
     next_history_id: u64,
+    /// `orders/history` records, oldest first.
+    order_history: Vec<Value>,
+    next_order_history_id: u64,
     orders: BTreeMap<u64, Value>,
     tasks: BTreeMap<u64, Value>,
     calls: Vec<Value>,
@@ -387,6 +395,8 @@ impl CrmState {
             customers: BTreeMap::new(),
             history: Vec::new(),
             next_history_id: 1,
+            order_history: Vec::new(),
+            next_order_history_id: 1,
             orders: BTreeMap::new(),
             tasks: BTreeMap::new(),
             calls: Vec::new(),
@@ -708,7 +718,51 @@ impl FakeRetailCrm {
             entity["managerId"] = json!(m);
         }
         let site = st.cfg.sites.first().cloned().unwrap_or_default();
-        handlers::insert_order(&mut st, entity, Some(customer_id), &site)
+        handlers::insert_order(
+            &mut st,
+            entity,
+            Some(customer_id),
+            &site,
+            handlers::Actor::User(handlers::HAND_USER_ID),
+        )
+    }
+
+    /// Changes an order's status by hand (as in the CRM's UI), recording `orders/history`.
+    /// `false` for an unknown order.
+    pub fn set_order_status_by_hand(&self, id: u64, status: &str) -> bool {
+        self.edit_order_by_hand(id, "status", json!(status))
+    }
+
+    /// Reassigns an order to another manager (or none) by hand.
+    pub fn set_order_manager_by_hand(&self, id: u64, manager_id: Option<u64>) -> bool {
+        self.edit_order_by_hand(id, "managerId", json!(manager_id))
+    }
+
+    fn edit_order_by_hand(&self, id: u64, key: &str, value: Value) -> bool {
+        let mut st = self.lock();
+        let Some(before) = st.orders.get(&id).cloned() else {
+            return false;
+        };
+        let mut after = before.clone();
+        after[key] = value;
+        st.orders.insert(id, after.clone());
+        handlers::order_edited_by_hand(&mut st, &before, &after);
+        true
+    }
+
+    /// Deletes an order by hand, recording `orders/history`. `false` for an unknown order.
+    pub fn delete_order_by_hand(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        let Some(before) = st.orders.remove(&id) else {
+            return false;
+        };
+        handlers::order_deleted_by_hand(&mut st, &before);
+        true
+    }
+
+    /// `orders/history` records so far, oldest first.
+    pub fn order_history(&self) -> Vec<Value> {
+        self.lock().order_history.clone()
     }
 
     /// Replaces the status groups: `(group code, [status codes])`, in order.

@@ -45,6 +45,7 @@ use crate::{
         call_log::TrailKind,
         manager::{ManagerDirectory, ManagerId},
         mirror::{MirrorChange, MirrorCustomer, PhoneKey},
+        orders_mirror::{MirrorOrder, OrderChange},
         phone_number::{PhoneNormalizer, PhoneNumber},
         plan::{
             Action, CrmFacts, CustomerFacts, OpenCallback, OrderFacts, OtherLegs, PlannerConfig,
@@ -54,7 +55,7 @@ use crate::{
     metrics::Metrics,
     rules::RuleBook,
     store::{KeyValueExt, OwnerEntry, QueuedTask, Store, StoreError, keys},
-    sync::mirror::SharedMirror,
+    sync::{Syncer, mirror::SharedMirror},
 };
 use call_batch::{CallBatcher, Settled};
 use retry::RetrySchedule;
@@ -152,9 +153,11 @@ pub struct WorkerDeps {
     pub wakeup: Arc<Notify>,
     /// Routing rules; the first match gives the planner its [`RuleActions`].
     pub rules: Arc<RuleBook>,
-    /// The owner mirror (`[sync]` on): customers the worker creates go into it at once; the
+    /// The owner and orders mirrors (`[sync]` on): the facts come from them; the customers
+    /// and orders the worker creates go into them at once (stored and shared with the other
+    /// instances: [`Syncer::own_writes`]), the CRM's history repeats them later.
     /// CRM's history brings them to every other instance within a poll.
-    pub mirror: Option<Arc<SharedMirror>>,
+    pub sync: Option<Arc<Syncer>>,
 }
 
 /// The worker's configuration, from the validated [`crate::config::Config`].
@@ -175,6 +178,9 @@ pub struct WorkerConfig {
     pub calls_upload_batch: usize,
     /// A batch of call records is sent at the latest this long after its first call.
     pub calls_upload_flush: Duration,
+    /// The facts come from the mirrors only while their history was read to its end within
+    /// this long ([`SharedMirror::facts_fresh`]); otherwise the CRM is asked.
+    pub mirror_max_lag: Duration,
 }
 
 /// Everything the worker needs. Built once in `startup`.
@@ -193,7 +199,8 @@ pub struct Worker {
     pub wakeup: Arc<Notify>,
     /// Routing rules; the first match gives the planner its actions ([`decide`]).
     pub rules: Arc<RuleBook>,
-    mirror: Option<Arc<SharedMirror>>,
+    sync: Option<Arc<Syncer>>,
+    mirror_max_lag: Duration,
     statuses: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusGroups)>>,
     /// Call records on their way to `telephony/calls/upload`, in batches.
     calls: CallBatcher,
@@ -228,7 +235,7 @@ impl Worker {
             metrics,
             wakeup,
             rules,
-            mirror,
+            sync,
         } = deps;
         let WorkerConfig {
             normalizer,
@@ -240,6 +247,7 @@ impl Worker {
             owner_ttl,
             calls_upload_batch,
             calls_upload_flush,
+            mirror_max_lag,
         } = config;
         let calls = CallBatcher::new(
             crm.clone(),
@@ -262,7 +270,8 @@ impl Worker {
             metrics,
             wakeup,
             rules,
-            mirror,
+            sync,
+            mirror_max_lag,
             statuses: tokio::sync::Mutex::new(None),
             calls,
         }
@@ -701,11 +710,85 @@ impl Worker {
                 last_call_id: cb.last_call_id,
             });
         }
+        facts.customers = match self
+            .sync
+            .as_ref()
+            .map(|s| s.mirror())
+            .filter(|m| m.facts_fresh(self.mirror_max_lag))
+        {
+            Some(mirror) => self.customer_facts_from_mirror(mirror, phone).await?,
+            None => self.customer_facts_from_crm(phone).await?,
+        };
+        Ok(facts)
+    }
+
+    /// Whether an order in `status` is open by these groups (an unknown status counts as
+    /// open: the CRM accepted it, and a call about it should not make a second order).
+    fn is_open(&self, groups: &StatusGroups, status: &str) -> bool {
+        groups
+            .get(status)
+            .is_none_or(|g| !self.closed_status_groups.contains(g))
+    }
+
+    /// The caller's customers and their open orders from the owner and orders mirrors: no
+    /// CRM request but the cached status groups.
+    async fn customer_facts_from_mirror(
+        &self,
+        mirror: &SharedMirror,
+        phone: &PhoneNumber,
+    ) -> Result<Vec<CustomerFacts>, ProcessError> {
+        let mut customers = mirror.customers_of(phone);
+        if customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        customers.sort_by_key(|c| std::cmp::Reverse((c.last_activity, c.id)));
+        let groups = self.status_groups().await?;
+        let at = |secs: i64| {
+            (secs != 0)
+                .then(|| chrono::DateTime::from_timestamp(secs, 0).map(|d| d.naive_utc()))
+                .flatten()
+        };
+        Ok(customers
+            .into_iter()
+            .take(MAX_CUSTOMERS_PER_NUMBER)
+            .map(|c| {
+                let orders: Vec<OrderFacts> = mirror
+                    .orders_of(c.id)
+                    .into_iter()
+                    .map(|o| OrderFacts {
+                        id: o.id,
+                        open: self.is_open(&groups, &o.status),
+                        manager_id: o.manager,
+                        created_at: at(o.created_at),
+                    })
+                    .collect();
+                let last_order = orders.iter().filter_map(|o| o.created_at).max();
+                // The mirror keeps the customer's last activity (created or changed in the
+                // CRM), not its creation date: the planner ranks by activity first, so the
+                // creation date is not needed.
+                CustomerFacts {
+                    id: c.id,
+                    manager_id: c.manager,
+                    created_at: None,
+                    last_active_at: at(c.last_activity).max(last_order),
+                    orders,
+                }
+            })
+            .collect())
+    }
+
+    /// The caller's customers and their orders asked of the CRM: a phone search and one
+    /// order list per customer.
+    async fn customer_facts_from_crm(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Vec<CustomerFacts>, ProcessError> {
         let customers = self.crm.find_customers_by_phone(phone).await?;
         if customers.is_empty() {
-            return Ok(facts);
+            return Ok(Vec::new());
         }
         let groups = self.status_groups().await?;
+        let mut facts = Vec::new();
         for c in customers.into_iter().take(MAX_CUSTOMERS_PER_NUMBER) {
             let orders = self.crm.customer_orders(c.id).await?;
             let parse_date = |s: &Option<String>| {
@@ -716,15 +799,13 @@ impl Worker {
                 .into_iter()
                 .map(|o| OrderFacts {
                     id: o.id,
-                    open: groups
-                        .get(&o.status)
-                        .is_none_or(|g| !self.closed_status_groups.contains(g)),
+                    open: self.is_open(&groups, &o.status),
                     manager_id: o.manager_id,
                     created_at: parse_date(&o.created_at),
                 })
                 .collect();
             let last_order = orders.iter().filter_map(|o| o.created_at).max();
-            facts.customers.push(CustomerFacts {
+            facts.push(CustomerFacts {
                 id: c.id,
                 manager_id: c.manager_id,
                 created_at: parse_date(&c.created_at),
@@ -850,15 +931,28 @@ impl Worker {
                 };
                 let (id, manager) = match existing {
                     Some(found) => found,
-                    None => (self.crm.create_customer(site, new).await?, new.manager_id),
+                    None => match self.crm.create_customer(site, new).await {
+                        Ok(id) => (id, new.manager_id),
+                        Err(refused @ CrmError::Rejected { .. }) => self
+                            .crm
+                            .customer_by_external_id(&new.external_id, site)
+                            .await?
+                            .map(|c| (c.id, c.manager_id))
+                            .ok_or(refused)?,
+                        Err(e) => return Err(e.into()),
+                    },
                 };
-                if let Some(mirror) = &self.mirror {
-                    mirror.apply(&[MirrorChange::Upsert(MirrorCustomer {
-                        id,
-                        manager,
-                        phones: new.phones.iter().map(PhoneKey::of).collect(),
-                        last_activity: local_now().and_utc().timestamp(),
-                    })]);
+                if let Some(sync) = &self.sync {
+                    sync.own_writes(
+                        vec![MirrorChange::Upsert(MirrorCustomer {
+                            id,
+                            manager,
+                            phones: new.phones.iter().map(PhoneKey::of).collect(),
+                            last_activity: local_now().and_utc().timestamp(),
+                        })],
+                        Vec::new(),
+                    )
+                    .await;
                 }
                 for p in &new.phones {
                     let entry = OwnerEntry {
@@ -884,8 +978,32 @@ impl Worker {
                 };
                 let id = match existing {
                     Some(id) => id,
-                    None => self.crm.create_order(site, &new).await?,
+                    None => match self.crm.create_order(site, &new).await {
+                        Ok(id) => id,
+                        Err(refused @ CrmError::Rejected { .. }) => self
+                            .crm
+                            .order_by_external_id(&new.external_id, site)
+                            .await?
+                            .map(|o| o.id)
+                            .ok_or(refused)?,
+                        Err(e) => return Err(e.into()),
+                    },
                 };
+                // The next event of this call sees the order at once; the CRM's history
+                // repeats it later (applying it again is harmless).
+                if let Some(sync) = &self.sync {
+                    sync.own_writes(
+                        Vec::new(),
+                        vec![OrderChange::Upsert(MirrorOrder {
+                            id,
+                            customer: new.customer_id,
+                            status: new.status.clone().unwrap_or_default(),
+                            manager: new.manager_id,
+                            created_at: local_now().and_utc().timestamp(),
+                        })],
+                    )
+                    .await;
+                }
                 resolved.order = Some(id);
                 record.order = Some(id);
             }

@@ -4,6 +4,7 @@
 mod calls;
 mod crm_callbacks;
 mod dashboard;
+mod facts;
 mod guarantees;
 mod hardening;
 mod helpers;

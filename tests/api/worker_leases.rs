@@ -279,7 +279,7 @@ fn worker_on(app: &TestApp, store: Arc<dyn Store>) -> Arc<Worker> {
             metrics: w.metrics.clone(),
             wakeup: w.wakeup.clone(),
             rules: w.rules.clone(),
-            mirror: None,
+            sync: None,
         },
         WorkerConfig {
             normalizer: w.normalizer.clone(),
@@ -291,6 +291,7 @@ fn worker_on(app: &TestApp, store: Arc<dyn Store>) -> Arc<Worker> {
             owner_ttl: w.owner_ttl,
             calls_upload_batch: 1,
             calls_upload_flush: Duration::from_millis(1),
+            mirror_max_lag: Duration::ZERO,
         },
     ))
 }

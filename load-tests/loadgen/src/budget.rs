@@ -140,6 +140,9 @@ struct Cost {
     elapsed: Duration,
     recorded_calls: usize,
     dead: usize,
+    /// Requests of the mirrors' polls (`customers/history`, `orders/history`, `users`) while
+    /// the calls ran: a cost per second, not per call, so left out of `general`.
+    sync_polls: usize,
 }
 
 impl Cost {
@@ -159,6 +162,14 @@ impl Cost {
 
 fn is_telephony(r: &RecordedRequest) -> bool {
     r.path.starts_with("/api/v5/telephony/")
+}
+
+/// A request of the mirrors' periodic polls.
+fn is_sync_poll(r: &RecordedRequest) -> bool {
+    matches!(
+        r.path.as_str(),
+        "/api/v5/customers/history" | "/api/v5/orders/history" | "/api/v5/users"
+    )
 }
 
 /// Sends the calls' webhooks (in order, one connection) with the worker off, then starts the
@@ -186,7 +197,6 @@ fn run_calls(
         seed(&crm, *kind, &number);
         requests.extend(webhooks(*kind, &format!("budget-{tag}-{n}"), &number));
     }
-    let seeded = crm.requests().len();
     let dir = tempfile::tempdir()?;
     let mut settings = servers::settings(dir.path());
     settings.crm.senior_manager_id = 1;
@@ -197,8 +207,29 @@ fn run_calls(
     settings.crm.default_site = "shop1".into();
     settings.crm.rate_limit_rps = general_rps;
     settings.crm.telephony_rate_limit_rps = telephony_rps;
+    // The owner and orders mirrors on (the default), polled every 10 s (the default): the
+    // worker takes a call's customer and open orders from them.
+    settings.sync.enabled = true;
+    settings.sync.history_interval_secs = 10;
     configure(&mut settings);
     let callgate = Callgate::start(settings)?;
+    // The mirrors' first imports are done before the calls: what is counted is the calls.
+    let mirror = callgate
+        .state
+        .sync
+        .as_ref()
+        .map(|s| s.mirror().clone())
+        .ok_or_else(|| anyhow::anyhow!("budget {tag}: the mirrors are off"))?;
+    let started = Instant::now();
+    while !mirror.facts_fresh(Duration::from_secs(60)) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "budget {tag}: the mirrors were not synced within 60 s"
+        );
+        // Polling interval, bounded above.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seeded = crm.requests().len();
     let total = requests.len() as u64;
     let requests = std::sync::Arc::new(requests);
     let s = gen_rt.block_on(generator::closed_loop(
@@ -236,9 +267,11 @@ fn run_calls(
     let all = crm.requests();
     let made: Vec<&RecordedRequest> = all.iter().skip(seeded).collect();
     let telephony = made.iter().filter(|r| is_telephony(r)).count();
+    let sync_polls = made.iter().filter(|r| is_sync_poll(r)).count();
     let cost = Cost {
         calls: calls.len(),
-        general: made.len() - telephony,
+        general: made.len() - telephony - sync_polls,
+        sync_polls,
         telephony,
         uploads: made
             .iter()
@@ -290,14 +323,16 @@ pub fn budget(
             |_| {},
         )?;
         eprintln!(
-            "[loadgen] budget {kind:?}: {} general, {} telephony ({} uploads, {} pop-ups) for {} calls; {} recorded, {} dead",
+            "[loadgen] budget {kind:?}: {} general, {} telephony ({} uploads, {} pop-ups) for {} calls; {} recorded, {} dead; {} mirror poll requests in {:.1?}",
             cost.general,
             cost.telephony,
             cost.uploads,
             cost.popups,
             cost.calls,
             cost.recorded_calls,
-            cost.dead
+            cost.dead,
+            cost.sync_polls,
+            cost.elapsed
         );
         let target = match kind {
             Kind::S1 => "≤ 3.1 general",
@@ -335,7 +370,7 @@ pub fn budget(
     let single = run_calls(gen_rt, &mix(mix_calls), "mix1", limits, one_at_a_time)?;
     for (label, cost) in [("batched", &batched), ("one call at a time", &single)] {
         eprintln!(
-            "[loadgen] budget mix {label}: {} calls in {:.1?}: {} general, {} telephony ({} uploads, {} pop-ups); {} recorded, {} dead",
+            "[loadgen] budget mix {label}: {} calls in {:.1?}: {} general, {} telephony ({} uploads, {} pop-ups); {} recorded, {} dead; {} mirror poll requests",
             cost.calls,
             cost.elapsed,
             cost.general,
@@ -343,7 +378,8 @@ pub fn budget(
             cost.uploads,
             cost.popups,
             cost.recorded_calls,
-            cost.dead
+            cost.dead,
+            cost.sync_polls
         );
     }
     let measured = |c: &Cost| c.calls as f64 / c.elapsed.as_secs_f64();
@@ -368,6 +404,8 @@ pub fn budget(
     notes.push(format!(
         "CRM budget: each call sent as a start, an answer (not for a missed call) and an after-call webhook, in order, with the worker off; then the worker \
          (worker.concurrency = 8) against the fake retailCRM, counting the requests it received (general = every method outside `/api/v5/telephony/`). \
+         The owner and orders mirrors are on (`[sync]`, history every 10 s) and their first imports finish before the calls; their polls while the calls run \
+         (`customers/history`, `orders/history`, `users`: a cost per second, not per call) are left out of the per-call figures and printed on their own. \
          Per scenario: {per_scenario} calls each from its own number, no rate limits (general/telephony per call: {}). Known customers belong to CRM user {OWNER}; \
          S7 is answered by user {OTHER}. The mix: {mix_calls} calls at the fake's and callgate's real limits (10/40 rps), timed from the worker's start to the last call record; \
          \"one call at a time\" sets `crm.calls_upload_batch = 1` (every call record its own upload).",

@@ -288,6 +288,9 @@ pub(super) struct HistoryDto {
     pub new_value: Value,
     #[serde(default)]
     pub customer: Value,
+    /// `orders/history`: the order, as `customer` is for customers.
+    #[serde(default)]
+    pub order: Value,
     #[serde(default)]
     pub created: Option<bool>,
     #[serde(default)]

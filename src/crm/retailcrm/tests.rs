@@ -508,6 +508,76 @@ async fn customer_orders_filters_by_customer_and_sorts_newest_first() {
 }
 
 #[tokio::test]
+async fn orders_history_walks_by_since_id_without_page_and_reads_each_kind_of_record() {
+    let (server, crm) = setup().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v5/orders/history"))
+        .and(query_param("filter[sinceId]", "40"))
+        .and(query_param("limit", "100"))
+        .respond_with(ok(json!({
+            "success": true,
+            "generatedAt": "2024-03-01 10:00:05",
+            "history": [
+                {"id": 41, "createdAt": "2024-03-01 10:00:00", "created": true, "field": "id",
+                 "source": "api", "apiKey": {"current": true},
+                 "order": {"id": 11, "status": "new", "managerId": 27,
+                           "createdAt": "2024-03-01 10:00:00", "customer": {"id": 5},
+                           "customFields": []}},
+                {"id": 42, "field": "status", "oldValue": {"code": "new"},
+                 "newValue": {"code": "complete"}, "order": {"id": 11, "site": "shop1"}},
+                {"id": 43, "field": "manager", "oldValue": {"id": 27}, "newValue": null,
+                 "order": {"id": "12"}},
+                {"id": 44, "field": "status", "newValue": 7, "order": {"id": 13}},
+                {"id": 45, "deleted": true, "field": "id", "order": {"id": 14}},
+                {"id": 46, "field": "customer", "newValue": {"id": 6}, "order": {"id": 15}},
+                {"id": 47, "field": "first_name", "newValue": "Ivan", "order": {"id": 16}},
+                {"id": 48, "field": "status", "newValue": {"code": "new"}, "order": []}
+            ],
+            "pagination": {"limit": 100, "totalCount": 8, "currentPage": 1, "totalPageCount": 1}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let page = crm
+        .orders_history(&HistoryCursor::AfterId(40), 100)
+        .await
+        .unwrap();
+
+    let req = only_request(&server).await;
+    assert!(!req.url.query_pairs().any(|(k, _)| k == "page"));
+    assert_eq!((page.received, page.last_id), (8, Some(48)));
+    let changes: Vec<(u64, u64, OrderHistoryChange)> = page
+        .records
+        .into_iter()
+        .map(|r| (r.id, r.order.0, r.change))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (
+                41,
+                11,
+                OrderHistoryChange::Created(OrderSnapshot {
+                    id: OrderId(11),
+                    customer: Some(CustomerId(5)),
+                    status: "new".into(),
+                    manager: Some(ManagerId(27)),
+                    created_at: Some("2024-03-01 10:00:00".into()),
+                })
+            ),
+            (42, 11, OrderHistoryChange::Status("complete".into())),
+            (43, 12, OrderHistoryChange::Manager(None)),
+            (44, 13, OrderHistoryChange::Unreadable),
+            (45, 14, OrderHistoryChange::Deleted { combined_to: None }),
+            (46, 15, OrderHistoryChange::Customer),
+            (47, 16, OrderHistoryChange::Other),
+        ],
+        "a record naming no order is left out but counts in last_id"
+    );
+}
+
+#[tokio::test]
 async fn order_by_external_id_reads_the_order() {
     let (server, crm) = setup().await;
     Mock::given(path("/api/v5/orders/cg-o-1"))

@@ -21,7 +21,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => {
             let mirror = match &state.sync {
-                Some(sync) => sync.mirror().status_line(),
+                Some(sync) => format!(
+                    "{}, {}",
+                    sync.mirror().status_line(),
+                    sync.mirror().orders_status_line()
+                ),
                 None => "mirror off".to_owned(),
             };
             (

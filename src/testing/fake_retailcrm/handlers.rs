@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::{API_V5_PREFIX, ApiError, ApiRequest, CrmState, FakeUser, UnknownField};
 
 mod history;
+use history::Entity;
 pub(super) use history::{Actor, HAND_USER_ID};
 
 type Answer = Result<(StatusCode, Value), ApiError>;
@@ -139,6 +140,7 @@ const CREDENTIALS: &[&str] = &[
     "/api/orders/{externalId}",
     "/api/orders/create",
     "/api/orders/{externalId}/edit",
+    "/api/orders/history",
     "/api/tasks",
     "/api/tasks/{id}",
     "/api/tasks/create",
@@ -463,11 +465,12 @@ pub(super) fn route(st: &mut CrmState, req: &ApiRequest) -> Answer {
             delete_after_page(st, req);
             answer
         }
-        ("GET", ["customers", "history"]) => history::customers_history(st, req),
+        ("GET", ["customers", "history"]) => history::history(st, req, Entity::Customer),
         ("POST", ["customers", "create"]) => customers_create(st, req),
         ("GET", ["customers", key]) => customer_get(st, req, key),
         ("POST", ["customers", key, "edit"]) => customer_edit(st, req, key),
         ("GET", ["orders"]) => orders_list(st, req),
+        ("GET", ["orders", "history"]) => history::history(st, req, Entity::Order),
         ("POST", ["orders", "create"]) => orders_create(st, req),
         ("GET", ["orders", key]) => order_get(st, req, key),
         ("POST", ["orders", key, "edit"]) => order_edit(st, req, key),
@@ -1109,6 +1112,7 @@ pub(super) fn insert_order(
     entity: Value,
     customer_id: Option<u64>,
     site: &str,
+    actor: Actor,
 ) -> u64 {
     let id = st.next_order_id;
     st.next_order_id += 1;
@@ -1130,10 +1134,21 @@ pub(super) fn insert_order(
         o.insert("customer".into(), order_customer_ref(st, cid));
     }
     st.orders.insert(id, Value::Object(o));
+    history::order_created(st, id, actor);
     id
 }
 
 /// Resolves an order's `customer` reference (`{id}` or `{externalId[, site]}`).
+/// An order edited by hand (test helpers): its history records.
+pub(super) fn order_edited_by_hand(st: &mut CrmState, before: &Value, after: &Value) {
+    history::order_edited(st, before, after, Actor::User(HAND_USER_ID));
+}
+
+/// An order deleted by hand (test helpers): its history record.
+pub(super) fn order_deleted_by_hand(st: &mut CrmState, before: &Value) {
+    history::order_deleted(st, before, Actor::User(HAND_USER_ID));
+}
+
 fn resolve_customer_ref(st: &CrmState, r: &Value, site: &str) -> Option<u64> {
     let obj = r.as_object()?;
     if let Some(t) = obj.get("type")
@@ -1272,7 +1287,13 @@ fn orders_create(st: &mut CrmState, req: &ApiRequest) -> Answer {
     });
     let mut entity = o;
     entity.remove("customer");
-    let id = insert_order(st, Value::Object(entity), Some(customer_id), &site);
+    let id = insert_order(
+        st,
+        Value::Object(entity),
+        Some(customer_id),
+        &site,
+        Actor::Api,
+    );
     created(json!({"success": true, "id": id, "order": st.orders[&id]}))
 }
 
@@ -1288,6 +1309,7 @@ fn order_edit(st: &mut CrmState, req: &ApiRequest, key: &str) -> Answer {
     let customer_id = validate_order(st, &patch, &site, Some(id))?;
     record_unknown(st, &req.path, "order", &patch, ORDER_FIELDS);
     let customer_ref = customer_id.map(|c| order_customer_ref(st, c));
+    let before = st.orders[&id].clone();
     if let Some(Value::Object(stored)) = st.orders.get_mut(&id) {
         for (k, v) in patch {
             match k.as_str() {
@@ -1305,6 +1327,8 @@ fn order_edit(st: &mut CrmState, req: &ApiRequest, key: &str) -> Answer {
         }
         normalise_empty_map(stored, "customFields");
     }
+    let after = st.orders[&id].clone();
+    history::order_edited(st, &before, &after, Actor::Api);
     ok(json!({"success": true, "id": id, "order": st.orders[&id]}))
 }
 

@@ -1,6 +1,13 @@
-//! `customers/history` of the fake (PROTOCOLS §2.10): every change to a customer, made
-//! through the API or "by hand" (the test-side helpers of [`super::super::FakeRetailCrm`]),
-//! becomes history records, and `GET customers/history` serves them.
+//! `customers/history` and `orders/history` of the fake (PROTOCOLS §2.10): every change to a
+//! customer or an order, made through the API or "by hand" (the test-side helpers of
+//! [`super::super::FakeRetailCrm`]), becomes history records, and `GET customers/history` /
+//! `GET orders/history` serve them (one walk for both, each with its own record ids).
+//!
+//! Order records [UNCONFIRMED: by analogy with customers, the shapes retailCRM's docs show
+//! for `orders/history`]: `order` is the whole order on `created` and a reference
+//! `{"id", "externalId"?, "site", "status"}` otherwise; `status` changes carry
+//! `{"code": …}` values; `manager` `{"id": N}` or `null`; `customer` `{"id": N}`;
+//! `deleted: true` for a deleted order.
 //!
 //! Record shapes:
 //! - created: `{"created": true, "field": "id", "newValue": N, "customer": <whole customer>}`;
@@ -44,6 +51,32 @@ pub(crate) enum Actor {
     User(u64),
 }
 
+/// Which history a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entity {
+    Customer,
+    Order,
+}
+
+impl Entity {
+    /// The record's key for the entity (`customer`, `order`).
+    fn key(self) -> &'static str {
+        match self {
+            Entity::Customer => "customer",
+            Entity::Order => "order",
+        }
+    }
+}
+
+/// The reference every non-`created` order record carries.
+fn order_ref(o: &Value) -> Value {
+    let mut r = json!({"id": o["id"], "site": o["site"], "status": o["status"]});
+    if let Some(ext) = o["externalId"].as_str() {
+        r["externalId"] = json!(ext);
+    }
+    r
+}
+
 /// The reference every non-`created` record carries.
 fn customer_ref(c: &Value) -> Value {
     let mut r = json!({"id": c["id"], "site": c["site"]});
@@ -66,16 +99,43 @@ fn push_with(
     new: Value,
     extra: Map<String, Value>,
 ) {
-    let id = st.next_history_id;
-    st.next_history_id += 1;
+    push_to(
+        st,
+        Entity::Customer,
+        actor,
+        customer,
+        field,
+        old,
+        new,
+        extra,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_to(
+    st: &mut CrmState,
+    entity: Entity,
+    actor: Actor,
+    subject: Value,
+    field: &str,
+    old: Value,
+    new: Value,
+    extra: Map<String, Value>,
+) {
+    let id = match entity {
+        Entity::Customer => &mut st.next_history_id,
+        Entity::Order => &mut st.next_order_history_id,
+    };
+    let record_id = *id;
+    *id += 1;
     let mut record = json!({
-        "id": id,
+        "id": record_id,
         "createdAt": now(),
         "field": field,
         "oldValue": old,
         "newValue": new,
-        "customer": customer,
     });
+    record[entity.key()] = subject;
     match actor {
         Actor::Api => {
             record["source"] = json!("api");
@@ -89,7 +149,88 @@ fn push_with(
     if let Value::Object(r) = &mut record {
         r.extend(extra);
     }
-    st.history.push(record);
+    match entity {
+        Entity::Customer => st.history.push(record),
+        Entity::Order => st.order_history.push(record),
+    }
+}
+
+/// An order was created (its whole read shape goes in the record).
+pub(crate) fn order_created(st: &mut CrmState, id: u64, actor: Actor) {
+    let Some(o) = st.orders.get(&id).cloned() else {
+        return;
+    };
+    let mut extra = Map::new();
+    extra.insert("created".into(), json!(true));
+    push_to(
+        st,
+        Entity::Order,
+        actor,
+        o,
+        "id",
+        Value::Null,
+        json!(id),
+        extra,
+    );
+}
+
+/// An order was deleted.
+pub(crate) fn order_deleted(st: &mut CrmState, before: &Value, actor: Actor) {
+    let mut extra = Map::new();
+    extra.insert("deleted".into(), json!(true));
+    push_to(
+        st,
+        Entity::Order,
+        actor,
+        order_ref(before),
+        "id",
+        before["id"].clone(),
+        Value::Null,
+        extra,
+    );
+}
+
+/// Records the difference between an order's read shape before and after an edit: the
+/// fields the orders mirror follows (`status`, `manager`, `customer`) and the names.
+pub(crate) fn order_edited(st: &mut CrmState, before: &Value, after: &Value, actor: Actor) {
+    let reference = order_ref(after);
+    let code = |o: &Value| match o["status"].as_str() {
+        Some(c) => json!({"code": c}),
+        None => Value::Null,
+    };
+    let customer = |o: &Value| match o["customer"]["id"].as_u64() {
+        Some(c) => json!({"id": c}),
+        None => Value::Null,
+    };
+    let changes = [
+        ("status", code(before), code(after)),
+        ("manager", manager_value(before), manager_value(after)),
+        ("customer", customer(before), customer(after)),
+        (
+            "first_name",
+            before["firstName"].clone(),
+            after["firstName"].clone(),
+        ),
+        (
+            "last_name",
+            before["lastName"].clone(),
+            after["lastName"].clone(),
+        ),
+    ];
+    for (field, old, new) in changes {
+        if old != new {
+            push_to(
+                st,
+                Entity::Order,
+                actor,
+                reference.clone(),
+                field,
+                old,
+                new,
+                Map::new(),
+            );
+        }
+    }
 }
 
 /// A customer was created (its whole read shape goes in the record).
@@ -179,8 +320,8 @@ pub(crate) fn edited(st: &mut CrmState, before: &Value, after: &Value, actor: Ac
     }
 }
 
-/// `GET customers/history`.
-pub(crate) fn customers_history(st: &CrmState, req: &ApiRequest) -> Answer {
+/// `GET customers/history` or `GET orders/history`.
+pub(crate) fn history(st: &CrmState, req: &ApiRequest, entity: Entity) -> Answer {
     let since = match req.query_one("filter[sinceId]") {
         None => None,
         Some(s) => Some(
@@ -208,14 +349,16 @@ pub(crate) fn customers_history(st: &CrmState, req: &ApiRequest) -> Answer {
             ));
         }
     };
-    let customer = req.query_one("filter[customerId]");
+    let (log, subject) = match entity {
+        Entity::Customer => (&st.history, req.query_one("filter[customerId]")),
+        Entity::Order => (&st.order_history, req.query_one("filter[orderId]")),
+    };
     let (limit, page) = super::limit_and_page(req, DEFAULT_HISTORY_LIMIT, &HISTORY_LIMITS)?;
-    let matching: Vec<&Value> = st
-        .history
+    let matching: Vec<&Value> = log
         .iter()
         .filter(|r| since.is_none_or(|s| r["id"].as_u64().is_some_and(|id| id > s)))
         .filter(|r| start.is_none_or(|s| r["createdAt"].as_str().is_some_and(|c| c >= s)))
-        .filter(|r| customer.is_none_or(|c| id_eq(&r["customer"]["id"], c)))
+        .filter(|r| subject.is_none_or(|c| id_eq(&r[entity.key()]["id"], c)))
         .collect();
     let total = matching.len();
     let history: Vec<Value> = matching
