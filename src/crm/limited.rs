@@ -12,11 +12,11 @@ use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
     CustomerSnapshot, CustomersPage, HistoryCursor, HistoryPage, NewCustomer, NewOrder, NewTask,
     OrderHistoryRecord, OrderId, OrderSnapshot, OrdersPage, ResponsibleManager, StatusGroups,
-    TaskId, TaskUpdate, UploadOutcome,
+    TaskId, TaskMark, TaskUpdate, UploadOutcome,
     budget::{Class, Gate},
 };
 use crate::{
-    domain::phone_number::PhoneNumber,
+    domain::{manager::ManagerId, phone_number::PhoneNumber},
     metrics::{CrmLabels, MethodLabel, Metrics},
 };
 
@@ -141,6 +141,18 @@ impl Crm for LimitedCrm {
             "orders/create",
             Class::General,
             self.inner.create_order(site, order),
+        )
+        .await
+    }
+    async fn task_by_mark(
+        &self,
+        performer: ManagerId,
+        mark: &TaskMark,
+    ) -> Result<Option<TaskId>, CrmError> {
+        self.call(
+            "tasks",
+            Class::General,
+            self.inner.task_by_mark(performer, mark),
         )
         .await
     }

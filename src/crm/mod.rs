@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::domain::crm_model::{
     CallEventNotice, CallEventType, CallRecord, CallResult, CustomerId, NewCustomer, NewOrder,
-    NewTask, OrderId, TaskId, TaskLink, TaskUpdate, UtmSource,
+    NewTask, OrderId, TaskId, TaskLink, TaskMark, TaskUpdate, UtmSource,
 };
 
 pub use crate::domain::mirror::{CustomerSnapshot, HistoryChange, HistoryCursor, HistoryRecord};
@@ -270,6 +270,16 @@ pub trait Crm: Send + Sync {
 
     /// `orders/create`.
     async fn create_order(&self, site: &str, order: &NewOrder) -> Result<OrderId, CrmError>;
+
+    /// The id of a task of `performer` whose commentary carries `mark` (a line of its own),
+    /// to resume a `tasks/create` whose outcome is unknown. `GET tasks?filter[performers][]=`
+    /// (the one documented filter that narrows it; the mark is compared locally), all pages up
+    /// to the adapter's bound.
+    async fn task_by_mark(
+        &self,
+        performer: ManagerId,
+        mark: &TaskMark,
+    ) -> Result<Option<TaskId>, CrmError>;
 
     /// `tasks/create`.
     async fn create_task(&self, site: Option<&str>, task: &NewTask) -> Result<TaskId, CrmError>;

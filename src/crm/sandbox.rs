@@ -24,8 +24,8 @@ use super::{
     CallEventNotice, CallRecord, Crm, CrmCustomer, CrmError, CrmOrder, CrmUser, CustomerId,
     CustomerSnapshot, CustomersPage, HistoryChange, HistoryCursor, HistoryPage, HistoryRecord,
     NewCustomer, NewOrder, NewTask, OrderHistoryChange, OrderHistoryRecord, OrderId, OrderSnapshot,
-    OrdersPage, ResponsibleManager, StatusGroups, TaskId, TaskLink, TaskUpdate, UploadOutcome,
-    UtmSource,
+    OrdersPage, ResponsibleManager, StatusGroups, TaskId, TaskLink, TaskMark, TaskUpdate,
+    UploadOutcome, UtmSource,
 };
 use crate::{
     domain::{
@@ -587,6 +587,22 @@ impl Crm for SandboxCrm {
         Ok(id)
     }
 
+    async fn task_by_mark(
+        &self,
+        performer: ManagerId,
+        mark: &TaskMark,
+    ) -> Result<Option<TaskId>, CrmError> {
+        Ok(self
+            .tasks()
+            .await?
+            .into_iter()
+            .find(|t| {
+                t.performer_id == performer
+                    && t.commentary.as_deref().is_some_and(|c| mark.is_in(c))
+            })
+            .map(|t| t.id))
+    }
+
     async fn create_task(&self, site: Option<&str>, task: &NewTask) -> Result<TaskId, CrmError> {
         self.check_user(task.performer_id, "performerId")?;
         if task.text.trim().is_empty() {
@@ -751,5 +767,55 @@ impl SandboxCrm {
             calls: self.calls().await?,
             call_events: self.call_events().await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::{domain::manager::Manager, store::embedded::EmbeddedStore};
+
+    #[tokio::test]
+    async fn task_by_mark_finds_the_performers_marked_task_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("sandbox.redb")).unwrap());
+        let manager = |id| Manager {
+            id: ManagerId(id),
+            ringostat_staff_id: None,
+            sip: Vec::new(),
+            code: None,
+            phone: None,
+        };
+        let directory = ManagerDirectory::new(vec![manager(1), manager(2)]).unwrap();
+        let crm = SandboxCrm::new(store, Arc::new(directory));
+        let mark = TaskMark::new("ev:call-1", "task:notify-owner");
+        let task = |performer, commentary: Option<String>| NewTask {
+            text: "Call back".into(),
+            commentary,
+            datetime: NaiveDate::from_ymd_opt(2024, 5, 1)
+                .unwrap()
+                .and_hms_opt(14, 30, 0)
+                .unwrap(),
+            performer_id: ManagerId(performer),
+            complete: false,
+            link: TaskLink::None,
+            phone: None,
+        };
+        crm.create_task(None, &task(1, None)).await.unwrap();
+        crm.create_task(None, &task(2, Some(mark.append_to(None))))
+            .await
+            .unwrap();
+        assert_eq!(crm.task_by_mark(ManagerId(1), &mark).await.unwrap(), None);
+        let id = crm
+            .create_task(None, &task(1, Some(mark.append_to(Some("Missed call")))))
+            .await
+            .unwrap();
+        assert_eq!(
+            crm.task_by_mark(ManagerId(1), &mark).await.unwrap(),
+            Some(id)
+        );
     }
 }

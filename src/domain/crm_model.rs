@@ -110,6 +110,53 @@ pub struct NewTask {
     pub phone: Option<PhoneNumber>,
 }
 
+/// The line callgate adds to the commentary of every task it creates, naming the call event
+/// and the action it belongs to: `callgate:<16 hex digits>`, the start of the SHA-256 of the
+/// event key and the action key (stable across restarts, no phone number or secret in it).
+/// retailCRM tasks have no `externalId`; a create whose outcome is unknown (a crash or a
+/// lost answer between `tasks/create` and its record) is resumed by looking for this mark.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskMark(String);
+
+impl TaskMark {
+    pub fn new(event_key: &str, action_key: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(event_key.as_bytes());
+        // A separator no key contains, so ("ab", "c") and ("a", "bc") differ.
+        hash.update([0u8]);
+        hash.update(action_key.as_bytes());
+        let hex: String = hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        TaskMark(format!("callgate:{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a task's commentary carries this mark as a line of its own.
+    pub fn is_in(&self, commentary: &str) -> bool {
+        commentary.lines().any(|line| line.trim() == self.0)
+    }
+
+    /// `commentary` with this mark as its last line.
+    pub fn append_to(&self, commentary: Option<&str>) -> String {
+        match commentary.map(str::trim_end).filter(|c| !c.is_empty()) {
+            Some(c) => format!("{c}\n{}", self.0),
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for TaskMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// `tasks/{id}/edit`: the fields callgate changes on its call-back task (S14); `None` leaves
 /// a field as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -193,4 +240,50 @@ pub struct CallRecord {
     pub external_phone: Option<String>,
     pub site: Option<String>,
     pub ga_client_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskMark;
+
+    #[test]
+    fn a_task_mark_is_short_stable_and_names_the_event_and_the_action() {
+        let mark = TaskMark::new("ev:call-1:ANSWERED", "task:notify-owner");
+        assert_eq!(
+            mark,
+            TaskMark::new("ev:call-1:ANSWERED", "task:notify-owner")
+        );
+        let s = mark.as_str();
+        assert_eq!(s.len(), "callgate:".len() + 16, "{s}");
+        assert!(s.starts_with("callgate:"), "{s}");
+        assert!(
+            s["callgate:".len()..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit()),
+            "{s}"
+        );
+        assert_ne!(
+            mark,
+            TaskMark::new("ev:call-2:ANSWERED", "task:notify-owner")
+        );
+        assert_ne!(mark, TaskMark::new("ev:call-1:ANSWERED", "task:callback"));
+        // The separator keeps the two keys apart.
+        assert_ne!(TaskMark::new("ab", "c"), TaskMark::new("a", "bc"));
+    }
+
+    #[test]
+    fn a_task_mark_is_found_only_as_a_line_of_its_own() {
+        let mark = TaskMark::new("ev", "task:callback");
+        let commentary = mark.append_to(Some("Client: +38098*****67\n"));
+        assert_eq!(commentary, format!("Client: +38098*****67\n{mark}"));
+        assert!(mark.is_in(&commentary));
+        assert_eq!(mark.append_to(None), mark.as_str());
+        assert_eq!(mark.append_to(Some("  ")), mark.as_str());
+        assert!(
+            !mark.is_in(&format!("{mark}0")),
+            "a longer mark is another mark"
+        );
+        assert!(!mark.is_in(&format!("x{mark}")));
+        assert!(!TaskMark::new("ev", "task:other").is_in(&commentary));
+    }
 }

@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     call_trail,
-    crm::{Crm, CrmError, CustomerId, OrderId, StatusGroups, TaskId, TaskUpdate},
+    crm::{
+        Crm, CrmError, CustomerId, NewTask, OrderId, StatusGroups, TaskId, TaskMark, TaskUpdate,
+    },
     domain::{
         call::{CallEvent, FieldAliases, PayloadError},
         call_log::TrailKind,
@@ -870,6 +872,25 @@ impl Worker {
         Ok(self.store.get_raw(&key).await?.as_deref() == Some(event_key.as_bytes()))
     }
 
+    /// `tasks/create`, unless `resumed` (this action's outcome is unknown: a crash or a lost
+    /// answer after it started) and the performer already has the task carrying `mark`.
+    async fn create_task_once(
+        &self,
+        site: &str,
+        new: &NewTask,
+        mark: &TaskMark,
+        resumed: bool,
+    ) -> Result<TaskId, ProcessError> {
+        if resumed && let Some(id) = self.crm.task_by_mark(new.performer_id, mark).await? {
+            tracing::info!(
+                task = id.0,
+                "The task of an interrupted create exists; not again."
+            );
+            return Ok(id);
+        }
+        Ok(self.crm.create_task(Some(site), new).await?)
+    }
+
     async fn execute(
         &self,
         event: &CallEvent,
@@ -886,6 +907,7 @@ impl Worker {
             return Ok(());
         }
         let resumed = previous.is_some();
+        let mark = TaskMark::new(event_key, &action.key());
         let started = ActionRecord::default();
         self.store
             .set_json(&key, &started, Some(ACTION_TTL))
@@ -995,8 +1017,8 @@ impl Worker {
                 );
             }
             Action::CreateTask { task, .. } => {
-                let new = task.resolve(resolved)?;
-                record.task = Some(self.crm.create_task(Some(site), &new).await?);
+                let new = task.resolve(resolved, &mark)?;
+                record.task = Some(self.create_task_once(site, &new, &mark, resumed).await?);
             }
             Action::UpsertCallbackTask {
                 existing,
@@ -1009,8 +1031,8 @@ impl Worker {
                         *id
                     }
                     None => {
-                        let new = task.resolve(resolved)?;
-                        self.crm.create_task(Some(site), &new).await?
+                        let new = task.resolve(resolved, &mark)?;
+                        self.create_task_once(site, &new, &mark, resumed).await?
                     }
                 };
                 if let Ok(phone) = &event.client {

@@ -3,14 +3,14 @@
 use std::{io::ErrorKind, net::TcpListener, time::Duration};
 
 use callgate::{
-    testing::fake_retailcrm::{Fault, FaultRule},
+    testing::fake_retailcrm::{FakeRetailCrm, Fault, FaultRule},
     worker::ExecutionOutcome,
 };
 use serde_json::Value;
 
 use crate::{
     calls::{after_call, tracking},
-    helpers::{ADMIN_TOKEN, manual_worker, spawn_app_with_crm, start_fake_crm},
+    helpers::{ADMIN_TOKEN, TestApp, manual_worker, spawn_app_with_crm, start_fake_crm},
 };
 
 /// SPEC §9: recording URLs are passed to the CRM, never fetched.
@@ -94,26 +94,18 @@ async fn retry_now_makes_a_delayed_task_due_at_once() {
     assert_eq!(app.state.store.queue_depth().await.unwrap(), 0);
 }
 
-/// SPEC §6: a CRM write whose answer never came back (the CRM applied it, callgate timed
-/// out — the same window as a crash between the write and its record) is not doubled: the
-/// rerun finds the customer and the order by their `externalId`.
-#[tokio::test]
-async fn a_write_applied_by_the_crm_but_never_answered_is_not_doubled() {
-    let crm = start_fake_crm().await;
-    let app = spawn_app_with_crm(&crm, |s| {
+/// An answered call whose first write to `path` the CRM applies but never answers: the
+/// worker times out and parks the event for a retry that waits until the test calls it.
+async fn one_call_whose_write_is_never_answered(crm: &FakeRetailCrm, path: &str) -> TestApp {
+    let app = spawn_app_with_crm(crm, |s| {
         manual_worker(s);
         tracking(s);
         s.crm.timeout_ms = 300;
-        // The retry waits until the test calls it (after the CRM applied the parked write).
         s.worker.retry_base_ms = 3_600_000;
         s.worker.retry_max_ms = 3_600_000;
     })
     .await;
-    crm.add_fault_rule(
-        FaultRule::new(Fault::AnswerLost)
-            .on_path("/api/v5/customers/create")
-            .times(1),
-    );
+    crm.add_fault_rule(FaultRule::new(Fault::AnswerLost).on_path(path).times(1));
     let event = after_call("lost-answer-1", "0981234567", "ANSWERED", 1028);
     assert_eq!(app.post_webhook(&event).await.status(), 200);
     assert_eq!(
@@ -121,6 +113,16 @@ async fn a_write_applied_by_the_crm_but_never_answered_is_not_doubled() {
         [ExecutionOutcome::TaskRetried],
         "timed out waiting for the CRM's answer"
     );
+    app
+}
+
+/// SPEC §6: a CRM write whose answer never came back (the CRM applied it, callgate timed
+/// out — the same window as a crash between the write and its record) is not doubled: the
+/// rerun finds the customer and the order by their `externalId`.
+#[tokio::test]
+async fn a_write_applied_by_the_crm_but_never_answered_is_not_doubled() {
+    let crm = start_fake_crm().await;
+    let app = one_call_whose_write_is_never_answered(&crm, "/api/v5/customers/create").await;
     assert_eq!(crm.customers().len(), 1, "the CRM applied the write");
 
     assert_eq!(app.state.store.retry_all_now().await.unwrap(), 1);
@@ -129,4 +131,36 @@ async fn a_write_applied_by_the_crm_but_never_answered_is_not_doubled() {
     assert_eq!(crm.orders().len(), 1, "{:#?}", crm.orders());
     assert_eq!(crm.tasks().len(), 1, "{:#?}", crm.tasks());
     assert_eq!(crm.calls().len(), 1);
+}
+
+/// SPEC §6, issue 14 item 10: retailCRM tasks have no `externalId`, so callgate marks each
+/// task with the call and action it belongs to; a `tasks/create` the CRM applied but never
+/// answered (the same window as a crash between the create and its record) is found by that
+/// mark on the rerun and not repeated.
+#[tokio::test]
+async fn a_task_created_by_the_crm_but_never_answered_is_not_repeated() {
+    let crm = start_fake_crm().await;
+    let app = one_call_whose_write_is_never_answered(&crm, "/api/v5/tasks/create").await;
+    assert_eq!(crm.tasks().len(), 1, "the CRM applied the create");
+    let commentary = crm.tasks()[0]["commentary"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mark = commentary.lines().last().unwrap_or_default();
+    assert!(
+        mark.starts_with("callgate:") && !mark.contains("981234567"),
+        "the task carries its mark, no phone number in it: {commentary}"
+    );
+
+    assert_eq!(app.state.store.retry_all_now().await.unwrap(), 1);
+    app.drain_queue(Duration::from_secs(10)).await;
+    assert_eq!(crm.tasks().len(), 1, "{:#?}", crm.tasks());
+    assert_eq!(
+        crm.request_count("GET /api/v5/tasks"),
+        1,
+        "the rerun looked for the mark once"
+    );
+    assert_eq!(crm.request_count("POST /api/v5/tasks/create"), 1);
+    assert_eq!(crm.customers().len(), 1);
+    assert_eq!(crm.orders().len(), 1);
 }

@@ -165,6 +165,22 @@ pub(super) struct Created {
     pub id: u64,
 }
 
+/// One page of `GET tasks` (the read shape, PROTOCOLS §2.8); only what callgate reads.
+#[derive(Debug, Deserialize)]
+pub(super) struct TasksPage {
+    #[serde(default)]
+    pub tasks: Vec<TaskReadDto>,
+    #[serde(default)]
+    pub pagination: Option<Pagination>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TaskReadDto {
+    pub id: u64,
+    #[serde(default)]
+    pub commentary: Option<String>,
+}
+
 // ---------------------------------------------------------------------------------------
 // telephony/manager
 // ---------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ use url::Url;
 use self::dto::{
     CallDto, CallEventDto, Created, CustomerAnswer, CustomerDto, CustomersPage, HistoryAnswer,
     HistoryDto, IdRef, ManagerAnswer, ModuleEditAnswer, NewCustomerDto, NewOrderDto, NewPhoneDto,
-    OrderAnswer, OrderDto, OrdersPage, Pagination, SourceDto, StatusesAnswer, TaskDto,
+    OrderAnswer, OrderDto, OrdersPage, Pagination, SourceDto, StatusesAnswer, TaskDto, TasksPage,
     UploadAnswer, UsersPage,
 };
 use super::{
@@ -44,7 +44,7 @@ use super::{
     CustomerId, CustomerSnapshot, CustomersPage as CustomersPageOut, HistoryChange, HistoryCursor,
     HistoryPage, HistoryRecord, NewCustomer, NewOrder, NewTask, OrderHistoryChange,
     OrderHistoryRecord, OrderId, OrderSnapshot, OrdersPage as OrdersPageOut, ResponsibleManager,
-    StatusGroups, TaskId, TaskLink, TaskUpdate, UploadOutcome,
+    StatusGroups, TaskId, TaskLink, TaskMark, TaskUpdate, UploadOutcome,
     budget::{Class, Gate},
 };
 use crate::domain::{
@@ -639,6 +639,26 @@ impl Crm for RetailCrm {
             .await?
             .parse()?;
         Ok(OrderId(created.id))
+    }
+
+    #[tracing::instrument(skip_all, fields(method = "tasks", performer = %performer))]
+    async fn task_by_mark(
+        &self,
+        performer: ManagerId,
+        mark: &TaskMark,
+    ) -> Result<Option<TaskId>, CrmError> {
+        // `filter[performers][]` is the documented filter (PROTOCOLS §2.8); how `text`,
+        // `customer` or the date filters match is unknown, so the mark is compared here.
+        let filter = [("filter[performers][]", performer.0.to_string())];
+        let tasks = self
+            .all_pages(&["tasks"], &filter, MAX_PAGES, |p: TasksPage| {
+                (p.tasks, p.pagination)
+            })
+            .await?;
+        Ok(tasks
+            .into_iter()
+            .find(|t| t.commentary.as_deref().is_some_and(|c| mark.is_in(c)))
+            .map(|t| TaskId(t.id)))
     }
 
     #[tracing::instrument(skip_all, fields(method = "tasks/create"))]

@@ -666,6 +666,59 @@ fn task(link: TaskLink) -> NewTask {
 }
 
 #[tokio::test]
+async fn task_by_mark_lists_the_performers_tasks_page_by_page_and_compares_the_mark_locally() {
+    let (server, crm) = setup().await;
+    let mark = TaskMark::new("ev:call-1", "task:notify-owner");
+    let near_miss = format!("Missed call\n{mark}0");
+    Mock::given(method("GET"))
+        .and(path("/api/v5/tasks"))
+        .and(query_param("filter[performers][]", "27"))
+        .and(query_param("limit", "100"))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "success": true,
+            "pagination": {"limit": 100, "totalCount": 3, "currentPage": 1, "totalPageCount": 2},
+            "tasks": [
+                {"id": 5, "text": "Call back", "performer": 27, "performerType": "user"},
+                {"id": 6, "text": "Call back", "commentary": near_miss, "performer": 27}
+            ]
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v5/tasks"))
+        .and(query_param("filter[performers][]", "27"))
+        .and(query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "success": true,
+            "pagination": {"limit": 100, "totalCount": 3, "currentPage": 2, "totalPageCount": 2},
+            "tasks": [
+                {"id": 9, "text": "Call back", "commentary": format!("Missed call\n{mark}"),
+                 "performer": 27, "performerType": "user"}
+            ]
+        })))
+        .expect(2)
+        .mount(&server)
+        .await;
+
+    assert_eq!(
+        crm.task_by_mark(ManagerId(27), &mark).await.unwrap(),
+        Some(TaskId(9))
+    );
+    assert_eq!(
+        crm.task_by_mark(
+            ManagerId(27),
+            &TaskMark::new("ev:call-2", "task:notify-owner")
+        )
+        .await
+        .unwrap(),
+        None,
+        "another call's mark is not found"
+    );
+}
+
+#[tokio::test]
 async fn create_task_formats_datetime_to_minutes_and_links_the_order() {
     let (server, crm) = setup().await;
     Mock::given(method("POST"))

@@ -11,7 +11,7 @@ use crate::domain::{
     call_log::CallLogEntry,
     crm_model::{
         CallEventNotice, CallRecord, CustomerId, NewCustomer, NewOrder, NewTask, OrderId, TaskId,
-        TaskLink, TaskUpdate, UtmSource,
+        TaskLink, TaskMark, TaskUpdate, UtmSource,
     },
     manager::ManagerId,
     phone_number::PhoneNumber,
@@ -133,10 +133,12 @@ pub struct TaskDraft {
 }
 
 impl TaskDraft {
-    pub fn resolve(&self, r: &Resolved) -> Result<NewTask, UnresolvedRef> {
+    /// The task to create, its commentary ending with `mark` (the call and action it
+    /// belongs to).
+    pub fn resolve(&self, r: &Resolved, mark: &TaskMark) -> Result<NewTask, UnresolvedRef> {
         Ok(NewTask {
             text: self.text.clone(),
-            commentary: self.commentary.clone(),
+            commentary: Some(mark.append_to(self.commentary.as_deref())),
             datetime: self.datetime,
             performer_id: self.performer_id,
             complete: self.complete,

@@ -11,7 +11,7 @@ use crate::domain::{
     call::{CallEvent, testing},
     crm_model::{
         CallEventNotice, CallEventType, CallRecord, CallResult, CustomerId, NewCustomer, OrderId,
-        TaskId, TaskLink, UtmSource,
+        TaskId, TaskLink, TaskMark, UtmSource,
     },
     manager::{Manager, ManagerDirectory, ManagerId},
     phone_number::PhoneNumber,
@@ -1114,11 +1114,15 @@ fn drafts_resolve_with_the_ids_earlier_actions_produced() {
     let Action::CreateTask { task, .. } = &p.actions[2] else {
         panic!("{:?}", p.actions)
     };
-    assert_eq!(task.resolve(&got), Err(UnresolvedRef::Order));
+    let mark = TaskMark::new("event-1", "task:notify-owner");
+    assert_eq!(task.resolve(&got, &mark), Err(UnresolvedRef::Order));
     got.order = Some(OrderId(6));
-    assert_eq!(
-        task.resolve(&got).unwrap().link,
-        TaskLink::Order(OrderId(6))
+    let new_task = task.resolve(&got, &mark).unwrap();
+    assert_eq!(new_task.link, TaskLink::Order(OrderId(6)));
+    let commentary = new_task.commentary.unwrap_or_default();
+    assert!(
+        mark.is_in(&commentary) && commentary.ends_with(mark.as_str()),
+        "{commentary}"
     );
 }
 
