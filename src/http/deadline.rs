@@ -17,6 +17,14 @@
 //! keep-alive connection re-arms its watchdog's timer about once per deadline period, not
 //! once per request. A connection cut off this way is closed without an answer: hyper owns
 //! the response side of a request still being read, so there is no 408 to send.
+//!
+//! The watchdogs wake on a coarse grid ([`ReadDeadlines::grain_ms`]: 1/40 of the shortest
+//! deadline, at most 250 ms), not at each connection's own millisecond: every watchdog due
+//! in the same slot wakes in the same timer tick, so the runtime wakes a few times a second
+//! to cut off however many slow clients are due, rather than once per client (2,000 slow
+//! clients against the 10 s default are 200 cut-offs a second; waking for each one cost
+//! callgate more than serving their trickled headers: load-tests/RESULTS.md). A client is
+//! therefore cut off between its deadline and one slot (2.5%) later, never earlier.
 
 use std::{
     pin::Pin,
@@ -33,12 +41,21 @@ use hyper::body::{Body, Frame, SizeHint};
 /// No deadline (handling a request).
 const NONE: u64 = u64::MAX;
 
-/// Milliseconds since the first use, the clock of every deadline.
-fn now_ms() -> u64 {
+/// The clock of every deadline starts at its first use.
+fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let elapsed = EPOCH.get_or_init(Instant::now).elapsed();
-    u64::try_from(elapsed.as_millis()).unwrap_or(NONE - 1)
+    *EPOCH.get_or_init(Instant::now)
 }
+
+/// Milliseconds since [`epoch`].
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(NONE - 1)
+}
+
+/// The watchdogs' grid: this fraction of the shortest deadline ...
+const GRAIN_DIVISOR: u64 = 40;
+/// ... but never coarser than this, in milliseconds.
+const MAX_GRAIN_MS: u64 = 250;
 
 /// The two read deadlines; a zero duration is no bound.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +76,18 @@ impl ReadDeadlines {
             (false, true) => self.header,
             _ => self.body,
         }
+    }
+
+    /// The watchdogs' grid in milliseconds (module docs): 1/40 of the shortest deadline,
+    /// between 1 and 250 ms.
+    fn grain_ms(&self) -> u64 {
+        let shortest = u64::try_from(self.recheck().as_millis()).unwrap_or(u64::MAX);
+        (shortest / GRAIN_DIVISOR).clamp(1, MAX_GRAIN_MS)
+    }
+
+    /// `ms` rounded up to the grid.
+    fn on_grid(&self, ms: u64) -> u64 {
+        ms.div_ceil(self.grain_ms()).saturating_mul(self.grain_ms())
     }
 }
 
@@ -108,18 +137,20 @@ impl ConnectionClock {
         self.deadline_ms.store(NONE, Ordering::Relaxed);
     }
 
-    fn expired(&self) -> Result<(), Duration> {
+    /// `Ok` once the deadline has passed, else when to look again (ms since [`epoch`], on
+    /// the grid).
+    fn expired(&self) -> Result<(), u64> {
         let deadline = self.deadline_ms.load(Ordering::Relaxed);
         let now = now_ms();
-        if deadline == NONE {
-            Err(self.deadlines.recheck())
-        } else if deadline <= now {
-            Ok(())
-        } else {
-            // Never past the shortest deadline: one set while the watchdog sleeps is at
-            // least that far away, so the watchdog is never late for it.
-            Err(Duration::from_millis(deadline - now).min(self.deadlines.recheck()))
+        if deadline != NONE && deadline <= now {
+            return Ok(());
         }
+        // Never past the shortest deadline (to the grid): one set while the watchdog sleeps
+        // is at least that far away, so the watchdog is never more than a slot late for it.
+        let recheck = u64::try_from(self.deadlines.recheck().as_millis()).unwrap_or(NONE);
+        Err(self
+            .deadlines
+            .on_grid(deadline.min(now.saturating_add(recheck))))
     }
 }
 
@@ -128,8 +159,10 @@ pub async fn watchdog(clock: Arc<ConnectionClock>) {
     if !clock.deadlines.any() {
         return std::future::pending().await;
     }
-    while let Err(wait) = clock.expired() {
-        tokio::time::sleep(wait).await;
+    while let Err(wake_ms) = clock.expired() {
+        // The same instant for every watchdog due in a slot: one timer tick wakes them all.
+        let wake = epoch() + Duration::from_millis(wake_ms);
+        tokio::time::sleep_until(wake.into()).await;
     }
 }
 
@@ -178,23 +211,56 @@ mod tests {
         body: Duration::from_millis(5_000),
     };
 
+    /// How far `clock`'s watchdog would sleep from now, in ms; checks it wakes on the grid.
+    fn wait_ms(clock: &ConnectionClock) -> u64 {
+        let wake = clock.expired().unwrap_err();
+        assert_eq!(
+            wake % clock.deadlines.grain_ms(),
+            0,
+            "{wake} is off the grid"
+        );
+        wake - now_ms()
+    }
+
     #[test]
     fn each_phase_sets_its_own_deadline() {
+        // 5 s is the shortest deadline: a 125 ms grid.
+        assert_eq!(BOTH.grain_ms(), 125);
         let clock = ConnectionClock::new(BOTH);
-        // The header deadline is 10 s away, but the watchdog looks again after 5 s, the
-        // shortest deadline: a body deadline armed meanwhile is at least that far.
-        assert_eq!(clock.expired(), Err(Duration::from_millis(5_000)));
+        // The header deadline is 10 s away, but the watchdog looks again after 5 s (to the
+        // grid), the shortest deadline: a body deadline armed meanwhile is at least that far.
+        let wait = wait_ms(&clock);
+        assert!((5_000..5_000 + 125).contains(&wait), "{wait}");
         clock.expect_body(false);
-        let wait = clock.expired().unwrap_err();
-        assert!(
-            wait <= Duration::from_millis(5_000) && wait > Duration::from_millis(4_000),
-            "{wait:?}"
-        );
+        let wait = wait_ms(&clock);
+        assert!((4_000..5_000 + 125).contains(&wait), "{wait}");
         clock.handling();
         // Nothing to watch: look again after the shorter deadline.
-        assert_eq!(clock.expired(), Err(Duration::from_millis(5_000)));
+        let wait = wait_ms(&clock);
+        assert!((5_000..5_000 + 125).contains(&wait), "{wait}");
         clock.expect_body(true);
-        assert_eq!(clock.expired(), Err(Duration::from_millis(5_000)));
+        let wait = wait_ms(&clock);
+        assert!((5_000..5_000 + 125).contains(&wait), "{wait}");
+    }
+
+    #[test]
+    fn the_grid_is_a_fortieth_of_the_shortest_deadline_within_bounds() {
+        let grain = |header, body| {
+            ReadDeadlines {
+                header: Duration::from_millis(header),
+                body: Duration::from_millis(body),
+            }
+            .grain_ms()
+        };
+        assert_eq!(grain(10_000, 10_000), 250);
+        assert_eq!(grain(600_000, 0), 250);
+        assert_eq!(grain(200, 0), 5);
+        assert_eq!(grain(0, 1_000), 25);
+        assert_eq!(grain(10, 0), 1);
+        assert_eq!(BOTH.on_grid(0), 0);
+        assert_eq!(BOTH.on_grid(1), 125);
+        assert_eq!(BOTH.on_grid(125), 125);
+        assert_eq!(BOTH.on_grid(126), 250);
     }
 
     #[test]
