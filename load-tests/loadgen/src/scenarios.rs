@@ -1279,18 +1279,29 @@ fn threads_cpu(name: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// CPU ms per second used by the threads named in `names` (each) over `window`.
-fn cpu_per_second(names: &[&str], window: Duration) -> Vec<f64> {
+/// Runs `f`; with what it returns, the CPU ms per second the threads named in `names` (each)
+/// used meanwhile.
+fn cpu_during<T>(names: &[&str], f: impl FnOnce() -> T) -> (T, Vec<f64>) {
     let before: Vec<Duration> = names.iter().map(|n| threads_cpu(n)).collect();
     let started = Instant::now();
-    std::thread::sleep(window);
+    let out = f();
     let secs = started.elapsed().as_secs_f64();
-    names
+    let cpu = names
         .iter()
         .zip(before)
         .map(|(n, b)| (threads_cpu(n).saturating_sub(b)).as_secs_f64() * 1000.0 / secs)
-        .collect()
+        .collect();
+    (out, cpu)
 }
+
+/// CPU ms per second used by the threads named in `names` (each) over `window`.
+fn cpu_per_second(names: &[&str], window: Duration) -> Vec<f64> {
+    cpu_during(names, || std::thread::sleep(window)).1
+}
+
+/// The embedded store's writer thread (`callgate-store-writer`, as /proc shows the first 15
+/// bytes of a thread's name): it writes each lookup's trail record.
+const STORE_WRITER: &str = "callgate-store-";
 
 /// Lookups while 2,000 clients trickle headers (SPEC §9, issue 14 item 4). The same slow
 /// clients are moved between callgate and hello, so each server is measured with them and
@@ -1391,16 +1402,20 @@ fn lookup_under_slow_clients(
     let (mut c_p99, mut c_p50, mut h_p99, mut held, mut cuts) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut life_min, mut life_max) = (u64::MAX, 0);
+    let (mut writer_c, mut writer_h) = (vec![], vec![]);
     for rep in 0..opts.reps {
         // Alternating as `alternate` does; the slow clients move only when the server changes.
         let mut measure = |to_callgate: bool| {
             move_to(to_callgate);
-            let stats = if to_callgate {
-                run_callgate()
-            } else {
-                run_hello()
-            };
-            (stats, counters.open.load(Relaxed), counters.take_cuts())
+            let (stats, writer) = cpu_during(&[STORE_WRITER], || {
+                if to_callgate {
+                    run_callgate()
+                } else {
+                    run_hello()
+                }
+            });
+            let open = counters.open.load(Relaxed);
+            (stats, open, counters.take_cuts(), writer[0])
         };
         let order = if rep.is_multiple_of(2) {
             [true, false]
@@ -1413,10 +1428,10 @@ fn lookup_under_slow_clients(
         } else {
             (second, first)
         };
-        let (c, c_open, (cut, min, max)) = c;
-        let (h, h_open, _) = h;
+        let (c, c_open, (cut, min, max), c_writer) = c;
+        let (h, h_open, _, h_writer) = h;
         note!(
-            "slow clients rep {rep}: callgate p50 {:.2} p99 {:.2} max {:.2} ms fail {} (slow clients open {c_open}, cut off {cut}, lives {min}–{max} ms); hello p99 {:.2} max {:.2} ms fail {} (open {h_open})",
+            "slow clients rep {rep}: callgate p50 {:.2} p99 {:.2} max {:.2} ms fail {} (slow clients open {c_open}, cut off {cut}, lives {min}–{max} ms; store writer {c_writer:.0} ms/s); hello p99 {:.2} max {:.2} ms fail {} (open {h_open}; callgate's store writer {h_writer:.0} ms/s)",
             c.ms(0.5),
             c.ms(0.99),
             c.max_ms(),
@@ -1430,6 +1445,8 @@ fn lookup_under_slow_clients(
         c_p50.push(c.ms(0.5));
         h_p99.push(h.ms(0.99));
         held.push(c_open.min(h_open) as f64);
+        writer_c.push(c_writer);
+        writer_h.push(h_writer);
         cuts.push(cut as f64 / (opts.secs + WARMUP).as_secs_f64());
         life_min = life_min.min(min);
         life_max = life_max.max(max);
@@ -1444,12 +1461,14 @@ fn lookup_under_slow_clients(
     drop(hello);
     let (cp99, cp50, hp99, held) = (median(c_p99), median(c_p50), median(h_p99), median(held));
     let (c_alone, h_alone, cuts) = (median(c_alone), median(h_alone), median(cuts));
+    let (writer_c, writer_h) = (median(writer_c), median(writer_h));
     let ratio = cp99 / hp99;
     let header_ms = header_deadline.as_millis();
     notes.push(format!(
         "Slow clients: {SLOW_CLIENTS} connections to 127.0.0.1 each sending `GET /ringostat/route?… HTTP/1.1` and one more header line every {TRICKLE_EVERY:?}, never finishing, reading so that they reconnect as soon as the server ends the connection (callgate's defaults: header deadline {header_ms} ms, max_connections 10,000); \
          meanwhile {OPEN_RATE} req/s of lookups open loop over {CONNECTIONS} connections. The same slow clients are moved between the two servers, so each is measured with them and the generator drives them in both runs: to callgate spread over its header deadline (client i at i/{SLOW_CLIENTS} of it, keeping its old connection until then), so its cut-offs and reconnections run at a steady ~{:.0}/s when it is measured; to hello in {MOVE_TO_HELLO:?}. Hello has no read deadline: it keeps their connections open until they leave. \
-         First {} runs of each without slow clients, then {} with them, alternating, medians. CPU of each runtime's threads (ms per second, /proc) idle, with the slow clients on callgate, and with them on hello, no lookups: {:.0}/{:.0}/{:.0} (callgate), {:.0}/{:.0}/{:.0} (hello), {:.0}/{:.0}/{:.0} (generator). Callgate cut off {:.0} connections/s while measured; connection lives at the cut-off {}–{} ms.",
+         First {} runs of each without slow clients, then {} with them, alternating, medians. CPU of each runtime's threads (ms per second, /proc) idle, with the slow clients on callgate, and with them on hello, no lookups: {:.0}/{:.0}/{:.0} (callgate), {:.0}/{:.0}/{:.0} (hello), {:.0}/{:.0}/{:.0} (generator). Callgate cut off {:.0} connections/s while measured; connection lives at the cut-off {}–{} ms. \
+         Callgate's store writer thread (each lookup's trail record; not a runtime thread) used {writer_c:.0} ms/s during callgate's runs with the slow clients and {writer_h:.0} ms/s during hello's (draining what callgate's run left), medians.",
         SLOW_CLIENTS as f64 / header_deadline.as_secs_f64().max(1e-9),
         opts.reps,
         opts.reps,
