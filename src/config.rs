@@ -140,6 +140,8 @@ pub struct LookupSettings {
     /// After the owner mirror's first import, a number it does not have: `nobody` or
     /// `ask_crm`.
     pub on_miss: OnMiss,
+    /// Most lookup decisions recorded in call trails per second; 0 records none.
+    pub trail_max_per_sec: u32,
 }
 
 /// `[sync]`: the owner mirror (flow F, SPEC §3.1).
@@ -413,6 +415,7 @@ pub struct LookupOptions {
     pub negative_ttl: Duration,
     pub max_crm_fetches: usize,
     pub on_miss: OnMiss,
+    pub trail_max_per_sec: u32,
 }
 
 /// `[sync]`, validated (present when `enabled`).
@@ -744,6 +747,7 @@ impl TryFrom<Settings> for Config {
                 negative_ttl: Duration::from_secs(s.lookup.negative_ttl_secs),
                 max_crm_fetches: s.lookup.max_crm_fetches,
                 on_miss: s.lookup.on_miss,
+                trail_max_per_sec: s.lookup.trail_max_per_sec,
             },
             crm: CrmOptions {
                 backend,
