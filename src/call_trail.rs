@@ -57,14 +57,16 @@ pub async fn record(store: &dyn Store, call_id: &str, kind: TrailKind) {
     .await;
 }
 
-/// Appends a step made earlier (it keeps its time); logs and forgets a store failure.
-async fn append(store: &dyn Store, call_id: &str, step: &TrailStep) {
-    if let Err(e) = store
+/// Appends a step made earlier (it keeps its time); logs and forgets a store failure
+/// (`false`).
+async fn append(store: &dyn Store, call_id: &str, step: &TrailStep) -> bool {
+    let appended = store
         .append_list_json(&keys::call_trail(call_id), step, TRAIL_TTL)
-        .await
-    {
+        .await;
+    if let Err(e) = &appended {
         tracing::warn!(error = %e, "Recording a decision trail step failed.");
     }
+    appended.is_ok()
 }
 
 /// `call_id`'s trail, oldest step first.
@@ -172,7 +174,8 @@ pub const LOOKUP_LINGER: Duration = Duration::from_millis(250);
 /// transaction, Redis pipelines them): one store round trip per batch, not per lookup. Of
 /// several decisions for one caller only the last is kept (each replaces the one before);
 /// steps of one call are appended in order.
-pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) {
+/// Returns how many records were stored.
+pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) -> usize {
     let mut by_call: Vec<(String, Vec<TrailStep>)> = Vec::new();
     let mut by_caller: HashMap<PhoneNumber, TrailStep> = HashMap::new();
     for record in records {
@@ -187,19 +190,26 @@ pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) {
         }
     }
     let calls = by_call.iter().map(|(call_id, steps)| async move {
+        let mut stored = 0;
         for step in steps {
-            append(store, call_id, step).await;
+            stored += usize::from(append(store, call_id, step).await);
         }
+        stored
     });
     let callers = by_caller.iter().map(|(caller, step)| async move {
-        if let Err(e) = store
+        match store
             .set_json(&keys::caller_lookup(caller), step, Some(CALLER_LOOKUP_TTL))
             .await
         {
-            tracing::warn!(error = %e, "Keeping a lookup decision for its call failed.");
+            Ok(()) => 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "Keeping a lookup decision for its call failed.");
+                0
+            }
         }
     });
-    futures::join!(join_all(calls), join_all(callers));
+    let (calls, callers) = futures::join!(join_all(calls), join_all(callers));
+    calls.into_iter().chain(callers).sum()
 }
 
 /// Moves the lookup decision kept under `caller` (a lookup without a call id) into
@@ -281,7 +291,7 @@ mod tests {
             key,
             step: step(reason),
         };
-        store_lookups(
+        let stored = store_lookups(
             &store,
             vec![
                 record(LookupKey::Caller(caller.clone()), "first"),
@@ -292,6 +302,7 @@ mod tests {
             ],
         )
         .await;
+        assert_eq!(stored, 4, "three call steps and the caller's last decision");
         assert_eq!(
             read(&store, "c1").await.expect("c1"),
             vec![step("a"), step("b")]

@@ -304,7 +304,8 @@ impl LookupService {
                     *owner_state = self.active_state(*owner);
                 }
             }
-            call_trail::store_lookups(&*self.store, std::mem::take(&mut batch)).await;
+            let stored = call_trail::store_lookups(&*self.store, std::mem::take(&mut batch)).await;
+            self.metrics.lookup_trail_recorded.inc_by(stored as u64);
         }
     }
 

@@ -191,6 +191,9 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     if on("lookup-deadlines") {
         rows.extend(lookup_deadlines_cost(opts, &gen_rt, &mut notes)?);
     }
+    if on("lookup-trail") {
+        rows.extend(lookup_trail_cost(opts, &gen_rt, &mut notes)?);
+    }
     if on("lookup-slow-clients") {
         rows.extend(lookup_under_slow_clients(opts, &gen_rt, &mut notes)?);
     }
@@ -1032,6 +1035,68 @@ fn owners_rss_rows(opts: &Options, notes: &mut Vec<String>) -> anyhow::Result<Ve
 /// figures must hold with them): two callgates on identical warm indexes, one with
 /// `header_read_timeout_ms = body_read_timeout_ms = 0`, one with the defaults, alternating,
 /// medians of closed-loop throughput and open-loop p99.
+/// Two callgates on identical warm indexes (as the lookup scenario), `b` configured
+/// differently from `a`: each rep runs {CONNECTIONS} connections closed loop and
+/// {OPEN_RATE} req/s open loop on both, alternating; medians. `label` names the reps in the
+/// progress notes.
+struct AbLookup {
+    /// Medians: closed-loop throughput and open-loop p99 (ms), of `a` and `b`.
+    a_rps: f64,
+    b_rps: f64,
+    a_p99: f64,
+    b_p99: f64,
+    failed: u64,
+}
+
+fn ab_lookup(
+    opts: &Options,
+    gen_rt: &Runtime,
+    label: &str,
+    a: &Callgate,
+    b: &Callgate,
+) -> anyhow::Result<AbLookup> {
+    crate::mirror::ensure_routes(gen_rt, a.addr)?;
+    crate::mirror::ensure_routes(gen_rt, b.addr)?;
+    let lookups = route_factory(WARM_OWNERS, "38050");
+    let closed = |addr: SocketAddr| {
+        gen_rt.block_on(generator::closed_loop(
+            addr,
+            CONNECTIONS,
+            WARMUP,
+            opts.secs,
+            None,
+            LOOKUP_TIMEOUT,
+            lookups.clone(),
+        ))
+    };
+    let open = |addr: SocketAddr| open_lookup_run(gen_rt, opts, addr, &lookups);
+    let (mut a_rps, mut b_rps, mut a_p99, mut b_p99, mut failed) =
+        (vec![], vec![], vec![], vec![], 0);
+    for rep in 0..opts.reps {
+        let (ca, cb) = alternate(rep, || closed(a.addr), || closed(b.addr));
+        let (oa, ob) = alternate(rep, || open(a.addr), || open(b.addr));
+        note!(
+            "{label} rep {rep}: a {:.0}/s (open p99 {:.2} ms); b {:.0}/s (open p99 {:.2} ms)",
+            ca.rps(),
+            oa.ms(0.99),
+            cb.rps(),
+            ob.ms(0.99)
+        );
+        failed += ca.failed() + cb.failed() + oa.failed() + ob.failed();
+        a_rps.push(ca.rps());
+        b_rps.push(cb.rps());
+        a_p99.push(oa.ms(0.99));
+        b_p99.push(ob.ms(0.99));
+    }
+    Ok(AbLookup {
+        a_rps: median(a_rps),
+        b_rps: median(b_rps),
+        a_p99: median(a_p99),
+        b_p99: median(b_p99),
+        failed,
+    })
+}
+
 fn lookup_deadlines_cost(
     opts: &Options,
     gen_rt: &Runtime,
@@ -1056,42 +1121,10 @@ fn lookup_deadlines_cost(
             .body_read_timeout
             .map_or(0, |d| d.as_millis()),
     );
-    let lookups = route_factory(WARM_OWNERS, "38050");
-    let closed = |addr: SocketAddr| {
-        gen_rt.block_on(generator::closed_loop(
-            addr,
-            CONNECTIONS,
-            WARMUP,
-            opts.secs,
-            None,
-            LOOKUP_TIMEOUT,
-            lookups.clone(),
-        ))
-    };
-    let open = |addr: SocketAddr| open_lookup_run(gen_rt, opts, addr, &lookups);
-    let (mut on_rps, mut off_rps, mut on_p99, mut off_p99, mut failed) =
-        (vec![], vec![], vec![], vec![], 0);
-    for rep in 0..opts.reps {
-        let (a, b) = alternate(rep, || closed(on.addr), || closed(off.addr));
-        let (oa, ob) = alternate(rep, || open(on.addr), || open(off.addr));
-        note!(
-            "deadlines rep {rep}: on {:.0}/s (open p99 {:.2} ms); off {:.0}/s (open p99 {:.2} ms)",
-            a.rps(),
-            oa.ms(0.99),
-            b.rps(),
-            ob.ms(0.99)
-        );
-        failed += a.failed() + b.failed() + oa.failed() + ob.failed();
-        on_rps.push(a.rps());
-        off_rps.push(b.rps());
-        on_p99.push(oa.ms(0.99));
-        off_p99.push(ob.ms(0.99));
-    }
+    let m = ab_lookup(opts, gen_rt, "deadlines (a on, b off)", &on, &off)?;
     on.stop();
     off.stop();
-    let (a, b) = (median(on_rps), median(off_rps));
-    let (pa, pb) = (median(on_p99), median(off_p99));
-    let ratio = a / b;
+    let ratio = m.a_rps / m.b_rps;
     notes.push(format!(
         "Deadlines cost: two callgates on identical warm indexes (as the lookup scenario), one with the read deadlines off (`server.header_read_timeout_ms = 0`, `body_read_timeout_ms = 0`), one with the defaults ({} / {} ms: one coarse deadline per connection and a watchdog, src/http/deadline.rs); \
          {CONNECTIONS} connections closed loop and {OPEN_RATE} req/s open loop, {} alternating runs each, medians.",
@@ -1102,16 +1135,70 @@ fn lookup_deadlines_cost(
             "Lookup with the read deadlines on (throughput ratio to off)",
             "cost ≤ 5% (≥ 0.95×)",
             format!(
-                "{ratio:.2}× ({} vs {} req/s); failed {failed}",
-                fmt_rate(a),
-                fmt_rate(b)
+                "{ratio:.2}× ({} vs {} req/s); failed {}",
+                fmt_rate(m.a_rps),
+                fmt_rate(m.b_rps),
+                m.failed
             ),
-            Verdict::of(ratio >= 0.95 && failed == 0),
+            Verdict::of(ratio >= 0.95 && m.failed == 0),
         ),
         row(
             "Lookup p99 at 10,000 req/s open loop, deadlines on vs off",
             "report",
-            format!("{pa:.2} vs {pb:.2} ms ({:.2}×)", pa / pb),
+            format!(
+                "{:.2} vs {:.2} ms ({:.2}×)",
+                m.a_p99,
+                m.b_p99,
+                m.a_p99 / m.b_p99
+            ),
+            Verdict::Reported,
+        ),
+    ])
+}
+
+/// What recording the lookup's decision in the calls' trails (issue 16) costs the lookup: the
+/// defaults against `lookup.trail_max_per_sec = 0`.
+fn lookup_trail_cost(
+    opts: &Options,
+    gen_rt: &Runtime,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
+    let off_dir = tempfile::tempdir()?;
+    let on_dir = tempfile::tempdir()?;
+    let off = warm_callgate_configured(off_dir.path(), |s| s.lookup.trail_max_per_sec = 0)?;
+    let on = warm_callgate(on_dir.path())?;
+    let budget = on.state.config.lookup.trail_max_per_sec;
+    let m = ab_lookup(opts, gen_rt, "trail (a on, b off)", &on, &off)?;
+    let recorded = on.state.metrics.lookup_trail_recorded.get();
+    on.stop();
+    off.stop();
+    let ratio = m.a_rps / m.b_rps;
+    notes.push(format!(
+        "Trail cost: two callgates on identical warm indexes (as the lookup scenario), one recording lookup decisions with the defaults (`lookup.trail_max_per_sec = {budget}`; no call id in the requests, so each decision is kept under its caller for the call to join), one with `trail_max_per_sec = 0`; \
+         {CONNECTIONS} connections closed loop and {OPEN_RATE} req/s open loop, {} alternating runs each, medians. The recording callgate stored {recorded} decisions over the runs.",
+        opts.reps
+    ));
+    Ok(vec![
+        row(
+            "Lookup with its decisions recorded in the call trail (throughput ratio to not recording)",
+            "cost ≤ 5% (≥ 0.95×)",
+            format!(
+                "{ratio:.2}× ({} vs {} req/s); {recorded} decisions stored; failed {}",
+                fmt_rate(m.a_rps),
+                fmt_rate(m.b_rps),
+                m.failed
+            ),
+            Verdict::of(ratio >= 0.95 && m.failed == 0 && recorded > 0),
+        ),
+        row(
+            "Lookup p99 at 10,000 req/s open loop, trail recorded vs not",
+            "report",
+            format!(
+                "{:.2} vs {:.2} ms ({:.2}×)",
+                m.a_p99,
+                m.b_p99,
+                m.a_p99 / m.b_p99
+            ),
             Verdict::Reported,
         ),
     ])
