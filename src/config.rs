@@ -18,6 +18,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::credential::Credential;
 pub use crate::domain::plan::{CreateOnIncoming, CreateOnOutgoing};
 use crate::domain::{
     call::FieldAliases,
@@ -175,7 +176,7 @@ pub struct CrmSettings {
     pub api_key: SecretString,
     /// The telephony module's `clientId`: retailCRM sends it on every callback (secret; empty
     /// = the callbacks are refused).
-    pub client_id: SecretString,
+    pub client_id: Credential,
     /// One CRM request's timeout.
     pub timeout_ms: u64,
     /// Store code for events whose site cannot be told.
@@ -230,7 +231,7 @@ pub struct StoreSettings {
 #[serde(deny_unknown_fields)]
 pub struct RingostatSettings {
     /// `?token=` secret of the webhook.
-    pub webhook_token: SecretString,
+    pub webhook_token: Credential,
     /// Ringostat API base URL.
     pub api_base_url: String,
     /// Ringostat API key.
@@ -265,7 +266,7 @@ pub struct WorkerSettings {
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Bearer token of `/admin` (empty = disabled).
-    pub token: SecretString,
+    pub token: Credential,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -454,7 +455,7 @@ pub struct CrmOptions {
     /// Status groups whose orders are closed.
     pub closed_status_groups: HashSet<String>,
     /// The telephony module's `clientId` (empty: callbacks that need it answer 503).
-    pub client_id: SecretString,
+    pub client_id: Credential,
     /// Most calls per `telephony/calls/upload`.
     pub calls_upload_batch: usize,
     /// A batch of call records is sent at the latest this long after its first call.
