@@ -212,6 +212,9 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     if on("budget") {
         rows.extend(crate::budget::budget(opts, &gen_rt, &mut notes)?);
     }
+    if on("secrets") {
+        rows.extend(crate::secrets::secrets(opts, &mut notes)?);
+    }
     if on("normalization") {
         rows.push(normalization(&mut notes)?);
     }
