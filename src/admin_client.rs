@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::config::Config;

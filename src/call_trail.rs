@@ -16,7 +16,10 @@
 //! to the call by the worker when the call's first incoming event arrives
 //! ([`join_caller_lookup`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use tokio::sync::mpsc;
 
@@ -54,14 +57,16 @@ pub async fn record(store: &dyn Store, call_id: &str, kind: TrailKind) {
     .await;
 }
 
-/// Appends a step made earlier (it keeps its time); logs and forgets a store failure.
-async fn append(store: &dyn Store, call_id: &str, step: &TrailStep) {
-    if let Err(e) = store
+/// Appends a step made earlier (it keeps its time); logs and forgets a store failure
+/// (`false`).
+async fn append(store: &dyn Store, call_id: &str, step: &TrailStep) -> bool {
+    let appended = store
         .append_list_json(&keys::call_trail(call_id), step, TRAIL_TTL)
-        .await
-    {
+        .await;
+    if let Err(e) = &appended {
         tracing::warn!(error = %e, "Recording a decision trail step failed.");
     }
+    appended.is_ok()
 }
 
 /// `call_id`'s trail, oldest step first.
@@ -83,12 +88,12 @@ pub enum LookupKey {
 impl LookupKey {
     /// The request's call id when it has a usable one, else the caller when it is a number;
     /// `None` when the decision cannot be tied to any call.
-    pub fn of(call_id: Option<&str>, caller: Option<&PhoneNumber>) -> Option<LookupKey> {
+    pub fn of(call_id: Option<&str>, caller: Option<PhoneNumber>) -> Option<LookupKey> {
         match call_id.map(str::trim) {
             Some(id) if !id.is_empty() && id.len() <= MAX_CALL_ID_BYTES => {
                 Some(LookupKey::Call(id.to_owned()))
             }
-            _ => caller.cloned().map(LookupKey::Caller),
+            _ => caller.map(LookupKey::Caller),
         }
     }
 }
@@ -105,21 +110,51 @@ pub struct LookupRecord {
 #[derive(Debug, Clone)]
 pub struct LookupTrail {
     tx: mpsc::Sender<LookupRecord>,
+    /// `lookup.trail_max_per_sec`; `None` records nothing.
+    budget: Option<Arc<DefaultDirectRateLimiter>>,
     metrics: Arc<Metrics>,
 }
 
 impl LookupTrail {
     /// The sender, and the receiver [`crate::lookup::LookupService::record_decisions`] drains.
+    /// At most `max_per_sec` decisions a second are admitted (a burst of one second's worth);
+    /// 0 admits none.
     pub fn channel(
         capacity: usize,
+        max_per_sec: u32,
         metrics: Arc<Metrics>,
     ) -> (LookupTrail, mpsc::Receiver<LookupRecord>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (LookupTrail { tx, metrics }, rx)
+        let budget = NonZeroU32::new(max_per_sec)
+            .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
+        (
+            LookupTrail {
+                tx,
+                budget,
+                metrics,
+            },
+            rx,
+        )
     }
 
-    /// Hands a record to the background task; drops it (counted) when the channel is full or
-    /// nobody drains it any more.
+    /// Whether this lookup's decision is to be recorded: one of the second's
+    /// `lookup.trail_max_per_sec` is left (taken now) and the channel has room. A lookup that
+    /// is refused is counted as dropped and builds no record at all: beyond the budget,
+    /// recording costs the lookup one atomic check.
+    pub fn admit(&self) -> bool {
+        let admitted = self.tx.capacity() > 0
+            && self
+                .budget
+                .as_ref()
+                .is_some_and(|budget| budget.check().is_ok());
+        if !admitted {
+            self.metrics.lookup_trail_dropped.inc();
+        }
+        admitted
+    }
+
+    /// Hands an admitted record to the background task; drops it (counted) when the channel
+    /// is full or nobody drains it any more.
     pub fn offer(&self, record: LookupRecord) {
         if self.tx.try_send(record).is_err() {
             self.metrics.lookup_trail_dropped.inc();
@@ -127,23 +162,54 @@ impl LookupTrail {
     }
 }
 
-/// Stores one lookup record: into its call's trail, or under its caller.
-pub async fn store_lookup(store: &dyn Store, record: &LookupRecord) {
-    match &record.key {
-        LookupKey::Call(call_id) => append(store, call_id, &record.step).await,
-        LookupKey::Caller(caller) => {
-            if let Err(e) = store
-                .set_json(
-                    &keys::caller_lookup(caller),
-                    &record.step,
-                    Some(CALLER_LOOKUP_TTL),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "Keeping a lookup decision for its call failed.");
+/// Most lookup records the recorder takes from the channel and stores at once.
+pub const LOOKUP_BATCH: usize = 512;
+/// How long the recorder gathers lookup records into one batch after the first: a decision
+/// reaches its trail within about this, and the store sees a few commits a second rather
+/// than one per lookup (on the embedded store each commit is an fsync).
+pub const LOOKUP_LINGER: Duration = Duration::from_millis(250);
+
+/// Stores a batch of lookup records, each into its call's trail or under its caller, with
+/// the batch's writes in flight together (the embedded store commits them in one
+/// transaction, Redis pipelines them): one store round trip per batch, not per lookup. Of
+/// several decisions for one caller only the last is kept (each replaces the one before);
+/// steps of one call are appended in order.
+/// Returns how many records were stored.
+pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) -> usize {
+    let mut by_call: Vec<(String, Vec<TrailStep>)> = Vec::new();
+    let mut by_caller: HashMap<PhoneNumber, TrailStep> = HashMap::new();
+    for record in records {
+        match record.key {
+            LookupKey::Call(call_id) => match by_call.iter_mut().find(|(id, _)| *id == call_id) {
+                Some((_, steps)) => steps.push(record.step),
+                None => by_call.push((call_id, vec![record.step])),
+            },
+            LookupKey::Caller(caller) => {
+                by_caller.insert(caller, record.step);
             }
         }
     }
+    let calls = by_call.iter().map(|(call_id, steps)| async move {
+        let mut stored = 0;
+        for step in steps {
+            stored += usize::from(append(store, call_id, step).await);
+        }
+        stored
+    });
+    let callers = by_caller.iter().map(|(caller, step)| async move {
+        match store
+            .set_json(&keys::caller_lookup(caller), step, Some(CALLER_LOOKUP_TTL))
+            .await
+        {
+            Ok(()) => 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "Keeping a lookup decision for its call failed.");
+                0
+            }
+        }
+    });
+    let (calls, callers) = futures::join!(join_all(calls), join_all(callers));
+    calls.into_iter().chain(callers).sum()
 }
 
 /// Moves the lookup decision kept under `caller` (a lookup without a call id) into
@@ -177,16 +243,86 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decisions_beyond_the_budget_are_not_admitted_and_are_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let (trail, _rx) = LookupTrail::channel(16, 1, metrics.clone());
+        // A budget of one a second: the first is admitted, the next (well within the second)
+        // is not.
+        assert!(trail.admit());
+        assert!(!trail.admit());
+        assert_eq!(metrics.lookup_trail_dropped.get(), 1);
+        let (off, _rx) = LookupTrail::channel(16, 0, metrics.clone());
+        assert!(!off.admit());
+        assert_eq!(metrics.lookup_trail_dropped.get(), 2);
+    }
+
+    #[test]
+    fn a_full_channel_admits_nothing() {
+        let metrics = Arc::new(Metrics::new());
+        let (trail, _rx) = LookupTrail::channel(1, 1000, metrics.clone());
+        let caller = PhoneNumber::from_e164("+380981234567").expect("e164");
+        assert!(trail.admit());
+        trail.offer(LookupRecord {
+            key: LookupKey::Caller(caller),
+            step: TrailStep {
+                at_ms: 0,
+                kind: TrailKind::DeadLetter {
+                    reason: "x".to_owned(),
+                },
+            },
+        });
+        assert!(!trail.admit());
+        assert_eq!(metrics.lookup_trail_dropped.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_each_callers_last_decision_and_every_step_of_a_call_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::embedded::EmbeddedStore::open(&dir.path().join("s.redb")).expect("store");
+        let caller = PhoneNumber::from_e164("+380981234567").expect("e164");
+        let step = |reason: &str| TrailStep {
+            at_ms: 1,
+            kind: TrailKind::DeadLetter {
+                reason: reason.to_owned(),
+            },
+        };
+        let record = |key: LookupKey, reason: &str| LookupRecord {
+            key,
+            step: step(reason),
+        };
+        let stored = store_lookups(
+            &store,
+            vec![
+                record(LookupKey::Caller(caller.clone()), "first"),
+                record(LookupKey::Call("c1".to_owned()), "a"),
+                record(LookupKey::Caller(caller.clone()), "second"),
+                record(LookupKey::Call("c1".to_owned()), "b"),
+                record(LookupKey::Call("c2".to_owned()), "c"),
+            ],
+        )
+        .await;
+        assert_eq!(stored, 4, "three call steps and the caller's last decision");
+        assert_eq!(
+            read(&store, "c1").await.expect("c1"),
+            vec![step("a"), step("b")]
+        );
+        assert_eq!(read(&store, "c2").await.expect("c2"), vec![step("c")]);
+        join_caller_lookup(&store, "c3", &caller).await;
+        assert_eq!(read(&store, "c3").await.expect("c3"), vec![step("second")]);
+    }
+
+    #[test]
     fn a_decision_is_keyed_by_a_usable_call_id_else_by_a_number_caller() {
         let caller = PhoneNumber::from_e164("+380981234567").expect("e164");
         assert_eq!(
-            LookupKey::of(Some(" c1 "), Some(&caller)),
+            LookupKey::of(Some(" c1 "), Some(caller.clone())),
             Some(LookupKey::Call("c1".to_owned()))
         );
         let too_long = "x".repeat(MAX_CALL_ID_BYTES + 1);
         for unusable in [Some(""), Some("  "), Some(too_long.as_str()), None] {
             assert_eq!(
-                LookupKey::of(unusable, Some(&caller)),
+                LookupKey::of(unusable, Some(caller.clone())),
                 Some(LookupKey::Caller(caller.clone())),
                 "{unusable:?}"
             );

@@ -18,6 +18,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::credential::Credential;
 pub use crate::domain::plan::{CreateOnIncoming, CreateOnOutgoing};
 use crate::domain::{
     call::FieldAliases,
@@ -140,6 +141,8 @@ pub struct LookupSettings {
     /// After the owner mirror's first import, a number it does not have: `nobody` or
     /// `ask_crm`.
     pub on_miss: OnMiss,
+    /// Most lookup decisions recorded in call trails per second; 0 records none.
+    pub trail_max_per_sec: u32,
 }
 
 /// `[sync]`: the owner mirror (flow F, SPEC §3.1).
@@ -173,7 +176,7 @@ pub struct CrmSettings {
     pub api_key: SecretString,
     /// The telephony module's `clientId`: retailCRM sends it on every callback (secret; empty
     /// = the callbacks are refused).
-    pub client_id: SecretString,
+    pub client_id: Credential,
     /// One CRM request's timeout.
     pub timeout_ms: u64,
     /// Store code for events whose site cannot be told.
@@ -228,7 +231,7 @@ pub struct StoreSettings {
 #[serde(deny_unknown_fields)]
 pub struct RingostatSettings {
     /// `?token=` secret of the webhook.
-    pub webhook_token: SecretString,
+    pub webhook_token: Credential,
     /// Ringostat API base URL.
     pub api_base_url: String,
     /// Ringostat API key.
@@ -263,7 +266,7 @@ pub struct WorkerSettings {
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Bearer token of `/admin` (empty = disabled).
-    pub token: SecretString,
+    pub token: Credential,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -413,6 +416,7 @@ pub struct LookupOptions {
     pub negative_ttl: Duration,
     pub max_crm_fetches: usize,
     pub on_miss: OnMiss,
+    pub trail_max_per_sec: u32,
 }
 
 /// `[sync]`, validated (present when `enabled`).
@@ -451,7 +455,7 @@ pub struct CrmOptions {
     /// Status groups whose orders are closed.
     pub closed_status_groups: HashSet<String>,
     /// The telephony module's `clientId` (empty: callbacks that need it answer 503).
-    pub client_id: SecretString,
+    pub client_id: Credential,
     /// Most calls per `telephony/calls/upload`.
     pub calls_upload_batch: usize,
     /// A batch of call records is sent at the latest this long after its first call.
@@ -744,6 +748,7 @@ impl TryFrom<Settings> for Config {
                 negative_ttl: Duration::from_secs(s.lookup.negative_ttl_secs),
                 max_crm_fetches: s.lookup.max_crm_fetches,
                 on_miss: s.lookup.on_miss,
+                trail_max_per_sec: s.lookup.trail_max_per_sec,
             },
             crm: CrmOptions {
                 backend,

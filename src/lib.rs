@@ -33,6 +33,7 @@
 pub mod admin_client;
 pub mod call_trail;
 pub mod config;
+pub mod credential;
 pub mod crm;
 pub mod domain;
 pub mod http;

@@ -68,7 +68,7 @@ enum RuleOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LookupExplanation {
     /// The caller in E.164, `None` when it is not a number.
-    pub caller: Option<String>,
+    pub caller: Option<PhoneNumber>,
     /// The first matching routing rule, `name (file:line)`.
     pub rule: Option<String>,
     /// The policy in force (`lookup.policy`, or the rule's `lookup_policy`).
@@ -200,12 +200,16 @@ impl LookupService {
     /// fetch, a remote store) gets the deadline timer, armed from the lookup's start.
     ///
     /// The decision and the facts it used go to the call's trail through
-    /// [`LookupTrail::offer`] (a bounded channel; nothing awaited here).
+    /// [`LookupTrail::offer`] (a bounded channel; nothing awaited here), within
+    /// `lookup.trail_max_per_sec` ([`LookupTrail::admit`]; a lookup beyond it gathers no
+    /// facts for the trail).
     pub async fn lookup(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
         let started = Instant::now();
+        let recorded = self.trail.admit();
         let mut trace = LookupExplanation::default();
         let decision = {
-            let mut resolve = std::pin::pin!(self.resolve_traced(request, Some(&mut trace)));
+            let mut resolve =
+                std::pin::pin!(self.resolve_traced(request, recorded.then_some(&mut trace)));
             match futures::poll!(resolve.as_mut()) {
                 std::task::Poll::Ready(decision) => decision,
                 std::task::Poll::Pending => {
@@ -220,7 +224,9 @@ impl LookupService {
         };
         self.metrics.observe_lookup(started.elapsed());
         self.metrics.lookup_outcome(decision.reason).inc();
-        self.offer_to_trail(request, &decision, trace);
+        if recorded {
+            self.offer_to_trail(request, &decision, trace);
+        }
         decision
     }
 
@@ -232,14 +238,7 @@ impl LookupService {
         decision: &LookupDecision,
         mut trace: LookupExplanation,
     ) {
-        let caller = match request.call_id {
-            Some(_) => None,
-            None => trace
-                .caller
-                .as_deref()
-                .and_then(|e164| PhoneNumber::from_e164(e164).ok()),
-        };
-        let Some(key) = LookupKey::of(request.call_id.as_deref(), caller.as_ref()) else {
+        let Some(key) = LookupKey::of(request.call_id.as_deref(), trace.caller.take()) else {
             return;
         };
         trace.reason = decision.reason.as_str();
@@ -255,40 +254,70 @@ impl LookupService {
     }
 
     /// Stores the decisions [`LookupService::lookup`] offered, until `token` is cancelled
-    /// (then what is already queued is stored too). The owner's status, when the decision
-    /// did not need it (policies other than `owner_if_available`), is read here, off the
-    /// lookup's path.
+    /// (then what is already queued is stored too). A batch starts with the first record
+    /// and gathers more for [`call_trail::LOOKUP_LINGER`] or up to
+    /// [`call_trail::LOOKUP_BATCH`] records, then is stored in one store round trip
+    /// ([`call_trail::store_lookups`]): a handful of store commits a second however many
+    /// lookups are recorded. The owner's status, when the decision did not need it (policies
+    /// other than `owner_if_available`), is read here, off the lookup's path.
     pub async fn record_decisions(
         self: Arc<Self>,
         mut records: mpsc::Receiver<LookupRecord>,
         token: CancellationToken,
     ) {
+        let mut batch = Vec::with_capacity(call_trail::LOOKUP_BATCH);
         loop {
-            let record = tokio::select! {
-                record = records.recv() => record,
-                () = token.cancelled() => {
-                    records.close();
-                    records.recv().await
-                }
+            let taken = tokio::select! {
+                taken = records.recv_many(&mut batch, call_trail::LOOKUP_BATCH) => taken,
+                () = token.cancelled() => 0,
             };
-            let Some(mut record) = record else { return };
-            if let TrailKind::Lookup {
-                owner: Some(owner),
-                owner_state: owner_state @ None,
-                ..
-            } = &mut record.step.kind
-            {
-                *owner_state = self.active_state(*owner);
+            if taken == 0 && token.is_cancelled() {
+                records.close();
+                while records
+                    .recv_many(&mut batch, call_trail::LOOKUP_BATCH)
+                    .await
+                    > 0
+                {}
+            } else if taken > 0 {
+                let until = tokio::time::Instant::now() + call_trail::LOOKUP_LINGER;
+                while batch.len() < call_trail::LOOKUP_BATCH && !token.is_cancelled() {
+                    let room = call_trail::LOOKUP_BATCH - batch.len();
+                    let more = tokio::select! {
+                        more = tokio::time::timeout_at(until, records.recv_many(&mut batch, room)) => more,
+                        () = token.cancelled() => break,
+                    };
+                    if !matches!(more, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
             }
-            call_trail::store_lookup(&*self.store, &record).await;
+            if batch.is_empty() {
+                return;
+            }
+            for record in &mut batch {
+                if let TrailKind::Lookup {
+                    owner: Some(owner),
+                    owner_state: owner_state @ None,
+                    ..
+                } = &mut record.step.kind
+                {
+                    *owner_state = self.active_state(*owner);
+                }
+            }
+            let stored = call_trail::store_lookups(&*self.store, std::mem::take(&mut batch)).await;
+            self.metrics.lookup_trail_recorded.inc_by(stored as u64);
         }
     }
 
     /// The state of a manager who may be a destination; `None` for one the CRM lists as
     /// inactive.
     fn active_state(&self, id: ManagerId) -> Option<ManagerState> {
-        let active = self.mirror.as_ref().is_none_or(|m| m.is_active(id));
-        active.then(|| self.managers.get(id))
+        self.is_active(id).then(|| self.managers.get(id))
+    }
+
+    /// Whether the CRM lists this user as active (always, without the mirror).
+    fn is_active(&self, id: ManagerId) -> bool {
+        self.mirror.as_ref().is_none_or(|m| m.is_active(id))
     }
 
     /// What a lookup for `request` would answer now, and why. Like a lookup it may ask the
@@ -396,7 +425,7 @@ impl LookupService {
             .ok()
             .map(|p| p.number);
         if let Some(trace) = trace.as_deref_mut() {
-            trace.caller = caller.as_ref().map(|p| p.e164().to_owned());
+            trace.caller.clone_from(&caller);
         }
         let policy = match self.apply_rules(request, caller.as_ref(), trace.as_deref_mut()) {
             RuleOutcome::Decided(decision) => return decision,
@@ -415,13 +444,14 @@ impl LookupService {
             .mirror
             .as_ref()
             .map(|m| (m.owner(&phone), m.imported()));
-        let (owner, source) = match mirrored {
-            Some((Some((customer, manager)), _)) => (
+        let (owner, source, owner_active) = match mirrored {
+            Some((Some(found), _)) => (
                 OwnerEntry {
-                    customer_id: Some(customer),
-                    manager_id: manager,
+                    customer_id: Some(found.customer),
+                    manager_id: found.manager,
                 },
                 "mirror",
+                found.active,
             ),
             Some((None, true)) if self.config.on_miss == OnMiss::Nobody => {
                 if let Some(trace) = trace {
@@ -430,7 +460,10 @@ impl LookupService {
                 return LookupDecision::nobody(LookupReason::None);
             }
             _ => match self.owner_from_index_or_crm(&phone).await {
-                Some(found) => found,
+                Some((entry, source)) => {
+                    let active = entry.manager_id.is_none_or(|m| self.is_active(m));
+                    (entry, source, active)
+                }
                 None => return LookupDecision::nobody(LookupReason::Unavailable),
             },
         };
@@ -443,15 +476,10 @@ impl LookupService {
             None
         };
         // A user the CRM lists as inactive is never a destination (SPEC §3.1).
-        let active = |m: &ManagerId| {
-            self.mirror
-                .as_ref()
-                .is_none_or(|mirror| mirror.is_active(*m))
-        };
-        let inactive_owner = owner.manager_id.is_some_and(|m| !active(&m));
+        let inactive_owner = owner.manager_id.is_some() && !owner_active;
         let facts = CallerFacts {
-            owner: owner.manager_id.filter(active),
-            last_talked: last_talked.filter(active),
+            owner: owner.manager_id.filter(|_| owner_active),
+            last_talked: last_talked.filter(|m| self.is_active(*m)),
         };
         let state = match facts.owner {
             Some(id) if policy == LookupPolicy::OwnerIfAvailable => self.managers.get(id),

@@ -259,12 +259,12 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(port = app.port(), "callgate is listening.");
     tokio::spawn(reload_on_sighup(app.state().rules.clone()));
     let config = &app.state().config;
-    if secrecy::ExposeSecret::expose_secret(&config.ringostat.webhook_token).is_empty() {
+    if config.ringostat.webhook_token.is_empty() {
         tracing::warn!(
             "ringostat.webhook_token is empty: /ringostat/webhook refuses every event until it is set."
         );
     }
-    if secrecy::ExposeSecret::expose_secret(&config.admin.token).is_empty() {
+    if config.admin.token.is_empty() {
         tracing::warn!("admin.token is empty: the /admin API is disabled.");
     }
     let token = app.shutdown_token();

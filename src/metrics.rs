@@ -58,9 +58,11 @@ pub struct Metrics {
     pub lookup_crm_fetches: Counter,
     /// The last hour's lookup latency per minute (the operator page's p50/p99 chart).
     pub lookup_minutes: LatencyRing,
-    /// Lookup decisions not recorded in a call's trail because the recording channel was
-    /// full (`crate::call_trail::LookupTrail`).
+    /// Lookup decisions not recorded in a call's trail: beyond `lookup.trail_max_per_sec`,
+    /// or the recording channel was full (`crate::call_trail::LookupTrail`).
     pub lookup_trail_dropped: Counter,
+    /// Lookup decisions stored (in a call's trail, or under the caller for its call).
+    pub lookup_trail_recorded: Counter,
     /// `lookup_outcomes` counters resolved once per reason: no label lookup per request.
     lookup_outcome_counters: Vec<(LookupReason, Counter)>,
     /// Webhook acknowledgement latency (durable store included), seconds.
@@ -135,8 +137,14 @@ impl Metrics {
         let lookup_trail_dropped = Counter::default();
         registry.register(
             "lookup_trail_dropped",
-            "Lookup decisions left out of call trails because the recording channel was full",
+            "Lookup decisions left out of call trails (beyond lookup.trail_max_per_sec, or the recording channel full)",
             lookup_trail_dropped.clone(),
+        );
+        let lookup_trail_recorded = Counter::default();
+        registry.register(
+            "lookup_trail_recorded",
+            "Lookup decisions stored for the calls' trails",
+            lookup_trail_recorded.clone(),
         );
         let webhook_ack_latency = Histogram::new(latency_buckets());
         registry.register(
@@ -261,6 +269,7 @@ impl Metrics {
             lookup_outcomes,
             lookup_crm_fetches,
             lookup_trail_dropped,
+            lookup_trail_recorded,
             lookup_minutes: LatencyRing::default(),
             webhook_ack_latency,
             webhooks,

@@ -193,8 +193,11 @@ impl Application {
             ))
         });
         let mirror = syncer.as_ref().map(|s| s.mirror().clone());
-        let (lookup_trail, lookup_decisions) =
-            LookupTrail::channel(LOOKUP_TRAIL_CAPACITY, metrics.clone());
+        let (lookup_trail, lookup_decisions) = LookupTrail::channel(
+            LOOKUP_TRAIL_CAPACITY,
+            config.lookup.trail_max_per_sec,
+            metrics.clone(),
+        );
         let lookup = LookupService::new(
             store.clone(),
             lookup_crm,

@@ -184,19 +184,28 @@ pub struct HistoryOutcome {
 }
 
 /// Numbers → owners, in memory.
+///
+/// The lookup reads one map entry per call ([`OwnerMirror::owner`]): `by_phone` keeps every
+/// number's answer ready (its owning customer and that customer's manager), so answering
+/// costs one hash probe, not a probe per customer; the answers are recomputed when a
+/// customer holding the number changes. Numbers held by several customers also list them
+/// all in `shared`.
 #[derive(Debug, Default)]
 pub struct OwnerMirror {
     customers: HashMap<CustomerId, MirrorCustomer>,
-    by_phone: HashMap<PhoneKey, Owners>,
+    by_phone: HashMap<PhoneKey, Owner>,
+    /// The customers of each number held by more than one (almost none).
+    shared: HashMap<PhoneKey, Vec<CustomerId>>,
     /// Users the CRM says are not active: never a destination.
     inactive: HashSet<ManagerId>,
 }
 
-/// The customers holding one number (almost always one).
-#[derive(Debug)]
-enum Owners {
-    One(CustomerId),
-    Many(Vec<CustomerId>),
+/// A number's answer: the most recently active customer holding it and that customer's
+/// manager.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    customer: CustomerId,
+    manager: Option<ManagerId>,
 }
 
 /// `Y-m-d H:i:s` → seconds; 0 when absent or unreadable.
@@ -253,32 +262,27 @@ impl OwnerMirror {
     /// The owner of `phone`: the most recently active of its customers and that customer's
     /// manager (`None` when the customer has none).
     pub fn owner(&self, phone: &PhoneNumber) -> Option<(CustomerId, Option<ManagerId>)> {
-        let key = PhoneKey::of(phone);
-        let id = match self.by_phone.get(&key)? {
-            Owners::One(id) => *id,
-            Owners::Many(ids) => *ids.iter().max_by_key(|id| {
-                let activity = self.customers.get(id).map_or(0, |c| c.last_activity);
-                (activity, **id)
-            })?,
-        };
-        let customer = self.customers.get(&id)?;
-        Some((id, customer.manager))
+        self.by_phone
+            .get(&PhoneKey::of(phone))
+            .map(|owner| (owner.customer, owner.manager))
     }
 
     /// Every customer holding `phone`, in id order.
     pub fn customers_of(&self, phone: &PhoneNumber) -> Vec<MirrorCustomer> {
-        let ids: Vec<CustomerId> = match self.by_phone.get(&PhoneKey::of(phone)) {
-            None => Vec::new(),
-            Some(Owners::One(id)) => vec![*id],
-            Some(Owners::Many(ids)) => {
-                let mut ids = ids.clone();
-                ids.sort();
-                ids
-            }
-        };
+        let mut ids = self.holders(PhoneKey::of(phone));
+        ids.sort();
         ids.iter()
             .filter_map(|id| self.customers.get(id).cloned())
             .collect()
+    }
+
+    /// The customers holding `key`.
+    fn holders(&self, key: PhoneKey) -> Vec<CustomerId> {
+        match (self.shared.get(&key), self.by_phone.get(&key)) {
+            (Some(ids), _) => ids.clone(),
+            (None, Some(owner)) => vec![owner.customer],
+            (None, None) => Vec::new(),
+        }
     }
 
     /// Whether the CRM lists this user as active (unknown users count as active).
@@ -299,31 +303,39 @@ impl OwnerMirror {
         match change {
             MirrorChange::Upsert(c) => {
                 self.remove(c.id);
-                for key in &c.phones {
-                    self.index(*key, c.id);
-                }
                 self.customers.insert(c.id, c.clone());
+                for key in &c.phones {
+                    self.attach(*key, c.id);
+                }
             }
             MirrorChange::Remove(id) => self.remove(*id),
         }
     }
 
-    fn index(&mut self, key: PhoneKey, id: CustomerId) {
-        match self.by_phone.get_mut(&key) {
-            None => {
-                self.by_phone.insert(key, Owners::One(id));
+    /// `id` (in `customers` already) holds `key`.
+    fn attach(&mut self, key: PhoneKey, id: CustomerId) {
+        if let Some(ids) = self.shared.get_mut(&key) {
+            if !ids.contains(&id) {
+                ids.push(id);
             }
-            Some(Owners::One(other)) if *other == id => {}
-            Some(Owners::One(other)) => {
-                let other = *other;
-                self.by_phone.insert(key, Owners::Many(vec![other, id]));
-            }
-            Some(Owners::Many(ids)) => {
-                if !ids.contains(&id) {
-                    ids.push(id);
+        } else {
+            match self.by_phone.get(&key) {
+                Some(owner) if owner.customer != id => {
+                    self.shared.insert(key, vec![owner.customer, id]);
+                }
+                Some(_) => {}
+                None => {
+                    self.by_phone.insert(
+                        key,
+                        Owner {
+                            customer: id,
+                            manager: None,
+                        },
+                    );
                 }
             }
         }
+        self.refresh(key);
     }
 
     fn remove(&mut self, id: CustomerId) {
@@ -331,19 +343,45 @@ impl OwnerMirror {
             return;
         };
         for key in old.phones {
-            let emptied = match self.by_phone.get_mut(&key) {
-                Some(Owners::One(other)) => *other == id,
-                Some(Owners::Many(ids)) => {
-                    ids.retain(|i| *i != id);
-                    if let [last] = ids.as_slice() {
-                        let last = *last;
-                        self.by_phone.insert(key, Owners::One(last));
-                    }
-                    false
+            if let Some(ids) = self.shared.get_mut(&key) {
+                ids.retain(|i| *i != id);
+                if let [survivor] = ids.as_slice() {
+                    let survivor = *survivor;
+                    self.shared.remove(&key);
+                    self.by_phone.insert(
+                        key,
+                        Owner {
+                            customer: survivor,
+                            manager: None,
+                        },
+                    );
                 }
-                None => false,
-            };
-            if emptied {
+            }
+            self.refresh(key);
+        }
+    }
+
+    /// Recomputes `key`'s answer from the customers holding it (after one of them changed;
+    /// a number with one holder names it in `by_phone`, its manager filled in here).
+    fn refresh(&mut self, key: PhoneKey) {
+        let holder = match self.shared.get(&key) {
+            Some(ids) => ids.iter().copied().max_by_key(|id| {
+                let activity = self.customers.get(id).map_or(0, |c| c.last_activity);
+                (activity, *id)
+            }),
+            None => self.by_phone.get(&key).map(|owner| owner.customer),
+        };
+        match holder.and_then(|id| self.customers.get(&id)) {
+            Some(customer) => {
+                self.by_phone.insert(
+                    key,
+                    Owner {
+                        customer: customer.id,
+                        manager: customer.manager,
+                    },
+                );
+            }
+            None => {
                 self.by_phone.remove(&key);
             }
         }
@@ -504,6 +542,58 @@ mod tests {
         );
         assert_eq!(m.owner(&phone("+380500000000")), None);
         assert_eq!((m.len(), m.phone_count()), (2, 2));
+    }
+
+    proptest::proptest! {
+        /// The ready answers (`by_phone`) stay what a scan of every customer would answer,
+        /// through any sequence of upserts and removals over a few shared numbers.
+        #[test]
+        fn every_numbers_answer_is_its_most_recently_active_holder(
+            ops in proptest::collection::vec(
+                (1u64..6, proptest::option::of(1u64..4), proptest::collection::vec(0u64..4, 0..4), 0i64..3),
+                1..40,
+            )
+        ) {
+            let keys: Vec<PhoneKey> = (0..4)
+                .map(|i| PhoneKey::of(&phone(&format!("+38098123456{i}"))))
+                .collect();
+            let mut m = OwnerMirror::new();
+            for (id, manager, phones, activity) in ops {
+                let id = CustomerId(id);
+                // A customer without numbers and no manager is removed instead.
+                if phones.is_empty() && manager.is_none() {
+                    m.apply(&MirrorChange::Remove(id));
+                } else {
+                    m.apply(&MirrorChange::Upsert(MirrorCustomer {
+                        id,
+                        manager: manager.map(ManagerId),
+                        phones: phones.iter().map(|i| keys[*i as usize]).collect(),
+                        last_activity: activity,
+                    }));
+                }
+                for (i, key) in keys.iter().enumerate() {
+                    let expected = m
+                        .customers
+                        .values()
+                        .filter(|c| c.phones.contains(key))
+                        .max_by_key(|c| (c.last_activity, c.id))
+                        .map(|c| (c.id, c.manager));
+                    let number = phone(&format!("+38098123456{i}"));
+                    proptest::prop_assert_eq!(m.owner(&number), expected);
+                    let mut holders: Vec<CustomerId> = m
+                        .customers
+                        .values()
+                        .filter(|c| c.phones.contains(key))
+                        .map(|c| c.id)
+                        .collect();
+                    holders.sort();
+                    let listed: Vec<CustomerId> =
+                        m.customers_of(&number).iter().map(|c| c.id).collect();
+                    proptest::prop_assert_eq!(listed, holders);
+                }
+                proptest::prop_assert!(m.shared.values().all(|ids| ids.len() >= 2));
+            }
+        }
     }
 
     #[test]

@@ -32,7 +32,9 @@
 
 use std::{fmt, str::FromStr};
 
-use rlibphonenumber::{PHONE_NUMBER_UTIL, ParseError, PhoneNumberFormat, Region, ValidationError};
+use rlibphonenumber::{
+    PHONE_NUMBER_UTIL, ParseError, PhoneNumberFormat, PhoneNumberUtil, Region, ValidationError,
+};
 use serde::{Deserialize, Serialize};
 
 /// Fewest digits (country code included) a canonical number may have. The shortest valid
@@ -491,25 +493,39 @@ fn is_login(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+thread_local! {
+    /// This thread's own libphonenumber for parsing. Its regexes are compiled lazily per
+    /// instance, so each thread matches with regexes no other thread uses: a regex's cache
+    /// pool then takes its owner-thread fast path, where one instance shared by every thread
+    /// (`PHONE_NUMBER_UTIL`) sent all but one thread through the pool's slower, locked path
+    /// on every match (load-tests/RESULTS.md, 2026-11-29). The metadata is built in; loading
+    /// it cannot fail for outside input.
+    static UTIL: PhoneNumberUtil =
+        PhoneNumberUtil::new().expect("libphonenumber's built-in metadata loads");
+}
+
 fn parse_with_library(text: &str, region: RegionCode) -> Result<ParsedPhone, PhoneNumberError> {
-    let mut number = PHONE_NUMBER_UTIL
-        .parse(text, Some(region.region))
-        .map_err(map_parse_error)?;
-    let extension = number.extension.take().filter(|e| !e.is_empty());
-    if !number.is_valid() {
-        number = retry_with_callgate_rules(text, region, &number)
-            .ok_or_else(|| invalid_reason(&number))?;
-    }
-    let e164 = number.format_as(PhoneNumberFormat::E164);
-    Ok(ParsedPhone {
-        number: PhoneNumber::from_formatted(&e164)?,
-        extension,
+    UTIL.with(|util| {
+        let mut number = util
+            .parse(text, Some(region.region))
+            .map_err(map_parse_error)?;
+        let extension = number.extension.take().filter(|e| !e.is_empty());
+        if !util.is_valid_number(&number) {
+            number = retry_with_callgate_rules(util, text, region, &number)
+                .ok_or_else(|| invalid_reason(util, &number))?;
+        }
+        let e164 = util.format(&number, PhoneNumberFormat::E164);
+        Ok(ParsedPhone {
+            number: PhoneNumber::from_formatted(&e164)?,
+            extension,
+        })
     })
 }
 
 /// callgate's own rules (see the module docs), tried on a number libphonenumber parsed but
 /// found invalid. Returns a valid re-reading or `None`.
 fn retry_with_callgate_rules(
+    util: &PhoneNumberUtil,
     text: &str,
     region: RegionCode,
     number: &rlibphonenumber::PhoneNumber,
@@ -526,8 +542,8 @@ fn retry_with_callgate_rules(
     // `8` from the text (not from the digits) keeps any extension.
     if region.region == Region::UA && first == '8' && nsn / 1_000_000_000 == 80 {
         let rest = format!("{}{}", &text[..lead], &text[lead + 1..]);
-        if let Ok(candidate) = PHONE_NUMBER_UTIL.parse(&rest, Some(region.region))
-            && candidate.is_valid()
+        if let Ok(candidate) = util.parse(&rest, Some(region.region))
+            && util.is_valid_number(&candidate)
         {
             return Some(candidate);
         }
@@ -538,8 +554,8 @@ fn retry_with_callgate_rules(
     if plain_start
         && first != '0'
         && nsn.checked_ilog10()? + 1 >= MIN_DIGITS_FOR_MISSING_PLUS as u32
-        && let Ok(candidate) = PHONE_NUMBER_UTIL.parse(format!("+{text}"), None)
-        && candidate.is_valid()
+        && let Ok(candidate) = util.parse(format!("+{text}"), None)
+        && util.is_valid_number(&candidate)
     {
         return Some(candidate);
     }
@@ -556,13 +572,16 @@ fn map_parse_error(e: ParseError) -> PhoneNumberError {
 }
 
 /// Why libphonenumber considers a parsed number invalid.
-fn invalid_reason(number: &rlibphonenumber::PhoneNumber) -> PhoneNumberError {
-    match number.is_possible_with_reason() {
+fn invalid_reason(
+    util: &PhoneNumberUtil,
+    number: &rlibphonenumber::PhoneNumber,
+) -> PhoneNumberError {
+    match util.is_possible_number_with_reason(number) {
         Err(ValidationError::TooShort) => PhoneNumberError::TooShort,
         Err(ValidationError::TooLong) => PhoneNumberError::TooLong,
         Err(ValidationError::InvalidCountryCode) => PhoneNumberError::InvalidCountryCode,
         Ok(_) | Err(ValidationError::InvalidLength) => {
-            match PHONE_NUMBER_UTIL
+            match util
                 .get_region_for_country_code(number.country_code)
                 .and_then(|r| RegionCode::parse(&r.to_string()).ok())
             {

@@ -1,5 +1,5 @@
 //! Shared-secret checks of the HTTP layer (SPEC §8, §9): the webhook token, the admin bearer
-//! token and retailCRM's `clientId`, all through [`secret_matches`].
+//! token and retailCRM's `clientId`, all through [`crate::credential::Credential::matches`].
 //!
 //! retailCRM's callbacks (`/retailcrm/user-status`, `/retailcrm/make-call`) carry the
 //! integration module's `clientId` (`crm.client_id`): [`check_client_id`] refuses a missing or
@@ -11,9 +11,6 @@ use axum::{
     extract::{FromRequest, Request},
     http::{HeaderMap, StatusCode},
 };
-use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 
@@ -26,25 +23,15 @@ use super::{
 /// The field retailCRM names its integration module's client id in.
 pub const CLIENT_ID_FIELD: &str = "clientId";
 
-/// Whether `given` equals `expected`, in time that depends on neither their contents nor their
-/// lengths: both sides are hashed to fixed-size SHA-256 digests, which are compared in
-/// constant time (comparing the raw bytes would stop early on a length mismatch, telling an
-/// attacker the secret's length).
-pub fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
-    let given = Sha256::digest(given);
-    let expected = Sha256::digest(expected);
-    bool::from(given.as_slice().ct_eq(expected.as_slice()))
-}
-
 /// Checks a retailCRM callback's `clientId` against `crm.client_id`: 503 while the key is
 /// unset, 401 when `given` is missing or wrong.
 pub fn check_client_id(config: &Config, given: Option<&str>) -> Result<(), ApiError> {
-    let expected = config.crm.client_id.expose_secret();
+    let expected = &config.crm.client_id;
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("crm.client_id"));
     }
     match given {
-        Some(given) if secret_matches(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(given) if expected.matches(given.as_bytes()) => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }
 }
@@ -84,19 +71,5 @@ impl FromRequest<AppState> for CrmCallback {
                 Err(unreadable)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::secret_matches;
-
-    #[test]
-    fn equal_secrets_match_and_any_difference_does_not() {
-        assert!(secret_matches(b"s3cret", b"s3cret"));
-        assert!(!secret_matches(b"s3cre", b"s3cret"));
-        assert!(!secret_matches(b"s3cret!", b"s3cret"));
-        assert!(!secret_matches(b"S3cret", b"s3cret"));
-        assert!(!secret_matches(b"", b"s3cret"));
     }
 }

@@ -30,10 +30,10 @@ use axum::{
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
-use secrecy::ExposeSecret;
 
-use super::{auth, error::ApiError};
+use super::error::ApiError;
 use crate::config::Config;
+use crate::credential::Credential;
 
 /// How often the per-source limiter forgets idle sources.
 pub const FORGET_EVERY: Duration = Duration::from_secs(10);
@@ -48,7 +48,7 @@ pub struct PublicGuard {
     trusted_proxies: Arc<Vec<IpNet>>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     /// `ringostat.webhook_token` (empty: no webhook is authenticated).
-    webhook_token: Arc<str>,
+    webhook_token: Credential,
 }
 
 impl PublicGuard {
@@ -65,7 +65,7 @@ impl PublicGuard {
             allowlist: Arc::new(server.ip_allowlist.clone()),
             trusted_proxies: Arc::new(server.trusted_proxies.clone()),
             limiter,
-            webhook_token: config.ringostat.webhook_token.expose_secret().into(),
+            webhook_token: config.ringostat.webhook_token.clone(),
         }
     }
 
@@ -79,9 +79,7 @@ impl PublicGuard {
             .unwrap_or_default()
             .iter()
             .find(|(k, _)| k == "token")
-            .is_some_and(|(_, given)| {
-                auth::secret_matches(given.as_bytes(), self.webhook_token.as_bytes())
-            })
+            .is_some_and(|(_, given)| self.webhook_token.matches(given.as_bytes()))
     }
 }
 

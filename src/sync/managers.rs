@@ -9,10 +9,9 @@
 //! set through one instance's `/retailcrm/user-status` is seen by the other instances' next
 //! lookups as soon as the stream read returns (milliseconds).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
+use std::{collections::HashMap, sync::Arc};
+
+use arc_swap::ArcSwap;
 
 use super::redis::{RedisSyncBus, SyncEvent};
 use crate::{
@@ -22,7 +21,9 @@ use crate::{
 };
 
 pub struct ManagerBoard {
-    states: RwLock<HashMap<ManagerId, ManagerState>>,
+    /// Read on every lookup without a lock (a handful of managers: a write replaces the
+    /// map).
+    states: ArcSwap<HashMap<ManagerId, ManagerState>>,
     store: Arc<dyn Store>,
     bus: Option<Arc<RedisSyncBus>>,
     metrics: Arc<Metrics>,
@@ -43,7 +44,7 @@ impl ManagerBoard {
             }
         }
         Ok(ManagerBoard {
-            states: RwLock::new(states),
+            states: ArcSwap::from_pointee(states),
             store,
             bus,
             metrics,
@@ -53,12 +54,7 @@ impl ManagerBoard {
     /// The manager's state as last reported (the default, free with unknown presence, when
     /// nothing was).
     pub fn get(&self, id: ManagerId) -> ManagerState {
-        self.states
-            .read()
-            .expect("manager states lock poisoned")
-            .get(&id)
-            .copied()
-            .unwrap_or_default()
+        self.states.load().get(&id).copied().unwrap_or_default()
     }
 
     /// Stores the states that differ from what this process knows, applies them in memory
@@ -66,7 +62,7 @@ impl ManagerBoard {
     /// instances have it at their next start (counted in `callgate_sync_errors{kind="bus"}`).
     pub async fn set(&self, states: &[(ManagerId, ManagerState)]) -> Result<(), StoreError> {
         let changed: Vec<(ManagerId, ManagerState)> = {
-            let known = self.states.read().expect("manager states lock poisoned");
+            let known = self.states.load();
             states
                 .iter()
                 .filter(|(id, state)| known.get(id) != Some(state))
@@ -91,9 +87,10 @@ impl ManagerBoard {
 
     /// Applies states another instance stored.
     pub fn apply(&self, states: &[(ManagerId, ManagerState)]) {
-        let mut known = self.states.write().expect("manager states lock poisoned");
-        for &(id, state) in states {
-            known.insert(id, state);
-        }
+        self.states.rcu(|known| {
+            let mut known = HashMap::clone(known);
+            known.extend(states.iter().copied());
+            known
+        });
     }
 }

@@ -51,6 +51,15 @@ pub struct SyncFailure {
     pub error: String,
 }
 
+/// A number's owner as the lookup reads it from the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirroredOwner {
+    pub customer: CustomerId,
+    pub manager: Option<ManagerId>,
+    /// Whether the CRM lists `manager` as active (true without a manager).
+    pub active: bool,
+}
+
 #[derive(Debug)]
 pub struct SharedMirror {
     inner: RwLock<OwnerMirror>,
@@ -161,9 +170,16 @@ impl SharedMirror {
             && orders_lag.is_some_and(|lag| lag <= max_lag)
     }
 
-    /// The owner of `phone` (see [`OwnerMirror::owner`]).
-    pub fn owner(&self, phone: &PhoneNumber) -> Option<(CustomerId, Option<ManagerId>)> {
-        self.read().owner(phone)
+    /// The owner of `phone` (see [`OwnerMirror::owner`]) and whether the CRM lists its
+    /// manager as active, in one read of the mirror (this is the lookup's hot path).
+    pub fn owner(&self, phone: &PhoneNumber) -> Option<MirroredOwner> {
+        let mirror = self.read();
+        let (customer, manager) = mirror.owner(phone)?;
+        Some(MirroredOwner {
+            customer,
+            manager,
+            active: manager.is_none_or(|m| mirror.is_active(m)),
+        })
     }
 
     /// Whether the mirror has this customer.

@@ -16,6 +16,7 @@ mod budget;
 mod generator;
 mod mirror;
 mod scenarios;
+mod secrets;
 mod servers;
 
 use std::{path::PathBuf, time::Duration};

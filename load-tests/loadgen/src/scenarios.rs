@@ -191,6 +191,9 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     if on("lookup-deadlines") {
         rows.extend(lookup_deadlines_cost(opts, &gen_rt, &mut notes)?);
     }
+    if on("lookup-trail") {
+        rows.extend(lookup_trail_cost(opts, &gen_rt, &mut notes)?);
+    }
     if on("lookup-slow-clients") {
         rows.extend(lookup_under_slow_clients(opts, &gen_rt, &mut notes)?);
     }
@@ -208,6 +211,9 @@ pub fn suite(opts: &Options) -> anyhow::Result<()> {
     }
     if on("budget") {
         rows.extend(crate::budget::budget(opts, &gen_rt, &mut notes)?);
+    }
+    if on("secrets") {
+        rows.extend(crate::secrets::secrets(opts, &mut notes)?);
     }
     if on("normalization") {
         rows.push(normalization(&mut notes)?);
@@ -310,6 +316,24 @@ fn warm_callgate_configured(
     Callgate::start(settings)
 }
 
+/// One closed-loop lookup run: {CONNECTIONS} connections, warm-up then `opts.secs` measured.
+pub(crate) fn closed_lookup_run(
+    gen_rt: &Runtime,
+    opts: &Options,
+    addr: SocketAddr,
+    f: &RequestFactory,
+) -> RunStats {
+    gen_rt.block_on(generator::closed_loop(
+        addr,
+        CONNECTIONS,
+        WARMUP,
+        opts.secs,
+        None,
+        LOOKUP_TIMEOUT,
+        f.clone(),
+    ))
+}
+
 /// One open-loop lookup run: {OPEN_RATE} req/s over {CONNECTIONS} connections, warm-up
 /// then `opts.secs` measured.
 pub(crate) fn open_lookup_run(
@@ -366,34 +390,17 @@ fn lookup_rules_cost(
     let paths = Arc::new(paths);
     let lookups: RequestFactory =
         Arc::new(move |n| generator::get(&paths[(n % paths.len() as u64) as usize]));
-    let closed = |addr: SocketAddr| {
-        gen_rt.block_on(generator::closed_loop(
-            addr,
-            CONNECTIONS,
-            WARMUP,
-            opts.secs,
-            None,
-            LOOKUP_TIMEOUT,
-            lookups.clone(),
-        ))
-    };
-    let (mut with, mut without, mut failed) = (vec![], vec![], 0);
-    for rep in 0..opts.reps {
-        let (w, wo) = alternate(rep, || closed(ruled.addr), || closed(plain.addr));
-        note!(
-            "rules rep {rep}: with {RULES} rules {:.0}/s p99 {:.2} ms; without {:.0}/s p99 {:.2} ms",
-            w.rps(),
-            w.ms(0.99),
-            wo.rps(),
-            wo.ms(0.99)
-        );
-        failed += w.failed() + wo.failed();
-        with.push(w.rps());
-        without.push(wo.rps());
-    }
+    let m = ab_lookup(
+        opts,
+        gen_rt,
+        &format!("rules (a with {RULES}, b without)"),
+        (&ruled, &plain),
+        &lookups,
+        false,
+    )?;
+    let (w, wo, failed) = (m.a_rps, m.b_rps, m.failed);
     ruled.stop();
     plain.stop();
-    let (w, wo) = (median(with), median(without));
     let ratio = w / wo;
     notes.push(format!(
         "Rules cost: two callgates on identical warm indexes, one with {RULES} non-matching rules (half on `dst`, so each lookup normalizes its `dst`; the rest on caller prefix + UTM campaign, or site + weekday/time window in Europe/Kyiv; the site is derived from `dst` through `[[sites]]`), \
@@ -434,17 +441,7 @@ fn lookup_warm(
     crate::mirror::ensure_routes(gen_rt, callgate.addr)?;
     let lookups = route_factory(WARM_OWNERS, "38050");
     let hello_req: RequestFactory = Arc::new(|_| generator::get("/"));
-    let closed = |addr: SocketAddr, f: &RequestFactory| {
-        gen_rt.block_on(generator::closed_loop(
-            addr,
-            CONNECTIONS,
-            WARMUP,
-            opts.secs,
-            None,
-            LOOKUP_TIMEOUT,
-            f.clone(),
-        ))
-    };
+    let closed = |addr: SocketAddr, f: &RequestFactory| closed_lookup_run(gen_rt, opts, addr, f);
     let open = |addr: SocketAddr, f: &RequestFactory| open_lookup_run(gen_rt, opts, addr, f);
     let (mut c_closed, mut h_closed, mut c_open, mut h_open) = (vec![], vec![], vec![], vec![]);
     for rep in 0..opts.reps {
@@ -1028,6 +1025,84 @@ fn owners_rss_rows(opts: &Options, notes: &mut Vec<String>) -> anyhow::Result<Ve
 
 // === Lookup: the cost of the read deadlines, and 2,000 slow clients ===
 
+/// Two callgates on identical warm indexes (as the lookup scenario), `b` configured
+/// differently from `a`: each rep runs {CONNECTIONS} connections closed loop (and, with
+/// `open_loop`, {OPEN_RATE} req/s open loop) on both, alternating; medians. `label` names the
+/// reps in the progress notes.
+struct AbLookup {
+    /// Medians: closed-loop throughput and open-loop p99 (ms; NaN without the open loop),
+    /// of `a` and `b`.
+    a_rps: f64,
+    b_rps: f64,
+    a_p99: f64,
+    b_p99: f64,
+    failed: u64,
+}
+
+impl AbLookup {
+    /// The open-loop p99s, `a` against `b`, as a reported row.
+    fn p99_row(&self, figure: &str) -> Row {
+        row(
+            figure,
+            "report",
+            format!(
+                "{:.2} vs {:.2} ms ({:.2}×)",
+                self.a_p99,
+                self.b_p99,
+                self.a_p99 / self.b_p99
+            ),
+            Verdict::Reported,
+        )
+    }
+}
+
+fn ab_lookup(
+    opts: &Options,
+    gen_rt: &Runtime,
+    label: &str,
+    (a, b): (&Callgate, &Callgate),
+    lookups: &RequestFactory,
+    open_loop: bool,
+) -> anyhow::Result<AbLookup> {
+    crate::mirror::ensure_routes(gen_rt, a.addr)?;
+    crate::mirror::ensure_routes(gen_rt, b.addr)?;
+    let closed = |addr: SocketAddr| closed_lookup_run(gen_rt, opts, addr, lookups);
+    let open = |addr: SocketAddr| open_lookup_run(gen_rt, opts, addr, lookups);
+    let (mut a_rps, mut b_rps, mut a_p99, mut b_p99, mut failed) =
+        (vec![], vec![], vec![], vec![], 0);
+    for rep in 0..opts.reps {
+        let (ca, cb) = alternate(rep, || closed(a.addr), || closed(b.addr));
+        note!(
+            "{label} rep {rep}: a {:.0}/s p99 {:.2} ms; b {:.0}/s p99 {:.2} ms (closed loop)",
+            ca.rps(),
+            ca.ms(0.99),
+            cb.rps(),
+            cb.ms(0.99)
+        );
+        failed += ca.failed() + cb.failed();
+        a_rps.push(ca.rps());
+        b_rps.push(cb.rps());
+        if open_loop {
+            let (oa, ob) = alternate(rep, || open(a.addr), || open(b.addr));
+            note!(
+                "{label} rep {rep}: a p99 {:.2} ms; b p99 {:.2} ms (open loop)",
+                oa.ms(0.99),
+                ob.ms(0.99)
+            );
+            failed += oa.failed() + ob.failed();
+            a_p99.push(oa.ms(0.99));
+            b_p99.push(ob.ms(0.99));
+        }
+    }
+    Ok(AbLookup {
+        a_rps: median(a_rps),
+        b_rps: median(b_rps),
+        a_p99: median(a_p99),
+        b_p99: median(b_p99),
+        failed,
+    })
+}
+
 /// The read deadlines' cost on the lookup (SPEC §9 wants them on by default; §10's lookup
 /// figures must hold with them): two callgates on identical warm indexes, one with
 /// `header_read_timeout_ms = body_read_timeout_ms = 0`, one with the defaults, alternating,
@@ -1057,41 +1132,17 @@ fn lookup_deadlines_cost(
             .map_or(0, |d| d.as_millis()),
     );
     let lookups = route_factory(WARM_OWNERS, "38050");
-    let closed = |addr: SocketAddr| {
-        gen_rt.block_on(generator::closed_loop(
-            addr,
-            CONNECTIONS,
-            WARMUP,
-            opts.secs,
-            None,
-            LOOKUP_TIMEOUT,
-            lookups.clone(),
-        ))
-    };
-    let open = |addr: SocketAddr| open_lookup_run(gen_rt, opts, addr, &lookups);
-    let (mut on_rps, mut off_rps, mut on_p99, mut off_p99, mut failed) =
-        (vec![], vec![], vec![], vec![], 0);
-    for rep in 0..opts.reps {
-        let (a, b) = alternate(rep, || closed(on.addr), || closed(off.addr));
-        let (oa, ob) = alternate(rep, || open(on.addr), || open(off.addr));
-        note!(
-            "deadlines rep {rep}: on {:.0}/s (open p99 {:.2} ms); off {:.0}/s (open p99 {:.2} ms)",
-            a.rps(),
-            oa.ms(0.99),
-            b.rps(),
-            ob.ms(0.99)
-        );
-        failed += a.failed() + b.failed() + oa.failed() + ob.failed();
-        on_rps.push(a.rps());
-        off_rps.push(b.rps());
-        on_p99.push(oa.ms(0.99));
-        off_p99.push(ob.ms(0.99));
-    }
+    let m = ab_lookup(
+        opts,
+        gen_rt,
+        "deadlines (a on, b off)",
+        (&on, &off),
+        &lookups,
+        true,
+    )?;
     on.stop();
     off.stop();
-    let (a, b) = (median(on_rps), median(off_rps));
-    let (pa, pb) = (median(on_p99), median(off_p99));
-    let ratio = a / b;
+    let ratio = m.a_rps / m.b_rps;
     notes.push(format!(
         "Deadlines cost: two callgates on identical warm indexes (as the lookup scenario), one with the read deadlines off (`server.header_read_timeout_ms = 0`, `body_read_timeout_ms = 0`), one with the defaults ({} / {} ms: one coarse deadline per connection and a watchdog, src/http/deadline.rs); \
          {CONNECTIONS} connections closed loop and {OPEN_RATE} req/s open loop, {} alternating runs each, medians.",
@@ -1102,18 +1153,60 @@ fn lookup_deadlines_cost(
             "Lookup with the read deadlines on (throughput ratio to off)",
             "cost ≤ 5% (≥ 0.95×)",
             format!(
-                "{ratio:.2}× ({} vs {} req/s); failed {failed}",
-                fmt_rate(a),
-                fmt_rate(b)
+                "{ratio:.2}× ({} vs {} req/s); failed {}",
+                fmt_rate(m.a_rps),
+                fmt_rate(m.b_rps),
+                m.failed
             ),
-            Verdict::of(ratio >= 0.95 && failed == 0),
+            Verdict::of(ratio >= 0.95 && m.failed == 0),
         ),
+        m.p99_row("Lookup p99 at 10,000 req/s open loop, deadlines on vs off"),
+    ])
+}
+
+/// What recording the lookup's decision in the calls' trails (issue 16) costs the lookup: the
+/// defaults against `lookup.trail_max_per_sec = 0`.
+fn lookup_trail_cost(
+    opts: &Options,
+    gen_rt: &Runtime,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Row>> {
+    let off_dir = tempfile::tempdir()?;
+    let on_dir = tempfile::tempdir()?;
+    let off = warm_callgate_configured(off_dir.path(), |s| s.lookup.trail_max_per_sec = 0)?;
+    let on = warm_callgate(on_dir.path())?;
+    let budget = on.state.config.lookup.trail_max_per_sec;
+    let lookups = route_factory(WARM_OWNERS, "38050");
+    let m = ab_lookup(
+        opts,
+        gen_rt,
+        "trail (a on, b off)",
+        (&on, &off),
+        &lookups,
+        true,
+    )?;
+    let recorded = on.state.metrics.lookup_trail_recorded.get();
+    on.stop();
+    off.stop();
+    let ratio = m.a_rps / m.b_rps;
+    notes.push(format!(
+        "Trail cost: two callgates on identical warm indexes (as the lookup scenario), one recording lookup decisions with the defaults (`lookup.trail_max_per_sec = {budget}`; no call id in the requests, so each decision is kept under its caller for the call to join), one with `trail_max_per_sec = 0`; \
+         {CONNECTIONS} connections closed loop and {OPEN_RATE} req/s open loop, {} alternating runs each, medians. The recording callgate stored {recorded} decisions over the runs.",
+        opts.reps
+    ));
+    Ok(vec![
         row(
-            "Lookup p99 at 10,000 req/s open loop, deadlines on vs off",
-            "report",
-            format!("{pa:.2} vs {pb:.2} ms ({:.2}×)", pa / pb),
-            Verdict::Reported,
+            "Lookup with its decisions recorded in the call trail (throughput ratio to not recording)",
+            "cost ≤ 5% (≥ 0.95×)",
+            format!(
+                "{ratio:.2}× ({} vs {} req/s); {recorded} decisions stored; failed {}",
+                fmt_rate(m.a_rps),
+                fmt_rate(m.b_rps),
+                m.failed
+            ),
+            Verdict::of(ratio >= 0.95 && m.failed == 0 && recorded > 0),
         ),
+        m.p99_row("Lookup p99 at 10,000 req/s open loop, trail recorded vs not"),
     ])
 }
 

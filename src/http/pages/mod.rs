@@ -25,6 +25,7 @@ use std::{
     time::Instant,
 };
 
+use crate::credential::Credential;
 use axum::{
     Extension, Router,
     extract::{ConnectInfo, Form, Request, State},
@@ -37,9 +38,7 @@ use axum::{
     routing::{get, post},
 };
 use maud::{Markup, html};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::http::{AppState, error::ApiError, guard};
 use session::{Checked, Session};
@@ -122,8 +121,8 @@ impl IntoResponse for PageError {
 }
 
 /// The admin token, or the page's "not configured" answer.
-fn admin_token(state: &AppState) -> Result<&str, PageError> {
-    let token = state.config.admin.token.expose_secret();
+fn admin_token(state: &AppState) -> Result<&Credential, PageError> {
+    let token = &state.config.admin.token;
     if token.is_empty() {
         Err(ApiError::NotConfigured("admin.token").into())
     } else {
@@ -220,7 +219,7 @@ async fn sign_in(
         )
             .into_response());
     }
-    if !bool::from(form.token.as_bytes().ct_eq(expected.as_bytes())) {
+    if !expected.matches(form.token.as_bytes()) {
         limiter.failed(source, now);
         tracing::warn!("Web page sign-in with a wrong token.");
         return Ok((

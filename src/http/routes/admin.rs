@@ -10,7 +10,6 @@ use axum::{
     response::Response,
 };
 use chrono::{NaiveDate, NaiveDateTime};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -22,7 +21,7 @@ use crate::{
         manager::ManagerId,
         phone_number::PhoneNormalizer,
     },
-    http::{AppState, auth, error::ApiError},
+    http::{AppState, error::ApiError},
     lookup::{LookupExplanation, LookupRequest},
 };
 
@@ -36,7 +35,7 @@ pub async fn require_admin(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let expected = state.config.admin.token.expose_secret();
+    let expected = &state.config.admin.token;
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("admin.token"));
     }
@@ -46,7 +45,7 @@ pub async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if auth::secret_matches(given.as_bytes(), expected.as_bytes()) {
+    if expected.matches(given.as_bytes()) {
         Ok(next.run(request).await)
     } else {
         Err(ApiError::Unauthorized)

@@ -14,12 +14,11 @@ use axum::{
     extract::State,
     http::{HeaderMap, Uri, header::CONTENT_TYPE},
 };
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::{
     domain::call::CallEvent,
-    http::{AppState, auth, error::ApiError, payload},
+    http::{AppState, error::ApiError, payload},
     metrics::OutcomeLabel,
     store::EnqueueOutcome,
     worker::task::{DEDUPE_TTL, StoredWebhook, dedupe_key},
@@ -44,7 +43,7 @@ pub async fn webhook(
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     crate::http::panic::probe(&headers);
-    let expected = state.config.ringostat.webhook_token.expose_secret();
+    let expected = &state.config.ringostat.webhook_token;
     if expected.is_empty() {
         return Err(ApiError::NotConfigured("ringostat.webhook_token"));
     }
@@ -55,7 +54,7 @@ pub async fn webhook(
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
-    if !auth::secret_matches(given.as_bytes(), expected.as_bytes()) {
+    if !expected.matches(given.as_bytes()) {
         outcome(&state, "unauthorized");
         return Err(ApiError::Unauthorized);
     }
