@@ -7,10 +7,12 @@
 //! list alone (no scan of the key space on any backend). Steps expire with [`TRAIL_TTL`].
 //! Recording is best effort: a store failure is logged and the call's work goes on.
 //!
-//! The lookup's decision is recorded off its hot path: the lookup hands a
-//! [`LookupRecord`] to a bounded channel ([`LookupTrail::offer`], never waits; a full channel
-//! drops the record and counts it in `callgate_lookup_trail_dropped`) and a background task
-//! stores it ([`crate::lookup::LookupService::record_decisions`]). A lookup request that
+//! The lookup's decision is recorded off its hot path and within a budget: at most
+//! `lookup.trail_max_per_sec` lookups a second are admitted ([`LookupTrail::admit`]); an
+//! admitted lookup hands a [`LookupRecord`] to a bounded channel ([`LookupTrail::offer`],
+//! never waits); a lookup beyond the budget, or finding the channel full, records nothing and
+//! is counted in `callgate_lookup_trail_dropped`. A background task stores the records in
+//! batches ([`crate::lookup::LookupService::record_decisions`], [`store_lookups`]). A lookup request that
 //! carries Ringostat's `call_id` goes straight into that call's trail. One without it is kept
 //! under the caller's number for [`CALLER_LOOKUP_TTL`] ([`keys::caller_lookup`]) and joined
 //! to the call by the worker when the call's first incoming event arrives
@@ -176,14 +178,11 @@ pub const LOOKUP_LINGER: Duration = Duration::from_millis(250);
 /// steps of one call are appended in order.
 /// Returns how many records were stored.
 pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) -> usize {
-    let mut by_call: Vec<(String, Vec<TrailStep>)> = Vec::new();
+    let mut by_call: HashMap<String, Vec<TrailStep>> = HashMap::new();
     let mut by_caller: HashMap<PhoneNumber, TrailStep> = HashMap::new();
     for record in records {
         match record.key {
-            LookupKey::Call(call_id) => match by_call.iter_mut().find(|(id, _)| *id == call_id) {
-                Some((_, steps)) => steps.push(record.step),
-                None => by_call.push((call_id, vec![record.step])),
-            },
+            LookupKey::Call(call_id) => by_call.entry(call_id).or_default().push(record.step),
             LookupKey::Caller(caller) => {
                 by_caller.insert(caller, record.step);
             }

@@ -267,29 +267,30 @@ impl LookupService {
     ) {
         let mut batch = Vec::with_capacity(call_trail::LOOKUP_BATCH);
         loop {
+            // A batch's first record; then more, until the batch is full or has lingered.
             let taken = tokio::select! {
                 taken = records.recv_many(&mut batch, call_trail::LOOKUP_BATCH) => taken,
                 () = token.cancelled() => 0,
             };
-            if taken == 0 && token.is_cancelled() {
+            let until = tokio::time::Instant::now() + call_trail::LOOKUP_LINGER;
+            while taken > 0 && batch.len() < call_trail::LOOKUP_BATCH {
+                let room = call_trail::LOOKUP_BATCH - batch.len();
+                let more = tokio::select! {
+                    more = tokio::time::timeout_at(until, records.recv_many(&mut batch, room)) => more,
+                    () = token.cancelled() => break,
+                };
+                if !matches!(more, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+            // Stopping: whatever is queued is stored too.
+            if token.is_cancelled() {
                 records.close();
                 while records
                     .recv_many(&mut batch, call_trail::LOOKUP_BATCH)
                     .await
                     > 0
                 {}
-            } else if taken > 0 {
-                let until = tokio::time::Instant::now() + call_trail::LOOKUP_LINGER;
-                while batch.len() < call_trail::LOOKUP_BATCH && !token.is_cancelled() {
-                    let room = call_trail::LOOKUP_BATCH - batch.len();
-                    let more = tokio::select! {
-                        more = tokio::time::timeout_at(until, records.recv_many(&mut batch, room)) => more,
-                        () = token.cancelled() => break,
-                    };
-                    if !matches!(more, Ok(n) if n > 0) {
-                        break;
-                    }
-                }
             }
             if batch.is_empty() {
                 return;
