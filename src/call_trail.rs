@@ -24,6 +24,7 @@ use futures::future::join_all;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::{
@@ -171,6 +172,37 @@ pub const LOOKUP_BATCH: usize = 512;
 /// than one per lookup (on the embedded store each commit is an fsync).
 pub const LOOKUP_LINGER: Duration = Duration::from_millis(250);
 
+/// The next batch of lookup records: waits for the first, then gathers more for
+/// [`LOOKUP_LINGER`] or until [`LOOKUP_BATCH`]. Once `token` is cancelled the channel is
+/// closed and everything still queued is returned at once. Empty when there is nothing more
+/// to store (stopped and drained, or every sender gone).
+pub async fn next_batch(
+    records: &mut mpsc::Receiver<LookupRecord>,
+    token: &CancellationToken,
+) -> Vec<LookupRecord> {
+    let mut batch = Vec::with_capacity(LOOKUP_BATCH);
+    let taken = tokio::select! {
+        taken = records.recv_many(&mut batch, LOOKUP_BATCH) => taken,
+        () = token.cancelled() => 0,
+    };
+    let until = tokio::time::Instant::now() + LOOKUP_LINGER;
+    while taken > 0 && batch.len() < LOOKUP_BATCH {
+        let room = LOOKUP_BATCH - batch.len();
+        let more = tokio::select! {
+            more = tokio::time::timeout_at(until, records.recv_many(&mut batch, room)) => more,
+            () = token.cancelled() => break,
+        };
+        if !matches!(more, Ok(n) if n > 0) {
+            break;
+        }
+    }
+    if token.is_cancelled() {
+        records.close();
+        while records.recv_many(&mut batch, LOOKUP_BATCH).await > 0 {}
+    }
+    batch
+}
+
 /// Stores a batch of lookup records, each into its call's trail or under its caller, with
 /// the batch's writes in flight together (the embedded store commits them in one
 /// transaction, Redis pipelines them): one store round trip per batch, not per lookup. Of
@@ -309,6 +341,61 @@ mod tests {
         assert_eq!(read(&store, "c2").await.expect("c2"), vec![step("c")]);
         join_caller_lookup(&store, "c3", &caller).await;
         assert_eq!(read(&store, "c3").await.expect("c3"), vec![step("second")]);
+    }
+
+    fn numbered(n: u64) -> LookupRecord {
+        LookupRecord {
+            key: LookupKey::Call(format!("c{n}")),
+            step: TrailStep {
+                at_ms: n,
+                kind: TrailKind::DeadLetter {
+                    reason: String::new(),
+                },
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_gathers_what_arrives_within_the_linger_and_leaves_the_rest() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        tx.send(numbered(1)).await.expect("send");
+        let sender = tokio::spawn({
+            let tx = tx.clone();
+            async move {
+                tokio::time::sleep(LOOKUP_LINGER / 2).await;
+                tx.send(numbered(2)).await.expect("send");
+                tokio::time::sleep(LOOKUP_LINGER).await;
+                tx.send(numbered(3)).await.expect("send");
+            }
+        });
+        let batch = next_batch(&mut rx, &token).await;
+        assert_eq!(
+            batch.iter().map(|r| r.step.at_ms).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        sender.await.expect("sender");
+        let batch = next_batch(&mut rx, &token).await;
+        assert_eq!(batch.iter().map(|r| r.step.at_ms).collect::<Vec<_>>(), [3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_returns_everything_queued_and_then_nothing() {
+        let (tx, mut rx) = mpsc::channel(2 * LOOKUP_BATCH);
+        let token = CancellationToken::new();
+        for n in 0..(LOOKUP_BATCH as u64 + 10) {
+            tx.send(numbered(n)).await.expect("send");
+        }
+        token.cancel();
+        let batch = next_batch(&mut rx, &token).await;
+        assert_eq!(
+            batch.len(),
+            LOOKUP_BATCH + 10,
+            "more than one batch's worth, at once"
+        );
+        assert!(next_batch(&mut rx, &token).await.is_empty());
+        // The channel is closed: later decisions are refused, not left behind.
+        assert!(tx.try_send(numbered(0)).is_err());
     }
 
     #[test]

@@ -254,44 +254,17 @@ impl LookupService {
     }
 
     /// Stores the decisions [`LookupService::lookup`] offered, until `token` is cancelled
-    /// (then what is already queued is stored too). A batch starts with the first record
-    /// and gathers more for [`call_trail::LOOKUP_LINGER`] or up to
-    /// [`call_trail::LOOKUP_BATCH`] records, then is stored in one store round trip
-    /// ([`call_trail::store_lookups`]): a handful of store commits a second however many
-    /// lookups are recorded. The owner's status, when the decision did not need it (policies
+    /// (then what is already queued is stored too), in batches ([`call_trail::next_batch`]),
+    /// each in one store round trip ([`call_trail::store_lookups`]): a handful of store
+    /// commits a second however many lookups are recorded. The owner's status, when the decision did not need it (policies
     /// other than `owner_if_available`), is read here, off the lookup's path.
     pub async fn record_decisions(
         self: Arc<Self>,
         mut records: mpsc::Receiver<LookupRecord>,
         token: CancellationToken,
     ) {
-        let mut batch = Vec::with_capacity(call_trail::LOOKUP_BATCH);
         loop {
-            // A batch's first record; then more, until the batch is full or has lingered.
-            let taken = tokio::select! {
-                taken = records.recv_many(&mut batch, call_trail::LOOKUP_BATCH) => taken,
-                () = token.cancelled() => 0,
-            };
-            let until = tokio::time::Instant::now() + call_trail::LOOKUP_LINGER;
-            while taken > 0 && batch.len() < call_trail::LOOKUP_BATCH {
-                let room = call_trail::LOOKUP_BATCH - batch.len();
-                let more = tokio::select! {
-                    more = tokio::time::timeout_at(until, records.recv_many(&mut batch, room)) => more,
-                    () = token.cancelled() => break,
-                };
-                if !matches!(more, Ok(n) if n > 0) {
-                    break;
-                }
-            }
-            // Stopping: whatever is queued is stored too.
-            if token.is_cancelled() {
-                records.close();
-                while records
-                    .recv_many(&mut batch, call_trail::LOOKUP_BATCH)
-                    .await
-                    > 0
-                {}
-            }
+            let mut batch = call_trail::next_batch(&mut records, &token).await;
             if batch.is_empty() {
                 return;
             }
@@ -305,7 +278,7 @@ impl LookupService {
                     *owner_state = self.active_state(*owner);
                 }
             }
-            let stored = call_trail::store_lookups(&*self.store, std::mem::take(&mut batch)).await;
+            let stored = call_trail::store_lookups(&*self.store, batch).await;
             self.metrics.lookup_trail_recorded.inc_by(stored as u64);
         }
     }
