@@ -205,17 +205,21 @@ impl LookupService {
     /// facts for the trail).
     pub async fn lookup(self: &Arc<Self>, request: &LookupRequest) -> LookupDecision {
         let started = Instant::now();
-        let recorded = self.trail.admit();
-        let mut trace = LookupExplanation::default();
+        // Boxed, and only for a lookup the trail records: the common path's state (and so the
+        // one allocation per request that holds it, http::server) stays small.
+        let mut trace = self
+            .trail
+            .admit()
+            .then(|| Box::new(LookupExplanation::default()));
         let decision = {
-            let mut resolve =
-                std::pin::pin!(self.resolve_traced(request, recorded.then_some(&mut trace)));
+            let mut resolve = std::pin::pin!(self.resolve_traced(request, trace.as_deref_mut()));
             match futures::poll!(resolve.as_mut()) {
                 std::task::Poll::Ready(decision) => decision,
                 std::task::Poll::Pending => {
                     let budget = self.config.deadline.saturating_sub(DEADLINE_MARGIN);
                     let deadline = tokio::time::Instant::from_std(started) + budget;
-                    match tokio::time::timeout_at(deadline, resolve).await {
+                    // Boxed: the timer lives only in a lookup that waits (see below).
+                    match Box::pin(tokio::time::timeout_at(deadline, resolve)).await {
                         Ok(decision) => decision,
                         Err(_) => LookupDecision::nobody(LookupReason::Timeout),
                     }
@@ -224,8 +228,8 @@ impl LookupService {
         };
         self.metrics.observe_lookup(started.elapsed());
         self.metrics.lookup_outcome(decision.reason).inc();
-        if recorded {
-            self.offer_to_trail(request, &decision, trace);
+        if let Some(trace) = trace {
+            self.offer_to_trail(request, &decision, *trace);
         }
         decision
     }
@@ -433,7 +437,8 @@ impl LookupService {
                 }
                 return LookupDecision::nobody(LookupReason::None);
             }
-            _ => match self.owner_from_index_or_crm(&phone).await {
+            // Boxed, as the call log read below: the common path's state stays small.
+            _ => match Box::pin(self.owner_from_index_or_crm(&phone)).await {
                 Some((entry, source)) => {
                     let active = entry.manager_id.is_none_or(|m| self.is_active(m));
                     (entry, source, active)

@@ -30,7 +30,8 @@ use axum::{
     http::{Method, Request},
     response::{IntoResponse, Response},
 };
-use http_body_util::{BodyExt, Limited};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Collected, Limited};
 use hyper::body::Incoming;
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::{net::TcpListener, sync::Semaphore};
@@ -144,13 +145,21 @@ impl hyper::service::Service<Request<Incoming>> for Gateway {
             && matches!(*request.method(), Method::GET | Method::POST)
         {
             let state = self.state.clone();
+            // Split here, not in the future: what the future captures it holds to its end.
+            let (parts, body) = request.into_parts();
             return Box::pin(async move {
-                let (parts, body) = request.into_parts();
-                let limit = state.config.server.body_limit_bytes;
-                let body = Limited::new(body, limit).collect().await;
+                let body = if hyper::body::Body::is_end_stream(&body) {
+                    Ok(Bytes::new())
+                } else {
+                    // Boxed: a GET's empty body (the common lookup) needs no collector.
+                    let limit = state.config.server.body_limit_bytes;
+                    Box::pin(Limited::new(body, limit).collect())
+                        .await
+                        .map(Collected::to_bytes)
+                };
                 clock.handling();
                 let answer = match body {
-                    Ok(body) => routes::route::answer(&state, &parts, &body.to_bytes()).await,
+                    Ok(body) => routes::route::answer(&state, &parts, body.as_ref()).await,
                     Err(_) => ApiError::TooLarge.into_response(),
                 };
                 clock.expect_headers();
