@@ -59,7 +59,7 @@ impl Payload {
 pub fn read(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Payload, ApiError> {
     let mut payload = Payload::default();
     if let Some(q) = query {
-        merge_form(&mut payload.fields, q.as_bytes(), "query string")?;
+        merge_form(&mut payload.fields, q.as_bytes());
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(payload);
@@ -108,23 +108,18 @@ pub fn read(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<Pay
             payload.fields.extend(object);
         }
     } else {
-        merge_form(&mut payload.fields, body, "form body")?;
+        merge_form(&mut payload.fields, body);
     }
     Ok(payload)
 }
 
-fn merge_form(fields: &mut Map<String, Value>, raw: &[u8], what: &str) -> Result<(), ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_form",
-            None,
-            format!("{what} cannot be read: {e}"),
-        )
-    })?;
-    for (k, v) in pairs {
-        fields.insert(k, Value::String(v));
+/// Adds the `name=value` pairs of a query string or form body (percent-decoded, `+` as a
+/// space, bytes that are not UTF-8 replaced: reading one never fails); a later pair replaces
+/// an earlier one of the same name.
+fn merge_form(fields: &mut Map<String, Value>, raw: &[u8]) {
+    for (k, v) in form_urlencoded::parse(raw) {
+        fields.insert(k.into_owned(), Value::String(v.into_owned()));
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub async fn answer(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
             }))
             .unwrap_or((LookupFormat::Text, None));
             render(
-                &decision,
+                decision,
                 format,
                 &state.config.lookup.response_key,
                 jsonrpc_id,
@@ -84,7 +84,7 @@ async fn lookup(state: &AppState, parts: &Parts, body: &[u8]) -> Response {
     };
     let decision = state.lookup.lookup(&request).await;
     render(
-        &decision,
+        decision,
         format,
         &state.config.lookup.response_key,
         payload.jsonrpc_id,
@@ -131,19 +131,16 @@ fn requested_format(payload: &Payload, default: LookupFormat) -> LookupFormat {
 }
 
 fn render(
-    decision: &LookupDecision,
+    decision: LookupDecision,
     format: LookupFormat,
     key: &str,
     jsonrpc_id: Option<Value>,
 ) -> Response {
-    let object = || {
+    let object = |decision: LookupDecision| {
         let mut m = Map::with_capacity(3);
         m.insert(
             key.to_owned(),
-            decision
-                .destination
-                .as_ref()
-                .map_or(Value::Null, |d| Value::String(d.clone())),
+            decision.destination.map_or(Value::Null, Value::String),
         );
         m.insert(
             "manager_id".to_owned(),
@@ -160,14 +157,14 @@ fn render(
     match format {
         LookupFormat::Text => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            decision.destination.clone().unwrap_or_default(),
+            decision.destination.unwrap_or_default(),
         )
             .into_response(),
-        LookupFormat::Json => Json(object()).into_response(),
+        LookupFormat::Json => Json(object(decision)).into_response(),
         LookupFormat::Jsonrpc => Json(json!({
             "jsonrpc": "2.0",
             "id": jsonrpc_id.unwrap_or(Value::Null),
-            "result": object(),
+            "result": object(decision),
         }))
         .into_response(),
     }
