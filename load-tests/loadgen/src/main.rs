@@ -21,6 +21,11 @@ mod servers;
 
 use std::{path::PathBuf, time::Duration};
 
+/// The allocator of the `callgate` binary (its `main.rs`): callgate runs in this process, so
+/// this process allocates as the product does, for every server and the generator alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
