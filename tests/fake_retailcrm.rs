@@ -191,6 +191,18 @@ async fn creates_answer_201_and_tasks_read_back_with_performer() {
     assert!(read.get("performerId").is_none());
     assert_eq!(read["text"], "Talked twice");
     assert_eq!(read["order"]["id"], o["id"]);
+
+    // The filter takes user ids only.
+    for bad in ["seven", "7x", "-7", ""] {
+        let (status, refused) =
+            body(api.get(&format!("tasks?filter[performers][]={bad}")).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(refused["success"], false, "{bad:?}");
+        assert!(
+            refused["errors"]["filter[performers][]"].is_string(),
+            "{refused}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1490,7 +1490,13 @@ fn task_get(st: &CrmState, id: &str) -> Answer {
 }
 
 fn tasks_list(st: &CrmState, req: &ApiRequest) -> Answer {
-    let performers = req.query_all("filter[performers][]");
+    // User ids: anything else is refused, as a filter value that is not an id would be.
+    let performers = req
+        .query_all("filter[performers][]")
+        .into_iter()
+        .map(str::parse::<u64>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| input_error("filter[performers][]", NOT_VALID))?;
     let status = req.query_one("filter[status]");
     let done = match status {
         None => None,
@@ -1501,7 +1507,10 @@ fn tasks_list(st: &CrmState, req: &ApiRequest) -> Answer {
     let tasks = st
         .tasks
         .values()
-        .filter(|t| performers.is_empty() || performers.iter().any(|p| id_eq(&t["performer"], p)))
+        .filter(|t| {
+            performers.is_empty()
+                || as_id(&t["performer"]).is_some_and(|id| performers.contains(&id))
+        })
         .filter(|t| done.is_none_or(|d| t["complete"].as_bool() == Some(d)))
         .cloned()
         .collect();
