@@ -408,13 +408,18 @@ pub struct ServerOptions {
 /// `[lookup]`, validated.
 #[derive(Debug, Clone)]
 pub struct LookupOptions {
+    /// Every lookup answers within this.
     pub deadline: Duration,
     pub format: LookupFormat,
     pub response_key: String,
     pub policy: LookupPolicy,
+    /// How long the owner index keeps a known owner, and "no customer".
     pub owner_ttl: Duration,
     pub negative_ttl: Duration,
+    /// Most CRM owner fetches in flight at once; a miss beyond it answers nobody at once
+    /// instead of piling up requests on a slow or hung CRM.
     pub max_crm_fetches: usize,
+    /// A mirror miss after the first import: nobody, or ask the CRM.
     pub on_miss: OnMiss,
     pub trail_max_per_sec: u32,
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     call_trail::{self, LookupKey, LookupRecord, LookupTrail},
+    config::LookupOptions,
     crm::Crm,
     domain::{
         call_log::{TrailKind, TrailStep},
@@ -120,23 +121,6 @@ const TRACKING_NUMBER_CACHE: usize = 1024;
 /// The index lookup's result for one number.
 type FetchResult = Option<OwnerEntry>;
 
-/// Settings of the lookup service.
-#[derive(Debug, Clone)]
-pub struct LookupConfig {
-    pub deadline: Duration,
-    pub policy: LookupPolicy,
-    pub owner_ttl: Duration,
-    pub negative_ttl: Duration,
-    /// Most CRM owner fetches in flight at once; a miss beyond it answers nobody at once
-    /// instead of piling up requests on a slow or hung CRM.
-    pub max_crm_fetches: usize,
-    /// `[[sites]]`: a lookup that names no `site` gets the one whose tracking numbers hold
-    /// its `dst` (for rules on `site`).
-    pub sites: Sites,
-    /// A mirror miss after the first import: nobody, or ask the CRM.
-    pub on_miss: OnMiss,
-}
-
 pub struct LookupService {
     store: Arc<dyn Store>,
     crm: Arc<dyn Crm>,
@@ -146,7 +130,11 @@ pub struct LookupService {
     managers: Arc<ManagerBoard>,
     directory: Arc<ManagerDirectory>,
     normalizer: PhoneNormalizer,
-    config: LookupConfig,
+    /// `[lookup]`.
+    config: LookupOptions,
+    /// `[[sites]]`: a lookup that names no `site` gets the one whose tracking numbers hold
+    /// its `dst` (for rules on `site`).
+    sites: Sites,
     metrics: Arc<Metrics>,
     /// Routing rules (`forward_to`, `lookup_policy`, `ignore`), reloadable.
     rules: Arc<RuleBook>,
@@ -167,7 +155,8 @@ impl LookupService {
         managers: Arc<ManagerBoard>,
         directory: Arc<ManagerDirectory>,
         normalizer: PhoneNormalizer,
-        config: LookupConfig,
+        config: LookupOptions,
+        sites: Sites,
         metrics: Arc<Metrics>,
         rules: Arc<RuleBook>,
         trail: LookupTrail,
@@ -180,16 +169,13 @@ impl LookupService {
             directory,
             normalizer,
             config,
+            sites,
             metrics,
             rules,
             inflight: Mutex::new(HashMap::new()),
             tracking_numbers: RwLock::new(HashMap::new()),
             trail,
         })
-    }
-
-    pub fn config(&self) -> &LookupConfig {
-        &self.config
     }
 
     /// Answers within the deadline, whatever the CRM or the store do.
@@ -327,18 +313,14 @@ impl LookupService {
         if rules.is_empty() {
             return RuleOutcome::Policy(self.config.policy);
         }
-        let site_from_dst =
-            request.site.is_none() && rules.needs_site() && !self.config.sites.is_empty();
+        let site_from_dst = request.site.is_none() && rules.needs_site() && !self.sites.is_empty();
         let dst = match &request.dst {
             Some(raw) if rules.needs_dst() || site_from_dst => self.tracking_number(raw),
             _ => None,
         };
         let site = request.site.as_deref().or_else(|| {
             let dst = dst.as_ref().filter(|_| site_from_dst)?;
-            self.config
-                .sites
-                .by_tracking_number(dst)
-                .map(|s| s.code.as_str())
+            self.sites.by_tracking_number(dst).map(|s| s.code.as_str())
         });
         let mut ctx = MatchContext::for_lookup(caller, dst.as_ref(), site, Utc::now());
         ctx.utm_source = request.utm_source.as_deref();
