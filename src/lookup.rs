@@ -204,7 +204,8 @@ impl LookupService {
                 std::task::Poll::Pending => {
                     let budget = self.config.deadline.saturating_sub(DEADLINE_MARGIN);
                     let deadline = tokio::time::Instant::from_std(started) + budget;
-                    // Boxed: the timer lives only in a lookup that waits (see below).
+                    // Boxed, as a miss's waits are (resolve_traced): only a lookup that
+                    // waits pays for its timer's state.
                     match Box::pin(tokio::time::timeout_at(deadline, resolve)).await {
                         Ok(decision) => decision,
                         Err(_) => LookupDecision::nobody(LookupReason::Timeout),

@@ -3,12 +3,6 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-/// mimalloc rather than the system allocator: a lookup allocates a handful of small, short-lived
-/// values, often freed on another runtime thread than the one that made them, and glibc's
-/// malloc took its arena-locked slow path for them (load-tests/RESULTS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use callgate::{
     admin_client::AdminClient,
     config::{Config, EXIT_CONFIG},
@@ -18,6 +12,12 @@ use callgate::{
     telemetry,
 };
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than the system allocator: a lookup allocates a handful of small, short-lived
+/// values, often freed on another runtime thread than the one that made them, and glibc's
+/// malloc took its arena-locked slow path for them (load-tests/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Gateway between Ringostat and retailCRM.
 #[derive(Debug, Parser)]
