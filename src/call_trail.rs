@@ -207,7 +207,10 @@ pub async fn next_batch(
 /// the batch's writes in flight together (the embedded store commits them in one
 /// transaction, Redis pipelines them): one store round trip per batch, not per lookup. Of
 /// several decisions for one caller only the last is kept (each replaces the one before);
-/// steps of one call are appended in order.
+/// steps of one call are appended in order. The writes are volatile
+/// ([`crate::store::KeyValue::set_raw_volatile`]): a best-effort record is not worth an
+/// fsync of its own (on the embedded store that was most of recording's cost to the lookup,
+/// load-tests/RESULTS.md), so a crash may lose the last second's decisions.
 /// Returns how many records were stored.
 pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) -> usize {
     let mut by_call: HashMap<String, Vec<TrailStep>> = HashMap::new();
@@ -221,17 +224,31 @@ pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) -> usi
         }
     }
     let calls = by_call.iter().map(|(call_id, steps)| async move {
+        let key = keys::call_trail(call_id);
         let mut stored = 0;
         for step in steps {
-            stored += usize::from(append(store, call_id, step).await);
+            let appended = match encode(&key, step) {
+                Ok(bytes) => store.append_list_volatile(&key, &bytes, TRAIL_TTL).await,
+                Err(e) => Err(e),
+            };
+            match appended {
+                Ok(()) => stored += 1,
+                Err(e) => tracing::warn!(error = %e, "Recording a decision trail step failed."),
+            }
         }
         stored
     });
     let callers = by_caller.iter().map(|(caller, step)| async move {
-        match store
-            .set_json(&keys::caller_lookup(caller), step, Some(CALLER_LOOKUP_TTL))
-            .await
-        {
+        let key = keys::caller_lookup(caller);
+        let kept = match encode(&key, step) {
+            Ok(bytes) => {
+                store
+                    .set_raw_volatile(&key, &bytes, Some(CALLER_LOOKUP_TTL))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match kept {
             Ok(()) => 1,
             Err(e) => {
                 tracing::warn!(error = %e, "Keeping a lookup decision for its call failed.");
@@ -241,6 +258,10 @@ pub async fn store_lookups(store: &dyn Store, records: Vec<LookupRecord>) -> usi
     });
     let (calls, callers) = futures::join!(join_all(calls), join_all(callers));
     calls.into_iter().chain(callers).sum()
+}
+
+fn encode(key: &str, step: &TrailStep) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(step).map_err(|e| StoreError::encode(key, e))
 }
 
 /// Moves the lookup decision kept under `caller` (a lookup without a call id) into

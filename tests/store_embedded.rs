@@ -184,6 +184,35 @@ const KILL9_AFTER_ACKS: usize = 200;
 /// The child gives up after this many, should the parent never kill it.
 const KILL9_CHILD_MAX: u64 = 200_000;
 
+/// A volatile write (no fsync of its own) is kept by a clean close (redb makes every commit
+/// durable as it closes). After a crash, at most the last `VOLATILE_FLUSH` of them are lost:
+/// not tested here (it would take a kill -9 timed against the writer's flush).
+#[tokio::test]
+async fn volatile_writes_are_kept_across_a_clean_close() {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join(DB_FILE);
+    {
+        let store = EmbeddedStore::open(&path).expect("open");
+        store
+            .set_raw_volatile("v:kept", b"decision", Some(LONG))
+            .await
+            .expect("set volatile");
+        store
+            .append_list_volatile("v:trail", b"step", LONG)
+            .await
+            .expect("append volatile");
+    }
+    let store = EmbeddedStore::open(&path).expect("reopen");
+    assert_eq!(
+        store.get_raw("v:kept").await.expect("get").as_deref(),
+        Some(&b"decision"[..])
+    );
+    assert_eq!(
+        store.read_list("v:trail", 10).await.expect("read"),
+        [b"step".to_vec()]
+    );
+}
+
 /// Not a test: the child process of [`acknowledged_enqueues_survive_kill_9`], which runs it
 /// with `--ignored --exact` and [`KILL9_DB_ENV`] set. It enqueues from 16 concurrent tasks
 /// and prints `ACK <id>` after each acknowledged enqueue, until killed. Ignored, so a plain

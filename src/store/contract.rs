@@ -222,6 +222,50 @@ pub async fn lists_keep_append_order_per_key(store: Arc<dyn Store>) {
     assert_eq!(read("l:1", 10).await.len(), 3, "other lists stay");
 }
 
+/// Volatile writes (a crash may lose the last of them) read back, replace, append in order
+/// and expire exactly as the durable ones do.
+pub async fn volatile_writes_read_like_any_other(store: Arc<dyn Store>) {
+    store.set_raw("v:a", b"durable", None).await.expect("set");
+    store
+        .set_raw_volatile("v:a", b"volatile", Some(LONG))
+        .await
+        .expect("set volatile");
+    assert_eq!(
+        store.get_raw("v:a").await.expect("get").as_deref(),
+        Some(&b"volatile"[..]),
+        "a volatile write replaces a durable one"
+    );
+    for (value, volatile) in [("a", false), ("b", true), ("c", false), ("d", true)] {
+        let appended = if volatile {
+            store
+                .append_list_volatile("v:l", value.as_bytes(), LONG)
+                .await
+        } else {
+            store.append_list("v:l", value.as_bytes(), LONG).await
+        };
+        appended.expect("append");
+    }
+    assert_eq!(
+        store.read_list("v:l", 10).await.expect("read"),
+        [b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()],
+        "volatile and durable appends keep one order"
+    );
+    store
+        .set_raw_volatile("v:short", b"gone", Some(SHORT))
+        .await
+        .expect("set volatile");
+    store
+        .append_list_volatile("v:short-list", b"gone", SHORT)
+        .await
+        .expect("append volatile");
+    eventually("volatile writes with a 50 ms TTL expire", || async {
+        let kv = store.get_raw("v:short").await.expect("get");
+        let list = store.read_list("v:short-list", 10).await.expect("read");
+        (kv.is_none() && list.is_empty()).then_some(())
+    })
+    .await;
+}
+
 pub async fn set_if_absent_race_has_one_winner(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -944,6 +988,7 @@ macro_rules! store_contract_tests {
             kv_ttl_expires,
             kv_scan_prefix_in_key_order_with_limit,
             lists_keep_append_order_per_key,
+            volatile_writes_read_like_any_other,
             set_if_absent_race_has_one_winner,
             next_id_counts_from_one_per_sequence,
             owner_entries_positive_negative_and_ttl,

@@ -198,6 +198,18 @@ pub trait KeyValue: Send + Sync {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), StoreError>;
+    /// [`KeyValue::set_raw`] of a record the caller can afford to lose in a crash (the call
+    /// trail's lookup decisions): the store may make it durable a moment later, together
+    /// with other writes, instead of at once (the embedded store: within a second, without
+    /// an fsync of its own). Readable at once like any write.
+    async fn set_raw_volatile(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        self.set_raw(key, value, ttl).await
+    }
     /// Sets only when absent (or expired); `true` when this call set it.
     async fn set_raw_if_absent(
         &self,
@@ -218,6 +230,16 @@ pub trait KeyValue: Send + Sync {
     /// kept at least `ttl` after it was appended. Lists are their own space: `get_raw` and
     /// `scan_prefix` never see them. Reading one list never scans other keys.
     async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// [`KeyValue::append_list`] of a value the caller can afford to lose in a crash, as
+    /// [`KeyValue::set_raw_volatile`].
+    async fn append_list_volatile(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.append_list(key, value, ttl).await
+    }
     /// The first `limit` live values of the list `key`, in append order (empty when there is
     /// no such list).
     async fn read_list(&self, key: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;

@@ -299,11 +299,20 @@ impl EmbeddedStore {
     }
 
     async fn write(&self, op: Op) -> Result<Reply, StoreError> {
+        self.send(op, true).await
+    }
+
+    /// A write the caller can afford to lose in a crash ([`KeyValue::set_raw_volatile`]).
+    async fn write_volatile(&self, op: Op) -> Result<Reply, StoreError> {
+        self.send(op, false).await
+    }
+
+    async fn send(&self, op: Op, durable: bool) -> Result<Reply, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .as_ref()
             .ok_or(StoreError::WriterGone)?
-            .send(Request { op, reply })
+            .send(Request { op, reply, durable })
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -402,6 +411,22 @@ impl KeyValue for EmbeddedStore {
         .map(|_| ())
     }
 
+    async fn set_raw_volatile(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        self.write_volatile(Op::SetRaw {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_ms: expiry_ms(now_ms(), ttl),
+            only_if_absent: false,
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn set_raw_if_absent(
         &self,
         key: &str,
@@ -458,6 +483,21 @@ impl KeyValue for EmbeddedStore {
 
     async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.write(Op::AppendList {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_ms: expiry_ms(now_ms(), Some(ttl)),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn append_list_volatile(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.write_volatile(Op::AppendList {
             key: key.to_owned(),
             value: value.to_vec(),
             expires_ms: expiry_ms(now_ms(), Some(ttl)),

@@ -120,7 +120,16 @@ pub(super) enum Reply {
 pub(super) struct Request {
     pub(super) op: Op,
     pub(super) reply: oneshot::Sender<Result<Reply, StoreError>>,
+    /// `false` for a write the caller can afford to lose in a crash
+    /// ([`crate::store::KeyValue::set_raw_volatile`]): a batch of only such writes commits
+    /// without an fsync, and the writer makes it durable within [`VOLATILE_FLUSH`].
+    pub(super) durable: bool,
 }
+
+/// Longest a volatile write stays without an fsync: after it, the writer commits durably (an
+/// empty transaction, if nothing durable came meanwhile). This also bounds what redb holds
+/// back for non-durable commits (pages it may not reuse before the next durable one).
+pub(super) const VOLATILE_FLUSH: Duration = Duration::from_secs(1);
 
 /// Changes to the in-memory state, applied only after the commit that made them durable.
 pub(super) enum Effect {
@@ -630,9 +639,11 @@ pub(super) fn dead_letter_from_row(
 
 pub(super) fn writer_loop(shared: Arc<Shared>, rx: Receiver<Request>) {
     let mut next_purge = Instant::now() + PURGE_INTERVAL;
+    // When the oldest write committed without an fsync was, while one is.
+    let mut volatile_since: Option<Instant> = None;
     loop {
-        let wait = next_purge.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
+        let due = volatile_since.map_or(next_purge, |since| next_purge.min(since + VOLATILE_FLUSH));
+        match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
             Ok(first) => {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -641,10 +652,21 @@ pub(super) fn writer_loop(shared: Arc<Shared>, rx: Receiver<Request>) {
                         Err(_) => break,
                     }
                 }
-                run_batch(&shared, batch);
+                match run_batch(&shared, batch) {
+                    Some(Durability::Immediate) => volatile_since = None,
+                    Some(_) => {
+                        volatile_since.get_or_insert_with(Instant::now);
+                    }
+                    None => {}
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
+            // redb makes every commit durable as the database closes.
             Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if volatile_since.is_some_and(|since| since.elapsed() >= VOLATILE_FLUSH) {
+            // A failed flush is tried again a period later (it logs why).
+            volatile_since = (!flush(&shared)).then(Instant::now);
         }
         if Instant::now() >= next_purge {
             if let Err(e) = run_purge(&shared) {
@@ -655,18 +677,39 @@ pub(super) fn writer_loop(shared: Arc<Shared>, rx: Receiver<Request>) {
     }
 }
 
-pub(super) fn run_batch(shared: &Shared, batch: Vec<Request>) {
+/// Makes every earlier commit durable: an empty transaction committed with an fsync.
+fn flush(shared: &Shared) -> bool {
+    let flushed = (|| -> Result<(), StoreError> {
+        let mut txn = shared.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = &flushed {
+        tracing::warn!(error = %e, "Embedded store flush of volatile writes failed; will retry.");
+    }
+    flushed.is_ok()
+}
+
+/// Applies `batch` in one transaction, committed with an fsync unless every request in it is
+/// volatile; the durability it committed with, `None` when the commit failed.
+pub(super) fn run_batch(shared: &Shared, batch: Vec<Request>) -> Option<Durability> {
     let now = now_ms();
     let mut replies = Vec::with_capacity(batch.len());
     let mut effects = Vec::new();
     let mut ops = Vec::with_capacity(batch.len());
+    let durability = if batch.iter().any(|req| req.durable) {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
     for req in batch {
         ops.push(req.op);
         replies.push(req.reply);
     }
     let outcome = (|| -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
         let mut txn = shared.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(durability)?;
         let mut results = Vec::with_capacity(ops.len());
         {
             let mut tables = Tables::open(&txn)?;
@@ -684,6 +727,7 @@ pub(super) fn run_batch(shared: &Shared, batch: Vec<Request>) {
                 // The caller may have gone (cancelled future); the write stands.
                 let _ = reply.send(result);
             }
+            Some(durability)
         }
         Err(e) => {
             tracing::error!(error = %e, requests = replies.len(), "Embedded store commit failed.");
@@ -691,6 +735,7 @@ pub(super) fn run_batch(shared: &Shared, batch: Vec<Request>) {
             for reply in replies {
                 let _ = reply.send(Err(StoreError::Commit(cause.clone())));
             }
+            None
         }
     }
 }
