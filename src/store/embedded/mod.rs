@@ -12,7 +12,12 @@
 //! are applied in arrival order and see each other's writes (the transaction reads its own
 //! writes), so `set_raw_if_absent` and enqueue dedupe stay exact. A logical failure of one
 //! request (say `reschedule` of an unknown task) answers that request only; a storage failure
-//! aborts the transaction and fails the whole batch, nothing of it committed.
+//! aborts the transaction and fails the whole batch, nothing of it committed. A batch made
+//! only of volatile writes ([`KeyValue::set_raw_volatile`]: the call trail's lookup
+//! decisions, best effort by design) commits with `Durability::None`, no fsync; the writer
+//! makes it durable within `VOLATILE_FLUSH` (1 s) with an empty durable commit, unless a
+//! durable batch came first (which persists everything before it). A kill -9 may thus lose
+//! the last second of volatile writes, never a durable one.
 //!
 //! **Mirrors.** The owner index read (`get_owner`) never touches redb: the owner index is
 //! mirrored in memory, loaded at open and updated by the writer right after each commit, before the callers are answered (so a caller reads its
