@@ -330,3 +330,114 @@ fn acknowledged_enqueues_survive_kill_9() {
         assert_eq!(claimed, stored.len().min(8));
     });
 }
+
+/// Where [`volatile_writes_child_helper`] keeps its store.
+const VOLATILE_DB_ENV: &str = "CALLGATE_VOLATILE_TEST_DB";
+/// How long the child writes before it is killed, ms of its own clock.
+const VOLATILE_RUN_MS: u64 = 3_000;
+/// What a kill -9 may lose: volatile writes of the last `VOLATILE_FLUSH` (1 s) and the
+/// flush's own commit; anything older than this before the last write read must survive.
+const VOLATILE_LOSS_BOUND_MS: u64 = 1_500;
+
+/// Not a test: the child process of [`volatile_writes_are_durable_within_a_second_of_a_kill_9`].
+/// It sets `v:<i>` with volatile writes only, one every 20 ms, printing `SET <i> <ms since its
+/// start>` after each is answered, until killed.
+#[tokio::test]
+#[ignore = "the child process of volatile_writes_are_durable_within_a_second_of_a_kill_9, not a test"]
+async fn volatile_writes_child_helper() {
+    let path = std::env::var_os(VOLATILE_DB_ENV).unwrap_or_else(|| {
+        panic!("volatile_writes_child_helper is run by volatile_writes_are_durable_within_a_second_of_a_kill_9 (it needs {VOLATILE_DB_ENV})")
+    });
+    let store = EmbeddedStore::open(std::path::Path::new(&path)).expect("open");
+    let started = std::time::Instant::now();
+    for i in 0_u64.. {
+        store
+            .set_raw_volatile(&format!("v:{i}"), b"decision", Some(LONG))
+            .await
+            .expect("set volatile");
+        println!("SET {i} {}", started.elapsed().as_millis());
+        // Pacing of the workload, not synchronisation: the parent reads the lines.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a kill -9, every volatile write answered more than [`VOLATILE_LOSS_BOUND_MS`] before
+/// the last one the child reported is in the file: the writer flushes them within a second
+/// even when no durable write comes.
+#[test]
+fn volatile_writes_are_durable_within_a_second_of_a_kill_9() {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join(DB_FILE);
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "volatile_writes_child_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(VOLATILE_DB_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    // (write, ms of the child's clock when it was answered)
+    let mut answered: Vec<(u64, u64)> = Vec::new();
+    let mut killed = false;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stdout.read_line(&mut line).expect("read child") == 0 {
+            break;
+        }
+        let mut fields = line
+            .trim_end()
+            .strip_prefix("SET ")
+            .unwrap_or("")
+            .split(' ');
+        if let (Some(Ok(i)), Some(Ok(ms))) = (
+            fields.next().map(str::parse::<u64>),
+            fields.next().map(str::parse::<u64>),
+        ) && line.ends_with('\n')
+        {
+            answered.push((i, ms));
+            if !killed && ms >= VOLATILE_RUN_MS {
+                child.kill().expect("SIGKILL the child");
+                killed = true;
+            }
+        }
+    }
+    let status = child.wait().expect("wait child");
+    assert!(killed, "the child ended by itself ({status})");
+    let last_ms = answered.last().map_or(0, |&(_, ms)| ms);
+    let must_survive: Vec<u64> = answered
+        .iter()
+        .filter(|&&(_, ms)| ms + VOLATILE_LOSS_BOUND_MS < last_ms)
+        .map(|&(i, _)| i)
+        .collect();
+    assert!(
+        must_survive.len() > 10,
+        "the child wrote too little before the kill: {answered:?}"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = EmbeddedStore::open(&path).expect("reopen after kill -9");
+        let mut lost = Vec::new();
+        for i in &must_survive {
+            if store.get_raw(&format!("v:{i}")).await.expect("get").is_none() {
+                lost.push(*i);
+            }
+        }
+        println!(
+            "kill -9 with volatile writes only: {} answered, {} older than {VOLATILE_LOSS_BOUND_MS} ms, {} of them lost",
+            answered.len(),
+            must_survive.len(),
+            lost.len()
+        );
+        assert!(
+            lost.is_empty(),
+            "volatile writes older than {VOLATILE_LOSS_BOUND_MS} ms lost by a kill -9: {lost:?}"
+        );
+    });
+}
