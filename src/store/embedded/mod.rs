@@ -191,6 +191,27 @@ impl From<redb::Error> for StoreError {
     }
 }
 
+impl Op {
+    /// `key` = `value` from now, for `ttl` (or for good).
+    fn set(key: &str, value: &[u8], ttl: Option<Duration>, only_if_absent: bool) -> Op {
+        Op::SetRaw {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_ms: expiry_ms(now_ms(), ttl),
+            only_if_absent,
+        }
+    }
+
+    /// `value` appended to the list `key`, kept `ttl` from now.
+    fn append(key: &str, value: &[u8], ttl: Duration) -> Op {
+        Op::AppendList {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            expires_ms: expiry_ms(now_ms(), Some(ttl)),
+        }
+    }
+}
+
 fn expiry_ms(now: u64, ttl: Option<Duration>) -> u64 {
     match ttl {
         None => NEVER,
@@ -406,14 +427,9 @@ impl KeyValue for EmbeddedStore {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        self.write(Op::SetRaw {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            expires_ms: expiry_ms(now_ms(), ttl),
-            only_if_absent: false,
-        })
-        .await
-        .map(|_| ())
+        self.write(Op::set(key, value, ttl, false))
+            .await
+            .map(|_| ())
     }
 
     async fn set_raw_volatile(
@@ -422,14 +438,9 @@ impl KeyValue for EmbeddedStore {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        self.write_volatile(Op::SetRaw {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            expires_ms: expiry_ms(now_ms(), ttl),
-            only_if_absent: false,
-        })
-        .await
-        .map(|_| ())
+        self.write_volatile(Op::set(key, value, ttl, false))
+            .await
+            .map(|_| ())
     }
 
     async fn set_raw_if_absent(
@@ -438,15 +449,7 @@ impl KeyValue for EmbeddedStore {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        expect_bool(
-            self.write(Op::SetRaw {
-                key: key.to_owned(),
-                value: value.to_vec(),
-                expires_ms: expiry_ms(now_ms(), ttl),
-                only_if_absent: true,
-            })
-            .await?,
-        )
+        expect_bool(self.write(Op::set(key, value, ttl, true)).await?)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -487,13 +490,7 @@ impl KeyValue for EmbeddedStore {
     }
 
     async fn append_list(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        self.write(Op::AppendList {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            expires_ms: expiry_ms(now_ms(), Some(ttl)),
-        })
-        .await
-        .map(|_| ())
+        self.write(Op::append(key, value, ttl)).await.map(|_| ())
     }
 
     async fn append_list_volatile(
@@ -502,13 +499,9 @@ impl KeyValue for EmbeddedStore {
         value: &[u8],
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.write_volatile(Op::AppendList {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            expires_ms: expiry_ms(now_ms(), Some(ttl)),
-        })
-        .await
-        .map(|_| ())
+        self.write_volatile(Op::append(key, value, ttl))
+            .await
+            .map(|_| ())
     }
 
     async fn read_list(&self, key: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
