@@ -247,24 +247,35 @@ async fn kill9_child_helper() {
     }
 }
 
-#[test]
-fn acknowledged_enqueues_survive_kill_9() {
-    let dir = TempDir::new().expect("temp dir");
-    let path = dir.path().join(DB_FILE);
+/// Runs the ignored test `name` of this binary as a child process with `env` = `path`, its
+/// standard output piped to the caller.
+fn spawn_child_helper(
+    name: &str,
+    env: &str,
+    path: &std::path::Path,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
-            "kill9_child_helper",
+            name,
             "--exact",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(KILL9_DB_ENV, &path)
+        .env(env, path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn child");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, stdout)
+}
+
+#[test]
+fn acknowledged_enqueues_survive_kill_9() {
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join(DB_FILE);
+    let (mut child, mut stdout) = spawn_child_helper("kill9_child_helper", KILL9_DB_ENV, &path);
     let mut acked = BTreeSet::new();
     let mut killed = false;
     let mut line = Vec::new();
@@ -369,20 +380,8 @@ async fn volatile_writes_child_helper() {
 fn volatile_writes_are_durable_within_a_second_of_a_kill_9() {
     let dir = TempDir::new().expect("temp dir");
     let path = dir.path().join(DB_FILE);
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "volatile_writes_child_helper",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(VOLATILE_DB_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut child, mut stdout) =
+        spawn_child_helper("volatile_writes_child_helper", VOLATILE_DB_ENV, &path);
     // (write, ms of the child's clock when it was answered)
     let mut answered: Vec<(u64, u64)> = Vec::new();
     let mut killed = false;
